@@ -1,0 +1,14 @@
+"""clcae: StyleGAN2 inversion and editing built around CLCAE (CVPR 2023).
+
+Importing the package has no side effects: nothing is compiled, downloaded or seeded.
+"""
+__version__ = "0.1.0"
+
+__all__ = ["load_generator", "__version__"]
+
+
+def load_generator(path, device="cpu", **overrides):
+    """Load an eval-mode StyleGAN2 generator from any supported file; see :func:`clcae.checkpoints.load_generator`."""
+    from .checkpoints import load_generator as _load
+
+    return _load(path, device=device, **overrides)

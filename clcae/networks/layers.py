@@ -1,0 +1,325 @@
+"""StyleGAN2 building blocks in rosinality's parameter layout.
+
+Every module here keeps the parameter and buffer names of rosinality's ``stylegan2-pytorch`` (as vendored by
+pSp, e4e and CLCAE), so released checkpoints load strictly. Modules that call a custom op carry an ``impl``
+attribute (``'auto'|'cuda'|'fast'|'ref'``) set through :func:`set_impl`; ``'ref'`` reproduces the reference
+implementation's arithmetic (grouped modulated convolution, reference ``upfirdn2d``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import fused_leaky_relu, upfirdn2d
+
+__all__ = [
+    "make_kernel", "PixelNorm", "EqualLinear", "EqualConv2d", "FusedLeakyReLU", "Blur", "Upsample",
+    "ModulatedConv2d", "NoiseInjection", "ConstantInput", "StyledConv", "ToRGB", "ConvLayer", "ResBlock",
+    "set_impl", "IMPLS",
+]
+
+IMPLS = ("auto", "cuda", "fast", "ref")
+
+
+def set_impl(module: nn.Module, impl: str) -> nn.Module:
+    """Set the op implementation of every submodule that has one; returns ``module``."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
+    for m in module.modules():
+        if hasattr(m, "impl"):
+            m.impl = impl
+    return module
+
+
+def make_kernel(k: Sequence[float]) -> torch.Tensor:
+    """A 2-D FIR kernel from a 1-D list (outer product), normalised to sum 1."""
+    k = torch.tensor(k, dtype=torch.float32)
+    if k.ndim == 1:
+        k = k[None, :] * k[:, None]
+    return k / k.sum()
+
+
+class PixelNorm(nn.Module):
+    """Normalise each vector to unit root-mean-square: ``x * rsqrt(mean(x^2) + 1e-8)`` over dim 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalised learning rate: weight ``* lr_mul / sqrt(in_dim)`` at run time.
+
+    ``activation='fused_lrelu'`` applies the fused bias + leaky ReLU (gain sqrt 2).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0, lr_mul: float = 1.0,
+                 activation: str | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
+        if activation not in (None, "fused_lrelu"):
+            raise ValueError(f"unknown activation {activation!r}")
+        self.activation = activation
+        self.scale = (1.0 / math.sqrt(in_dim)) * lr_mul
+        self.lr_mul = lr_mul
+        self.impl = "auto"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation:
+            out = F.linear(x, self.weight * self.scale)
+            return fused_leaky_relu(out, self.bias * self.lr_mul if self.bias is not None else None, impl=self.impl)
+        bias = self.bias * self.lr_mul if self.bias is not None else None
+        return F.linear(x, self.weight * self.scale, bias=bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
+
+
+class EqualConv2d(nn.Module):
+    """Conv2d with equalised learning rate (weight ``/ sqrt(fan_in)`` at run time)."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channel, in_channel, kernel_size, kernel_size))
+        self.scale = 1.0 / math.sqrt(in_channel * kernel_size ** 2)
+        self.stride = stride
+        self.padding = padding
+        self.bias = nn.Parameter(torch.zeros(out_channel)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, bias=self.bias, stride=self.stride, padding=self.padding)
+
+
+class FusedLeakyReLU(nn.Module):
+    """Per-channel bias then leaky ReLU (slope 0.2) times sqrt(2); parameter ``bias`` [C]."""
+
+    def __init__(self, channel: int, bias: bool = True, negative_slope: float = 0.2, scale: float = math.sqrt(2)):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channel)) if bias else None
+        self.negative_slope = negative_slope
+        self.scale = scale
+        self.impl = "auto"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_leaky_relu(x, self.bias, self.negative_slope, self.scale, impl=self.impl)
+
+
+class Blur(nn.Module):
+    """FIR low-pass filter with padding ``(p0, p1)`` on both axes; buffer ``kernel`` (scaled by ``factor**2`` when it
+    follows an upsampling transposed convolution)."""
+
+    def __init__(self, kernel: Sequence[float], pad: tuple[int, int], upsample_factor: int = 1):
+        super().__init__()
+        k = make_kernel(kernel)
+        if upsample_factor > 1:
+            k = k * (upsample_factor ** 2)
+        self.register_buffer("kernel", k)
+        self.pad = tuple(pad)
+        self.impl = "auto"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p0, p1 = self.pad
+        return upfirdn2d(x, self.kernel, pad=(p0, p1, p0, p1), impl=self.impl)
+
+
+class Upsample(nn.Module):
+    """2x FIR upsampling (zero insertion + filter, kernel scaled by ``factor**2``); buffer ``kernel``."""
+
+    def __init__(self, kernel: Sequence[float], factor: int = 2):
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_kernel(kernel) * (factor ** 2))
+        p = self.kernel.shape[0] - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+        self.impl = "auto"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p0, p1 = self.pad
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=(p0, p1, p0, p1), impl=self.impl)
+
+
+class ModulatedConv2d(nn.Module):
+    """Style-modulated convolution (StyleGAN2), optionally with 2x upsampling (transposed conv + blur).
+
+    Parameters: ``weight`` [1, out, in, k, k], ``modulation`` (EqualLinear style_dim -> in, bias init 1).
+    Forward: ``x`` [B, in, H, W], ``style`` [B, style_dim] -> [B, out, H', W'].
+
+    Two arithmetic forms give the same function: the *grouped* form (rosinality's: build one weight per sample and
+    run a grouped convolution) and the *unfused* form (scale the input by the style, convolve with the shared
+    weight, scale the output by the demodulation). ``impl='ref'`` always uses the grouped form; otherwise
+    ``fused`` (``'auto'|True|False``) chooses, ``'auto'`` picking the unfused form on CPU where it is faster.
+    """
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, demodulate: bool = True,
+                 upsample: bool = False, blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.eps = 1e-8
+        self.kernel_size = kernel_size
+        self.in_channel = in_channel
+        self.out_channel = out_channel
+        self.upsample = upsample
+        if upsample:
+            factor = 2
+            p = (len(blur_kernel) - factor) - (kernel_size - 1)
+            pad0 = (p + 1) // 2 + factor - 1
+            pad1 = p // 2 + 1
+            self.blur = Blur(blur_kernel, pad=(pad0, pad1), upsample_factor=factor)
+        self.scale = 1.0 / math.sqrt(in_channel * kernel_size ** 2)
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
+        self.demodulate = demodulate
+        self.impl = "auto"
+        self.fused: str | bool = "auto"
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, upsample={self.upsample}, "
+                f"demodulate={self.demodulate}")
+
+    def _use_grouped(self, x: torch.Tensor) -> bool:
+        if self.impl == "ref":
+            return True
+        if self.fused == "auto":
+            return x.is_cuda
+        return bool(self.fused)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if c != self.in_channel:
+            raise ValueError(f"ModulatedConv2d expects {self.in_channel} input channels; got {tuple(x.shape)}")
+        s = self.modulation(style)  # [B, in]
+        if self._use_grouped(x):
+            return self._forward_grouped(x, s)
+        return self._forward_unfused(x, s)
+
+    def _forward_grouped(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        k = self.kernel_size
+        weight = self.scale * self.weight * s.view(b, 1, c, 1, 1)
+        if self.demodulate:
+            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + self.eps)
+            weight = weight * demod.view(b, self.out_channel, 1, 1, 1)
+        if self.upsample:
+            x = x.reshape(1, b * c, h, w)
+            weight = weight.view(b, self.out_channel, c, k, k).transpose(1, 2).reshape(b * c, self.out_channel, k, k)
+            out = F.conv_transpose2d(x, weight, padding=0, stride=2, groups=b)
+            out = out.view(b, self.out_channel, out.shape[2], out.shape[3])
+            return self.blur(out)
+        x = x.reshape(1, b * c, h, w)
+        weight = weight.view(b * self.out_channel, c, k, k)
+        out = F.conv2d(x, weight, padding=self.padding, groups=b)
+        return out.view(b, self.out_channel, out.shape[2], out.shape[3])
+
+    def _forward_unfused(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        weight = self.scale * self.weight.squeeze(0)  # [out, in, k, k]
+        x = x * s.view(b, c, 1, 1).to(x.dtype)
+        if self.upsample:
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2)
+        else:
+            out = F.conv2d(x, weight, padding=self.padding)
+        if self.demodulate:
+            w2 = weight.pow(2).sum([2, 3])  # [out, in]
+            demod = torch.rsqrt(s.pow(2) @ w2.t() + self.eps)  # [B, out]
+            out = out * demod.view(b, self.out_channel, 1, 1).to(out.dtype)
+        if self.upsample:
+            out = self.blur(out)
+        return out
+
+
+class NoiseInjection(nn.Module):
+    """Adds ``weight * noise`` (learned scalar ``weight`` [1]); ``noise`` [B or 1, 1, H, W]; fresh N(0,1) if None."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if noise is None:
+            b, _, h, w = x.shape
+            noise = x.new_empty(b, 1, h, w).normal_()
+        return x + self.weight * noise
+
+
+class ConstantInput(nn.Module):
+    """The learned constant ``input`` [1, C, size, size] repeated over the batch."""
+
+    def __init__(self, channel: int, size: int = 4):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channel, size, size))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.input.repeat(batch, 1, 1, 1)
+
+
+class StyledConv(nn.Module):
+    """ModulatedConv2d -> noise -> fused bias + leaky ReLU (rosinality ``StyledConv``)."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), demodulate: bool = True):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, demodulate=demodulate,
+                                    upsample=upsample, blur_kernel=blur_kernel)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(out_channel)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style), noise=noise))
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv (no demodulation) to RGB plus ``bias`` [1,3,1,1], added to the upsampled skip image."""
+
+    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample(blur_kernel)
+        self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style) + self.bias
+        if skip is not None:
+            out = out + self.upsample(skip)
+        return out
+
+
+class ConvLayer(nn.Sequential):
+    """[Blur] -> EqualConv2d -> [FusedLeakyReLU], as an indexed Sequential (keys ``0.kernel``, ``1.weight``, ...)."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, downsample: bool = False,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), bias: bool = True, activate: bool = True):
+        layers: list[nn.Module] = []
+        if downsample:
+            factor = 2
+            p = (len(blur_kernel) - factor) + (kernel_size - 1)
+            layers.append(Blur(blur_kernel, pad=((p + 1) // 2, p // 2)))
+            stride, padding = 2, 0
+        else:
+            stride, padding = 1, kernel_size // 2
+        layers.append(EqualConv2d(in_channel, out_channel, kernel_size, padding=padding, stride=stride,
+                                  bias=bias and not activate))
+        if activate:
+            layers.append(FusedLeakyReLU(out_channel, bias=bias))
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """Discriminator residual block: two 3x3 convs (the second downsampling) plus a blurred 1x1 skip, / sqrt 2."""
+
+    def __init__(self, in_channel: int, out_channel: int, blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.conv1 = ConvLayer(in_channel, in_channel, 3)
+        self.conv2 = ConvLayer(in_channel, out_channel, 3, downsample=True, blur_kernel=blur_kernel)
+        self.skip = ConvLayer(in_channel, out_channel, 1, downsample=True, blur_kernel=blur_kernel, activate=False,
+                              bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.conv1(x))
+        return (out + self.skip(x)) / math.sqrt(2)

@@ -1,0 +1,9 @@
+"""StyleGAN2's custom ops: ``upfirdn2d`` and the fused bias + leaky ReLU.
+
+Each op is one public function with ``impl='auto'|'cuda'|'fast'|'ref'``. CUDA kernels are compiled on first CUDA use
+(never at import) by :mod:`clcae.ops._build`; without a GPU or a toolchain the PyTorch paths give the same numbers.
+"""
+from .bias_act import fused_leaky_relu, fused_leaky_relu_ref
+from .upfirdn2d import upfirdn2d, upfirdn2d_fast, upfirdn2d_ref
+
+__all__ = ["upfirdn2d", "upfirdn2d_ref", "upfirdn2d_fast", "fused_leaky_relu", "fused_leaky_relu_ref"]
