@@ -208,12 +208,12 @@ class ModulatedConv2d(nn.Module):
             x = x.reshape(1, b * c, h, w)
             weight = weight.view(b, self.out_channel, c, k, k).transpose(1, 2).reshape(b * c, self.out_channel, k, k)
             out = F.conv_transpose2d(x, weight, padding=0, stride=2, groups=b)
-            out = out.view(b, self.out_channel, out.shape[2], out.shape[3])
+            out = out.reshape(b, self.out_channel, out.shape[2], out.shape[3])
             return self.blur(out)
         x = x.reshape(1, b * c, h, w)
         weight = weight.view(b * self.out_channel, c, k, k)
         out = F.conv2d(x, weight, padding=self.padding, groups=b)
-        return out.view(b, self.out_channel, out.shape[2], out.shape[3])
+        return out.reshape(b, self.out_channel, out.shape[2], out.shape[3])
 
     def _forward_unfused(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
@@ -261,30 +261,36 @@ class StyledConv(nn.Module):
     """ModulatedConv2d -> noise -> fused bias + leaky ReLU (rosinality ``StyledConv``)."""
 
     def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1), demodulate: bool = True):
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), demodulate: bool = True, clamp: float | None = None):
         super().__init__()
         self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, demodulate=demodulate,
                                     upsample=upsample, blur_kernel=blur_kernel)
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise=noise))
+        out = self.activate(self.noise(self.conv(x, style), noise=noise))
+        return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv (no demodulation) to RGB plus ``bias`` [1,3,1,1], added to the upsampled skip image."""
+    """1x1 modulated conv (no demodulation) to RGB plus ``bias`` [1,3,1,1] (optionally clamped), added to the
+    upsampled skip image."""
 
     def __init__(self, in_channel: int, style_dim: int, upsample: bool = True,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), clamp: float | None = None):
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_kernel)
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, style) + self.bias
+        if self.clamp is not None:
+            out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out

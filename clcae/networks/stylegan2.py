@@ -57,6 +57,8 @@ class Generator(nn.Module):
         channel_base, channel_max: channel plan ``min(channel_base // res, channel_max)``.
         channel_multiplier: rosinality's alias, ``channel_base = 16384 * channel_multiplier``.
         blur_kernel: FIR kernel of the resampling filters.
+        conv_clamp: clamp every styled conv and ToRGB output to [-conv_clamp, conv_clamp] (NVIDIA's networks
+            trained with mixed precision use 256; rosinality's use none).
 
     Attributes: ``n_latent`` (styles per W+ code), ``num_layers`` (noise inputs), ``latent_avg`` [style_dim]
     (a non-persistent buffer: rosinality files store it beside ``g_ema``), ``config`` (constructor arguments).
@@ -64,14 +66,14 @@ class Generator(nn.Module):
 
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, lr_mlp: float = 0.01,
                  channel_base: int | None = None, channel_max: int = 512, channel_multiplier: float | None = None,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), conv_clamp: float | None = None):
         super().__init__()
         channel_base = _resolve_channel_base(channel_base, channel_multiplier)
         self.size = size
         self.style_dim = style_dim
         self.log_size = _log2_exact(size, "size")
         self.config = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, lr_mlp=lr_mlp, channel_base=channel_base,
-                           channel_max=channel_max, blur_kernel=list(blur_kernel))
+                           channel_max=channel_max, blur_kernel=list(blur_kernel), conv_clamp=conv_clamp)
         self.channels = channel_plan(size, channel_base, channel_max)
         blur_kernel = list(blur_kernel)
 
@@ -80,8 +82,8 @@ class Generator(nn.Module):
 
         c4 = self.channels[4]
         self.input = ConstantInput(c4)
-        self.conv1 = StyledConv(c4, c4, 3, style_dim, blur_kernel=blur_kernel)
-        self.to_rgb1 = ToRGB(c4, style_dim, upsample=False)
+        self.conv1 = StyledConv(c4, c4, 3, style_dim, blur_kernel=blur_kernel, clamp=conv_clamp)
+        self.to_rgb1 = ToRGB(c4, style_dim, upsample=False, clamp=conv_clamp)
 
         self.num_layers = (self.log_size - 2) * 2 + 1
         self.n_latent = self.log_size * 2 - 2
@@ -95,16 +97,26 @@ class Generator(nn.Module):
         for i in range(3, self.log_size + 1):
             out_channel = self.channels[2 ** i]
             self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True,
-                                         blur_kernel=blur_kernel))
-            self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel))
-            self.to_rgbs.append(ToRGB(out_channel, style_dim))
+                                         blur_kernel=blur_kernel, clamp=conv_clamp))
+            self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel,
+                                         clamp=conv_clamp))
+            self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=blur_kernel, clamp=conv_clamp))
             in_channel = out_channel
         self.register_buffer("latent_avg", torch.zeros(style_dim), persistent=False)
+        self.memory_format = torch.contiguous_format
 
     # ------------------------------------------------------------------ latents
     def set_impl(self, impl: str) -> "Generator":
         """Choose the op implementation (``'auto'|'cuda'|'fast'|'ref'``) for every layer."""
         return set_impl(self, impl)
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> "Generator":
+        """Run synthesis activations in ``torch.channels_last`` or ``torch.contiguous_format``.
+
+        (``Module.to(memory_format=...)`` cannot convert the 5-D modulated weights; this converts the activations.)
+        """
+        self.memory_format = memory_format
+        return self
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, style_dim] -> w [B, style_dim]."""
@@ -188,7 +200,7 @@ class Generator(nn.Module):
                                  f"{tuple(h.shape)}")
             return (1 - feature_scale) * h + feature_scale * f
 
-        out = self.input(latent.shape[0])
+        out = self.input(latent.shape[0]).contiguous(memory_format=self.memory_format)
         feats.append(out)
         out = self.conv1(blend(out, 0), latent[:, 0], noise=noises[0])
         feats.append(out)
@@ -255,10 +267,10 @@ class Discriminator(nn.Module):
         group = min(b, self.stddev_group)
         while b % group:  # the reference requires divisibility; use the largest group that divides the batch
             group -= 1
-        std = out.view(group, -1, self.stddev_feat, c // self.stddev_feat, h, w)
+        std = out.reshape(group, -1, self.stddev_feat, c // self.stddev_feat, h, w)
         std = torch.sqrt(std.var(0, unbiased=False) + 1e-8)
         std = std.mean([2, 3, 4], keepdim=True).squeeze(2)
         std = std.repeat(group, 1, h, w)
         out = torch.cat([out, std], 1)
         out = self.final_conv(out)
-        return self.final_linear(out.view(b, -1))
+        return self.final_linear(out.reshape(b, -1))

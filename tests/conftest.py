@@ -1,0 +1,29 @@
+"""Shared test fixtures: the compatibility fixtures in ../shared/compat (tests skip cleanly without them)."""
+from pathlib import Path
+
+import pytest
+import torch
+
+COMPAT = Path(__file__).resolve().parents[1].parent / "shared" / "compat"
+
+
+def pytest_configure(config):
+    for name, doc in [
+        ("slow", "takes more than a few seconds; still runs in CI"),
+        ("gpu", "needs a CUDA device; skipped without one"),
+        ("cuda_build", "compiles the CUDA extensions (needs nvcc); build only"),
+    ]:
+        config.addinivalue_line("markers", f"{name}: {doc}")
+
+
+@pytest.fixture(scope="session")
+def compat_dir() -> Path:
+    if not COMPAT.is_dir():
+        pytest.skip(f"compatibility fixtures not found at {COMPAT}")
+    return COMPAT
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.manual_seed(0)
+    yield
