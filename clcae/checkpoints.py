@@ -94,9 +94,12 @@ def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        m = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(e))
+        if m is None:
+            raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a torch file)") from e
         raise CheckpointError(
-            f"{path}: refused to load: the file contains objects that a weights-only load does not allow "
-            f"({e}). Checkpoints are never unpickled with code execution.") from e
+            f"{path}: refused to load: the file asks for '{m.group(1)}', which a weights-only load does not allow. "
+            "Checkpoints are never unpickled with code execution; nothing from the file was run.") from e
     except Exception as e:  # truncated zip, garbage bytes, ...
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
 

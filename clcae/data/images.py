@@ -21,6 +21,7 @@ Sizes follow the project convention ``(H, W)``; Pillow's own ``img.size`` is ``(
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ import stat
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -283,7 +284,11 @@ def _normalize_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
         return None
     if isinstance(size, (int, np.integer)):
         size = (int(size), int(size))
-    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+    try:
+        valid = len(size) == 2 and all(int(s) == s and s >= 1 for s in size)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
         raise ValueError(f"size must be a positive int or (H, W), got {size!r}")
     return int(size[0]), int(size[1])
 
@@ -293,10 +298,11 @@ def _check_policy(policy: str) -> None:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
 
 
-def _open_header(path: PathLike, max_pixels: int | None, min_size: int) -> Image.Image:
-    """Open ``path`` and parse only its header; the pixel-count and size checks happen here, before decoding.
+@contextlib.contextmanager
+def _open_header(path: PathLike, max_pixels: int | None, min_size: int) -> Iterator[Image.Image]:
+    """Context manager: open ``path`` and parse only its header; the size checks happen here, before decoding.
 
-    Returns an open, not yet loaded, image that owns its file handle (close it, or use it as a context manager).
+    Yields an opened, not yet loaded, image; the file is closed on exit. Raises ImageReadError.
     """
     path_str = os.fsdecode(path)
     try:
@@ -318,49 +324,47 @@ def _open_header(path: PathLike, max_pixels: int | None, min_size: int) -> Image
     except OSError as err:
         raise ImageReadError(path, f"cannot open: {err.strerror or _describe(err)}") from None
 
-    try:
-        with warnings.catch_warnings():
-            # We enforce our own max_pixels below; Pillow's softer warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(fh)
-    except Image.UnidentifiedImageError:
-        fh.close()
-        raise ImageReadError(path, "not an image (no Pillow decoder recognises the file)") from None
-    except Image.DecompressionBombError as err:
-        fh.close()
-        match = _BOMB_PIXELS.search(str(err))
-        claimed = f"{int(match.group(1)):,} pixels" if match else "too many pixels"
-        if max_pixels is not None and match and int(match.group(1)) <= max_pixels:
-            reason = (f"header claims {claimed}, above Pillow's own limit (2 x PIL.Image.MAX_IMAGE_PIXELS = "
-                      f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,}); raise PIL.Image.MAX_IMAGE_PIXELS to read it")
-        else:
-            reason = (f"header claims {claimed}, above the pixel limit of {max_pixels or 0:,} (max_pixels); "
-                      "refused before decoding (possible decompression bomb)")
-        raise ImageReadError(path, reason) from None
-    except Exception as err:
-        fh.close()
-        raise ImageReadError(path, f"cannot read header: {_describe(err)}") from None
+    with fh:  # Pillow does not close a file object it was handed: this does
+        try:
+            with warnings.catch_warnings():
+                # We enforce our own max_pixels below; Pillow's softer warning would only be noise.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(fh)
+        except Image.UnidentifiedImageError:
+            raise ImageReadError(path, "not an image (no Pillow decoder recognises the file)") from None
+        except Image.DecompressionBombError as err:
+            raise ImageReadError(path, _bomb_reason(err, max_pixels)) from None
+        except Exception as err:
+            raise ImageReadError(path, f"cannot read header: {_describe(err)}") from None
 
-    # Pillow does not close a file object it was handed; make closing the image close it.
-    im._exclusive_fp = True  # noqa: SLF001 (documented attribute used by Image.close)
-    width, height = im.size
-    try:
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageReadError(
-                path,
-                f"{width}x{height} (WxH) = {width * height:,} pixels, above the pixel limit of {max_pixels:,} "
-                "(max_pixels); refused before decoding",
-            )
-        if min(width, height) < min_size:
-            raise ImageReadError(
-                path,
-                f"too small: {width}x{height} (WxH), shorter side below min_size={min_size} "
-                "(pass a smaller min_size to accept and upscale it)",
-            )
-    except ImageReadError:
-        im.close()
-        raise
-    return im
+        with im:
+            width, height = im.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageReadError(
+                    path,
+                    f"{width}x{height} (WxH) = {width * height:,} pixels, above the pixel limit of {max_pixels:,} "
+                    "(max_pixels); refused before decoding",
+                )
+            if min(width, height) < min_size:
+                raise ImageReadError(
+                    path,
+                    f"too small: {width}x{height} (WxH), shorter side below min_size={min_size} "
+                    "(pass a smaller min_size to accept and upscale it)",
+                )
+            yield im
+
+
+def _bomb_reason(err: Exception, max_pixels: int | None) -> str:
+    """Pillow's DecompressionBombError (raised while parsing the header) as our pixel-limit message."""
+    match = _BOMB_PIXELS.search(str(err))
+    claimed = int(match.group(1)) if match else None
+    claimed_text = f"{claimed:,} pixels" if claimed is not None else "too many pixels"
+    if max_pixels is not None and (claimed is None or claimed > max_pixels):
+        return (f"header claims {claimed_text}, above the pixel limit of {max_pixels:,} (max_pixels); "
+                "refused before decoding (possible decompression bomb)")
+    # The caller allowed more than Pillow's global limit does.
+    return (f"header claims {claimed_text}, above Pillow's own pixel limit (2 x PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,}); raise PIL.Image.MAX_IMAGE_PIXELS to read it")
 
 
 def _orientation(im: Image.Image) -> int:
@@ -836,7 +840,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def summary(self, max_listed: int = 50) -> str:
         """A printable report: how many images, and each bad file by name with its reason."""
         bad = self.bad_files
-        lines = [f"{self._where()}: {len(self.paths)} image file(s), {len(bad)} unreadable file(s) skipped"]
+        lines = [f"{self._where()}: {len(self.paths)} image file(s) listed, {len(bad)} unreadable file(s) skipped"]
         for path, reason in bad[:max_listed]:
             lines.append(f"  - {display_path(path)}: {reason}")
         if len(bad) > max_listed:

@@ -175,9 +175,9 @@ def sample_identity(person_id: int, seed: int = 0) -> dict:
         "skin": [float(c) for c in skin],
         "skin_tone": float(tone),
         "face_width": u(0.43, 0.53),          # half-width at the cheekbones
-        "chin_y": u(0.76, 0.86),              # bottom of the chin
+        "chin_y": u(0.70, 0.79),              # bottom of the chin
         "chin_width": u(0.06, 0.17),          # half-width of the flat part of the chin
-        "jaw_power": u(1.5, 3.2),             # 1.5 = V-shaped jaw, 3 = square jaw
+        "jaw_power": u(1.6, 3.0),             # 1.6 = V-shaped jaw, 3 = square jaw
         "cheek_y": u(0.0, 0.12),              # where the jaw starts to narrow
         "blush": u(0.0, 0.35),
         # eyes and brows
@@ -209,8 +209,8 @@ def sample_identity(person_id: int, seed: int = 0) -> dict:
         "hair_style": style,
         "hair_colour": [float(c) for c in hair],
         "hair_colour_name": hair_name,
-        "hair_volume": u(0.03, 0.09) if style != "curly" else u(0.13, 0.22),
-        "hair_top": u(-0.93, -0.82),
+        "hair_volume": u(0.05, 0.12) if style != "curly" else u(0.16, 0.26),
+        "hair_top": u(-0.95, -0.85),
         "hairline": u(-0.56, -0.40),
         "hairline_curve": u(0.08, 0.28),
         "hair_part": u(-0.35, 0.35),
@@ -281,14 +281,16 @@ _SKIN, _HAIR, _OTHER, _BACKGROUND = 0, 1, 2, 3  # material ids; masks drive ligh
 
 
 class _Canvas:
-    """An ``n x n`` float RGB image plus per-pixel material coverage (skin, hair, any foreground)."""
+    """An ``n x n`` float RGB image (channels first, which makes windowed blending fast) plus material coverage."""
 
     def __init__(self, n: int):
         self.n = n
         self.px = 2.0 / n  # one pixel in normalised units
         self.coords = ((np.arange(n, dtype=np.float32) + 0.5) * self.px - 1.0).astype(np.float32)
-        self.rgb = np.empty((n, n, 3), np.float32)
-        self.mat = np.zeros((n, n, 3), np.float32)  # skin, hair, foreground
+        self.rgb = np.empty((3, n, n), np.float32)
+        self.skin = np.zeros((n, n), np.float32)
+        self.hair = np.zeros((n, n), np.float32)
+        self.fg = np.zeros((n, n), np.float32)  # anything but background: what the light shades
 
     def window(self, x0: float, x1: float, y0: float, y1: float):
         """Pixel slices and 1-D coordinates (``x [1, w]``, ``y [h, 1]``) covering a normalised box, or None."""
@@ -300,19 +302,30 @@ class _Canvas:
         return (slice(j0, j1), slice(i0, i1)), self.coords[None, i0:i1], self.coords[j0:j1, None]
 
     def paint(self, sl, alpha: np.ndarray, colour, material: Optional[int] = None) -> None:
-        """Alpha-blend ``colour`` ([3] or [h, w, 3]) into the window ``sl``; ``material`` updates the masks."""
-        a = alpha[..., None]
-        region = self.rgb[sl]
-        region += (np.asarray(colour, np.float32) - region) * a
+        """Alpha-blend the constant ``colour`` [3] into window ``sl`` with coverage ``alpha`` ``[h, w]``.
+
+        ``material`` (skin, hair, other) also updates the coverage masks; None leaves them (shadows, lines).
+        """
+        alpha = np.broadcast_to(alpha, (sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
+        # crop to the rows and columns the shape actually touches
+        rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+        if rows.size == 0:
+            return
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        alpha = alpha[r0:r1, c0:c1]
+        sl = (slice(sl[0].start + r0, sl[0].start + r1), slice(sl[1].start + c0, sl[1].start + c1))
+        for c in range(3):
+            region = self.rgb[c][sl]
+            t = np.subtract(np.float32(colour[c]), region)
+            t *= alpha
+            region += t
         if material is not None:
-            m = self.mat[sl]
-            m *= 1.0 - a
-            if material == _SKIN:
-                m[..., 0] += alpha
-            elif material == _HAIR:
-                m[..., 1] += alpha
-            if material != _BACKGROUND:
-                m[..., 2] += alpha
+            keep = 1.0 - alpha
+            for mask, on in ((self.skin, material == _SKIN), (self.hair, material == _HAIR), (self.fg, True)):
+                region = mask[sl]
+                region *= keep
+                if on:
+                    region += alpha
 
 
 def _cover(sd, width):
@@ -425,10 +438,22 @@ def render_face(identity: dict, attributes: Dict[str, float], res: int = 64, det
         _draw_glasses(cv, g, identity)
 
     # area downsample to the output grid; the soft shapes above are already anti-aliased at the internal scale
-    img = cv.rgb.reshape(res, ss, res, ss, 3).mean(axis=(1, 3))
-    mat = cv.mat.reshape(res, ss, res, ss, 3).mean(axis=(1, 3))
+    img = _area_downsample(cv.rgb, ss).transpose(1, 2, 0)
+    mat = np.stack([_area_downsample(m, ss) for m in (cv.skin, cv.hair, cv.fg)], axis=-1)
     img = _light_and_detail(img, mat, g, identity, attributes, hair_colour, rng)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _area_downsample(a: np.ndarray, k: int) -> np.ndarray:
+    """Mean over ``k x k`` blocks of the last two axes (the exact pixel-area integral of the supersampled image)."""
+    *lead, h, w = a.shape
+    rows = a.reshape(*lead, h // k, k, w)
+    acc = rows[..., 0, :].copy()
+    for i in range(1, k):
+        acc += rows[..., i, :]
+    acc = acc.reshape(*lead, h // k, w // k, k).sum(axis=-1)
+    acc *= 1.0 / (k * k)
+    return acc
 
 
 def _hair_colour(identity, age):
@@ -484,13 +509,13 @@ def _face_sd(g: _Geometry, idt, x, y):
     """Signed distance (approximately, in x) to the face outline: temples -> cheeks -> jaw -> chin."""
     a0 = g.face_w
     cy, chy = g.cheek_y, g.chin_y
-    above = np.clip((cy - y) / 0.75, 0.0, 1.0)
+    above = np.clip((cy - y) / (cy + 0.45), 0.0, 1.0)
     t = np.clip((y - cy) / (chy - cy), 0.0, 1.0)
     p = idt["jaw_power"]
     cw = idt["chin_width"]
     jaw = cw + (a0 - cw) * np.power(np.maximum(1.0 - np.power(t, p), 0.0), 1.0 / p)
     sag = 0.03 * g.age * np.sin(np.pi * np.clip(t * 1.25, 0, 1))  # jowls
-    half = np.where(y < cy, a0 * (1.0 - 0.18 * above * above), jaw + sag)
+    half = np.where(y < cy, a0 * (1.0 - 0.12 * above * above), jaw + sag)
     # the jaw swings with the chin; the leading side is foreshortened, the trailing side shows more cheek
     swing = np.clip((y - cy + 0.2) / (chy - cy + 0.2), 0.0, 1.0)
     cx = g.head_x + (g.chin_x - g.head_x) * swing
@@ -509,8 +534,7 @@ def _face_sd(g: _Geometry, idt, x, y):
 def _draw_background(cv: _Canvas, attrs):
     base = np.array([attrs["bg_r"], attrs["bg_g"], attrs["bg_b"]], np.float32)
     ramp = 1.0 - 0.35 * attrs["bg_gradient"] * cv.coords  # [n], y down: top brighter when gradient > 0
-    cv.rgb[:] = np.clip(base[None, None, :] * ramp[:, None, None], 0, 1)
-    cv.mat[:] = 0.0
+    cv.rgb[:] = np.clip(base[:, None, None] * ramp[None, :, None], 0, 1)
 
 
 def _draw_body(cv, g, skin, rng):
@@ -563,7 +587,7 @@ def _draw_head_skin(cv, g, skin):
         return
     sl, x, y = win
     sd = _face_sd(g, g.idt, x, y)
-    skull = _ellipse_sd(x, y, g.head_x, -0.14, g.face_w * 1.0, 0.68)
+    skull = _ellipse_sd(x, y, g.head_x, -0.16, g.face_w * 1.0, 0.66)
     cv.paint(sl, _cover(np.minimum(sd, skull), cv.px), skin, _SKIN)
 
 
@@ -813,7 +837,7 @@ def _hair_shape_sd(g, idt, x, y):
         a, top = g.face_w + 0.015, -0.80
     if style == "bun":
         a = g.face_w + 0.02
-    cy = -0.12
+    cy = -0.16
     b = cy - top
     cap = _ellipse_sd(x, y, hx, cy, a, b)
     if style == "curly":
