@@ -446,7 +446,7 @@ def _to_rgb(im: Image.Image, background: Color) -> Image.Image:
     """Any loaded Pillow image -> 8-bit RGB. Transparency is composited onto ``background``."""
     mode = im.mode
     if mode == "I" or mode == "F" or mode.startswith("I;"):
-        return Image.fromarray(_high_depth_to_uint8(im), "L").convert("RGB")
+        return Image.fromarray(_high_depth_to_uint8(im)).convert("RGB")
     has_alpha = getattr(im, "has_transparency_data", None)
     transparent = has_alpha if has_alpha is not None else (
         mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
@@ -614,7 +614,7 @@ def from_tensor(t: torch.Tensor) -> Image.Image:
     arr = ((t.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
     if arr.shape[0] == 1:
         arr = arr.expand(3, -1, -1)
-    return Image.fromarray(arr.permute(1, 2, 0).contiguous().numpy(), "RGB")
+    return Image.fromarray(arr.permute(1, 2, 0).contiguous().numpy())
 
 
 def save_image(
