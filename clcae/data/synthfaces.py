@@ -15,15 +15,18 @@ Faces are framed like FFHQ-aligned crops: eye midpoint at x = 0.5 W, eyes at y =
 about 0.5 W wide. When the head turns (yaw) the crop stays aligned on the eyes, as FFHQ's alignment does, so the
 features stay centred and the skull, ears and jaw move instead.
 
-Rendering is vectorised numpy on a supersampled coordinate grid (4x at 64 px) with soft signed-distance shapes, an
-area (box) downsample, then lighting and fine detail at the output resolution. Coordinates inside are normalised:
-x, y in [-1, 1], x to the right and y *down*, (0, 0) the image centre.
+Rendering is vectorised numpy on a supersampled coordinate grid (3x at 64 px, 2x at 128 and 256 px) with soft
+signed-distance shapes and an area (box) downsample; broad shading, lighting and fine detail are then applied at the
+output resolution. Coordinates inside are normalised: x, y in [-1, 1], x to the right and y *down*, (0, 0) the
+image centre.
 
 The on-the-fly dataset is :class:`SynthFaces`; :func:`write_dataset` / :func:`read_labels` store and load a folder.
 """
 from __future__ import annotations
 
+import copy
 import csv
+import functools
 import json
 import math
 import os
@@ -45,7 +48,8 @@ __all__ = [
     "Attribute", "ATTRIBUTES", "ATTRIBUTE_NAMES", "HAIR_STYLES", "FACIAL_HAIR", "VERSION", "TEST_PERSON_OFFSET",
     "DEFAULT_PERSONS", "sample_identity", "sample_attributes", "neutral_attributes", "render_face",
     "attributes_to_vector", "vector_to_attributes", "item_labels", "person_ids_for_split", "SynthFaces",
-    "write_dataset", "read_labels", "read_meta",
+    "write_dataset", "read_labels", "read_meta", "SynthFacesFolder", "sample_grid", "attribute_sweep_grid",
+    "identity_grid",
 ]
 
 VERSION = 1  # bump whenever the renderer or the samplers change what a (seed, index) produces
@@ -130,8 +134,8 @@ _IRIS_COLOURS = {
     "dark_brown": (0.17, 0.09, 0.05), "brown": (0.36, 0.20, 0.09), "hazel": (0.48, 0.38, 0.16),
     "green": (0.29, 0.48, 0.26), "blue": (0.28, 0.48, 0.76), "grey": (0.50, 0.56, 0.62),
 }
-_FRAME_COLOURS = [(0.05, 0.05, 0.05), (0.30, 0.18, 0.08), (0.75, 0.62, 0.30), (0.62, 0.10, 0.10), (0.15, 0.22, 0.50),
-                  (0.55, 0.55, 0.58)]
+_FRAME_COLOURS = [(0.05, 0.05, 0.05), (0.30, 0.18, 0.08), (0.62, 0.48, 0.18), (0.62, 0.10, 0.10), (0.12, 0.18, 0.45),
+                  (0.35, 0.35, 0.38)]
 
 
 def _choice(rng: np.random.Generator, options: Sequence, p: Sequence[float]):
@@ -182,8 +186,8 @@ def sample_identity(person_id: int, seed: int = 0) -> dict:
         "blush": u(0.0, 0.35),
         # eyes and brows
         "eye_spacing": u(0.215, 0.265),        # half the distance between the eye centres
-        "eye_width": u(0.075, 0.095),          # half-width of an eye opening
-        "eye_height": u(0.036, 0.052),         # upper-lid height above the eye line
+        "eye_width": u(0.08, 0.1),             # half-width of an eye opening
+        "eye_height": u(0.042, 0.056),         # upper-lid height above the eye line
         "eye_tilt": u(-0.012, 0.014),          # outer corner up (+) or down (-)
         "eye_dy": u(-0.012, 0.012),
         "iris": [float(c) for c in np.clip(np.array(_IRIS_COLOURS[iris_name]) + rng.normal(0, 0.03, 3), 0, 1)],
@@ -224,8 +228,8 @@ def sample_identity(person_id: int, seed: int = 0) -> dict:
         # accessories and marks
         "glasses_shape": _choice(rng, ("round", "rect", "wide"), [1, 1, 1]),
         "glasses_colour": [float(c) for c in _FRAME_COLOURS[int(rng.integers(len(_FRAME_COLOURS)))]],
-        "glasses_thickness": u(0.012, 0.024),
-        "freckles": float(max(0.0, u(-1.5, 1.0))) * light,
+        "glasses_thickness": u(0.018, 0.03),
+        "freckles": float(max(0.0, u(-1.5, 1.0))) * max(0.0, 2.0 * light - 1.0),
         "mole": [u(-0.35, 0.35), u(-0.05, 0.55)] if rng.uniform() < 0.3 else None,
     }
     return {k: (float(v) if isinstance(v, (np.floating, float)) and not isinstance(v, bool) else v)
@@ -235,13 +239,15 @@ def sample_identity(person_id: int, seed: int = 0) -> dict:
 def sample_attributes(rng: np.random.Generator) -> Dict[str, float]:
     """Draw one image's attributes (see :data:`ATTRIBUTES`) from ``rng``; returns ``{name: float}``.
 
-    Distributions: smile uniform [-1, 1] (with more mass on positive); yaw normal(0, 0.45) clipped to [-1, 1];
+    Distributions: smile uniform [-1, 1] (with more mass on positive); yaw normal(0, 0.45) truncated to [-1, 1];
     age uniform [0, 1]; glasses 1 with p = 0.3; eyes_open 1 - beta-ish (a quarter of the images anywhere in
     [0, 1], the rest in [0.7, 1]); light_x, light_y uniform [-1, 1]; background a random muted colour with a
     uniform gradient in [-1, 1].
     """
     smile = rng.uniform(-1.0, 1.0) if rng.uniform() < 0.6 else rng.uniform(0.0, 1.0)
-    yaw = float(np.clip(rng.normal(0.0, 0.45), -1.0, 1.0))
+    yaw = rng.normal(0.0, 0.45)
+    while abs(yaw) > 1.0:  # truncated, not clipped: no pile-up at the ends
+        yaw = rng.normal(0.0, 0.45)
     age = rng.uniform(0.0, 1.0)
     glasses = 1.0 if rng.uniform() < 0.3 else 0.0
     eyes_open = rng.uniform(0.0, 1.0) if rng.uniform() < 0.25 else rng.uniform(0.7, 1.0)
@@ -250,9 +256,9 @@ def sample_attributes(rng: np.random.Generator) -> Dict[str, float]:
     hue, sat, val = rng.uniform(0, 1), rng.uniform(0.05, 0.6), rng.uniform(0.25, 0.95)
     bg = _hsv_to_rgb(hue, sat, val)
     grad = rng.uniform(-1.0, 1.0)
-    return {"smile": float(smile), "yaw": yaw, "age": float(age), "glasses": glasses, "eyes_open": float(eyes_open),
-            "light_x": float(light_x), "light_y": float(light_y), "bg_r": float(bg[0]), "bg_g": float(bg[1]),
-            "bg_b": float(bg[2]), "bg_gradient": float(grad)}
+    return {"smile": float(smile), "yaw": float(yaw), "age": float(age), "glasses": glasses,
+            "eyes_open": float(eyes_open), "light_x": float(light_x), "light_y": float(light_y),
+            "bg_r": float(bg[0]), "bg_g": float(bg[1]), "bg_b": float(bg[2]), "bg_gradient": float(grad)}
 
 
 def neutral_attributes(**overrides: float) -> Dict[str, float]:
@@ -277,23 +283,31 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> Tuple[float, float, float]:
 # Drawing primitives: a supersampled canvas with windowed soft shapes
 # ----------------------------------------------------------------------------------------------------------------
 
-_SKIN, _HAIR, _OTHER, _BACKGROUND = 0, 1, 2, 3  # material ids; masks drive lighting and fine detail
+_SKIN, _HAIR, _OTHER = 0, 1, 2  # materials: the masks they leave drive lighting and the fine detail
 
 
 class _Canvas:
-    """An ``n x n`` float RGB image (channels first, which makes windowed blending fast) plus material coverage."""
+    """An ``n x n`` float RGB image (channels first, which makes windowed blending fast) plus material masks.
+
+    Shapes are drawn in windows: ``window`` returns the pixel slices of a normalised box and its coordinates as a
+    row ``x [1, w]`` and a column ``y [h, 1]``, so most arithmetic stays 1-D until shapes combine.
+    """
 
     def __init__(self, n: int):
         self.n = n
-        self.px = 2.0 / n  # one pixel in normalised units
+        self.px = 2.0 / n  # one internal pixel in normalised units
         self.coords = ((np.arange(n, dtype=np.float32) + 0.5) * self.px - 1.0).astype(np.float32)
         self.rgb = np.empty((3, n, n), np.float32)
-        self.skin = np.zeros((n, n), np.float32)
-        self.hair = np.zeros((n, n), np.float32)
-        self.fg = np.zeros((n, n), np.float32)  # anything but background: what the light shades
+        # material coverage: skin, hair, and any foreground (what the light shades)
+        self.masks = np.zeros((3, n, n), np.float32)
+        self.skin = self.masks[0]
+
+    def w(self, blur: float) -> float:
+        """An edge ramp of ``blur`` normalised units, never sharper than one internal pixel (anti-aliasing)."""
+        return max(self.px, blur)
 
     def window(self, x0: float, x1: float, y0: float, y1: float):
-        """Pixel slices and 1-D coordinates (``x [1, w]``, ``y [h, 1]``) covering a normalised box, or None."""
+        """``(slices, x [1, w], y [h, 1])`` covering the normalised box, or None when it misses the image."""
         n, px = self.n, self.px
         i0, i1 = max(0, int((x0 + 1.0) / px)), min(n, int(math.ceil((x1 + 1.0) / px)))
         j0, j1 = max(0, int((y0 + 1.0) / px)), min(n, int(math.ceil((y1 + 1.0) / px)))
@@ -301,42 +315,51 @@ class _Canvas:
             return None
         return (slice(j0, j1), slice(i0, i1)), self.coords[None, i0:i1], self.coords[j0:j1, None]
 
-    def paint(self, sl, alpha: np.ndarray, colour, material: Optional[int] = None) -> None:
-        """Alpha-blend the constant ``colour`` [3] into window ``sl`` with coverage ``alpha`` ``[h, w]``.
+    def paint(self, sl, alpha: np.ndarray, colour, material: Optional[int] = None, on_skin: bool = False) -> None:
+        """Alpha-blend ``colour`` ([3], or [3, h, w] per pixel) into window ``sl`` with coverage ``alpha [h, w]``.
 
-        ``material`` (skin, hair, other) also updates the coverage masks; None leaves them (shadows, lines).
+        ``material`` (skin, hair, other) also updates the masks; None leaves them (shadows, lines, tints).
+        ``on_skin`` limits the paint to where skin already is (shading and lines that belong to the face).
         """
-        alpha = np.broadcast_to(alpha, (sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
-        # crop to the rows and columns the shape actually touches
-        rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
-        if rows.size == 0:
-            return
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        alpha = alpha[r0:r1, c0:c1]
-        sl = (slice(sl[0].start + r0, sl[0].start + r1), slice(sl[1].start + c0, sl[1].start + c1))
-        for c in range(3):
-            region = self.rgb[c][sl]
-            t = np.subtract(np.float32(colour[c]), region)
-            t *= alpha
-            region += t
+        shape = (sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+        if alpha.shape != shape:
+            alpha = np.broadcast_to(alpha, shape)
+        if on_skin:
+            alpha = alpha * self.skin[sl]
+        r0, r1, c0, c1 = 0, shape[0], 0, shape[1]
+        if alpha.size > 4096:  # crop big windows to the rows and columns the shape actually touches
+            rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+            if rows.size == 0:
+                return
+            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            alpha = alpha[r0:r1, c0:c1]
+            sl = (slice(sl[0].start + r0, sl[0].start + r1), slice(sl[1].start + c0, sl[1].start + c1))
+        region = self.rgb[:, sl[0], sl[1]]
+        colour = np.asarray(colour, np.float32)
+        colour = colour.reshape(3, 1, 1) if colour.ndim == 1 else colour[:, r0:r1, c0:c1]
+        t = np.subtract(colour, region)
+        t *= alpha
+        region += t
         if material is not None:
-            keep = 1.0 - alpha
-            for mask, on in ((self.skin, material == _SKIN), (self.hair, material == _HAIR), (self.fg, True)):
-                region = mask[sl]
-                region *= keep
-                if on:
-                    region += alpha
+            masks = self.masks[:, sl[0], sl[1]]
+            masks *= 1.0 - alpha
+            if material != _OTHER:
+                masks[material] += alpha
+            masks[2] += alpha
 
 
 def _cover(sd, width):
-    """Soft coverage of a signed distance (negative inside); ``width`` is the anti-aliasing ramp."""
-    return np.clip(0.5 - sd * (1.0 / width), 0.0, 1.0)
+    """Soft coverage of a signed distance (negative inside); ``width`` is the ramp, centred on the boundary."""
+    t = sd * (-1.0 / width)
+    t += 0.5
+    return np.minimum(np.maximum(t, 0.0, out=t), 1.0, out=t)
 
 
 def _ellipse_sd(x, y, cx, cy, a, b):
-    """Approximate signed distance to an axis-aligned ellipse (first-order, exact on the boundary)."""
-    gx, gy = (x - cx) * (1.0 / (a * a)), (y - cy) * (1.0 / (b * b))
-    f = (x - cx) * gx + (y - cy) * gy - 1.0
+    """Approximate signed distance to an axis-aligned ellipse (first order, exact on the boundary)."""
+    dx, dy = x - cx, y - cy
+    gx, gy = dx * (1.0 / (a * a)), dy * (1.0 / (b * b))
+    f = dx * gx + dy * gy - 1.0
     return f / (2.0 * np.sqrt(gx * gx + gy * gy) + 1e-4)
 
 
@@ -350,40 +373,90 @@ def _round_box_sd(x, y, cx, cy, hw, hh, r):
 
 
 def _mix(a, b, t):
-    return np.asarray(a, np.float32) + (np.asarray(b, np.float32) - np.asarray(a, np.float32)) * t
+    a = np.asarray(a, np.float32)
+    return a + (np.asarray(b, np.float32) - a) * np.float32(t)
 
 
-def _paint_ellipse(cv, cx, cy, a, b, colour, material=None, soft=1.0, opacity=1.0):
-    win = cv.window(cx - a - 4 * soft * cv.px, cx + a + 4 * soft * cv.px, cy - b - 4 * soft * cv.px,
-                    cy + b + 4 * soft * cv.px)
+def _paint_ellipse(cv, cx, cy, a, b, colour, material=None, blur=0.0, opacity=1.0, on_skin=False):
+    """A soft ellipse; ``blur`` is the edge ramp in normalised units (at least one internal pixel)."""
+    if opacity <= 0.0:
+        return
+    pad = 0.6 * cv.w(blur) + cv.px
+    win = cv.window(cx - a - pad, cx + a + pad, cy - b - pad, cy + b + pad)
     if win is None:
         return
     sl, x, y = win
-    alpha = _cover(_ellipse_sd(x, y, cx, cy, a, b), soft * cv.px)
+    alpha = _cover(_ellipse_sd(x, y, cx, cy, a, b), cv.w(blur))
     if opacity != 1.0:
         alpha *= opacity
-    cv.paint(sl, alpha, colour, material)
+    cv.paint(sl, alpha, colour, material, on_skin)
 
 
-def _paint_curve(cv, x0, x1, centre: Callable, half_thickness: Callable, colour, opacity=1.0, material=None,
-                 soft=1.0, pad=0.08):
-    """A band around the curve ``y = centre(x)`` for ``x in [x0, x1]``, thickness ``half_thickness(x)``."""
+def _paint_curves(cv, x0, x1, curves, colour, opacity=1.0, material=None, blur=0.0, on_skin=False):
+    """Bands around curves ``y = centre(x)``, ``x in [x0, x1]``: ``curves`` is a list of ``(centre, half)``
+    callables of ``x [1, w]`` (``half`` may also be a number), painted together as one shape."""
+    if opacity <= 0.0 or x1 <= x0:
+        return
     win = cv.window(x0, x1, -1.0, 1.0)
     if win is None:
         return
-    sl, x, _ = win
-    yc, ht = centre(x), half_thickness(x)
-    lo, hi = float(np.min(yc - ht)) - pad, float(np.max(yc + ht)) + pad
-    win = cv.window(x0, x1, lo, hi)
+    xs = win[1]
+    pad = 0.6 * cv.w(blur) + cv.px
+    lo, hi = 1e9, -1e9
+    for centre, half in curves:
+        yc, ht = centre(xs), np.abs(half(xs) if callable(half) else half)
+        lo, hi = min(lo, float(np.min(yc - ht))), max(hi, float(np.max(yc + ht)))
+    win = cv.window(x0, x1, lo - pad, hi + pad)
     if win is None:
         return
     sl, x, y = win
-    yc, ht = centre(x), half_thickness(x)
-    slope = np.gradient(yc[0], cv.px)[None, :] if yc.shape[1] > 1 else 0.0
-    sd = (np.abs(y - yc) - ht) / np.sqrt(1.0 + slope * slope)
-    alpha = _cover(sd, soft * cv.px)
-    alpha *= opacity if np.ndim(opacity) == 0 else opacity
-    cv.paint(sl, alpha, colour, material)
+    sd = None
+    for centre, half in curves:
+        yc = centre(x)
+        slope = np.empty_like(yc)  # the band's width is measured across the curve, not vertically
+        if yc.shape[1] > 1:
+            slope[:, 1:] = np.diff(yc, axis=1) * (1.0 / cv.px)
+            slope[:, 0] = slope[:, 1]
+        else:
+            slope[:] = 0.0
+        d = (np.abs(y - yc) - (half(x) if callable(half) else half)) / np.sqrt(1.0 + slope * slope)
+        sd = d if sd is None else np.minimum(sd, d)
+    alpha = _cover(sd, cv.w(blur))
+    if opacity != 1.0:
+        alpha *= opacity
+    cv.paint(sl, alpha, colour, material, on_skin)
+
+
+def _paint_curve(cv, x0, x1, centre: Callable, half_thickness, colour, opacity=1.0, material=None, blur=0.0,
+                 on_skin=False):
+    """A band around the curve ``y = centre(x)``, ``x in [x0, x1]``, of half-thickness ``half_thickness(x)``."""
+    _paint_curves(cv, x0, x1, [(centre, half_thickness)], colour, opacity, material, blur, on_skin)
+
+
+def _area_downsample(a: np.ndarray, k: int) -> np.ndarray:
+    """Mean over ``k x k`` blocks of the last two axes (the exact pixel-area integral of the supersampled image)."""
+    if k == 1:
+        return a.copy()
+    *lead, h, w = a.shape
+    rows = a.reshape(*lead, h // k, k, w)
+    acc = rows[..., 0, :].copy()
+    for i in range(1, k):
+        acc += rows[..., i, :]
+    out = acc[..., 0::k].copy()
+    for i in range(1, k):
+        out += acc[..., i::k]
+    out *= 1.0 / (k * k)
+    return out
+
+
+def _smooth_noise(rng: np.random.Generator, k: int, res: int) -> np.ndarray:
+    """Smooth noise of unit scale: a ``k x k`` normal grid bilinearly interpolated to ``[res, res]``."""
+    grid = rng.standard_normal((k, k), dtype=np.float32)
+    t = np.linspace(0, k - 1, res, dtype=np.float32)
+    i0 = np.minimum(t.astype(np.int64), k - 2)
+    f = t - i0
+    rows = grid[i0] * (1 - f)[:, None] + grid[i0 + 1] * f[:, None]
+    return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -392,621 +465,950 @@ def _paint_curve(cv, x0, x1, centre: Callable, half_thickness: Callable, colour,
 
 
 def _default_supersample(res: int) -> int:
-    return 4 if res <= 64 else (2 if res <= 256 else 1)
+    return 3 if res <= 64 else (2 if res <= 256 else 1)
 
 
 def render_face(identity: dict, attributes: Dict[str, float], res: int = 64, detail_seed: int = 0,
                 supersample: Optional[int] = None) -> np.ndarray:
     """Render one face; returns ``uint8 [res, res, 3]``.
 
-    ``identity`` from :func:`sample_identity`, ``attributes`` a dict with every name in :data:`ATTRIBUTE_NAMES`,
-    ``detail_seed`` seeds the fine detail (skin texture, freckles, strands, clothing, background noise). The
-    result is a pure function of the arguments (same bytes every time, on any machine with the same numpy).
-    ``supersample`` (default 4 at <= 64 px, else 2) is the internal oversampling before the area downsample.
+    ``identity`` comes from :func:`sample_identity`, ``attributes`` holds every name in :data:`ATTRIBUTE_NAMES`
+    (values outside the documented ranges are clipped), and ``detail_seed`` seeds the fine detail (skin texture,
+    freckles, hair strands, clothing colour, background noise). The result is a pure function of the arguments.
+    ``supersample`` (default 3 at <= 64 px, 2 up to 256 px) is the internal oversampling before the area
+    downsample that anti-aliases the image.
     """
     if res < 16:
         raise ValueError("res must be at least 16")
     missing = set(ATTRIBUTE_NAMES) - set(attributes)
     if missing:
         raise KeyError(f"missing attributes {sorted(missing)}")
-    ss = supersample or _default_supersample(res)
+    attrs = {a.name: min(max(float(attributes[a.name]), a.low), a.high) for a in ATTRIBUTES}
+    ss = int(supersample or _default_supersample(res))
     rng = np.random.default_rng([int(detail_seed) & 0xFFFFFFFF, 0xDE7A11])
     cv = _Canvas(res * ss)
-    g = _Geometry(identity, attributes)
-    hair_colour = _hair_colour(identity, attributes["age"])
-    skin = _skin_colour(identity, attributes["age"])
+    g = _Geometry(identity, attrs)
+    hair = _hair_colour(identity, attrs["age"])
+    skin = _skin_colour(identity, attrs["age"])
+    short_hair = identity["hair_style"] in ("short", "bald", "bun", "buzz")
+    turned = abs(g.sin_t) > 0.02
 
-    _draw_background(cv, attributes)
-    _draw_body(cv, g, skin, rng)
-    _draw_hair(cv, g, identity, hair_colour, front=False)
+    _draw_background(cv, attrs)
+    _draw_body(cv, g, rng)
+    hair_sd = _HairShape(cv, g, identity)
+    _draw_hair_back(cv, hair_sd, hair)
     _draw_neck(cv, g, skin)
-    ears_over_hair = identity["hair_style"] in ("short", "bald", "bun", "buzz")
-    if not ears_over_hair:
-        _draw_ears(cv, g, skin)
+    if short_hair:  # long hair hides the ears; the ear turning away hides behind the head
+        _draw_ears(cv, g, skin, "leading" if turned else "both")
     _draw_head_skin(cv, g, skin)
-    if ears_over_hair:
-        _draw_ears(cv, g, skin)
-    _draw_face_relief(cv, g, identity, attributes, skin)
-    _draw_eyes(cv, g, identity, attributes, skin)
-    _draw_brows(cv, g, identity, hair_colour, skin)
-    _draw_nose(cv, g, identity, attributes, skin)
-    _draw_facial_hair(cv, g, identity, hair_colour, skin, part="beard")
-    _draw_mouth(cv, g, identity, attributes, skin)
-    _draw_facial_hair(cv, g, identity, hair_colour, skin, part="moustache")
-    _draw_hair(cv, g, identity, hair_colour, front=True)
-    if attributes["glasses"] >= 0.5:
-        _draw_glasses(cv, g, identity)
+    if short_hair and turned:  # the ear turning towards the camera shows in front of the cheek
+        _draw_ears(cv, g, skin, "trailing")
+    _draw_face_relief(cv, g, attrs, skin)
+    _draw_eyes(cv, g, attrs, skin)
+    _draw_brows(cv, g, hair, skin)
+    _draw_nose(cv, g, attrs, skin)
+    _draw_beard(cv, g, hair, skin)
+    _draw_mouth(cv, g, attrs, skin)
+    _draw_moustache(cv, g, hair)
+    _draw_hair_front(cv, hair_sd, g, hair, skin)
+    if attrs["glasses"] >= 0.5:
+        _draw_glasses(cv, g)
 
-    # area downsample to the output grid; the soft shapes above are already anti-aliased at the internal scale
+    # area downsample to the output grid; lighting and fine detail are applied at the output resolution
     img = _area_downsample(cv.rgb, ss).transpose(1, 2, 0)
-    mat = np.stack([_area_downsample(m, ss) for m in (cv.skin, cv.hair, cv.fg)], axis=-1)
-    img = _light_and_detail(img, mat, g, identity, attributes, hair_colour, rng)
+    masks = _area_downsample(cv.masks, ss)
+    img = _light_and_detail(img, masks, g, identity, attrs, rng)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def _area_downsample(a: np.ndarray, k: int) -> np.ndarray:
-    """Mean over ``k x k`` blocks of the last two axes (the exact pixel-area integral of the supersampled image)."""
-    *lead, h, w = a.shape
-    rows = a.reshape(*lead, h // k, k, w)
-    acc = rows[..., 0, :].copy()
-    for i in range(1, k):
-        acc += rows[..., i, :]
-    acc = acc.reshape(*lead, h // k, w // k, k).sum(axis=-1)
-    acc *= 1.0 / (k * k)
-    return acc
 
 
 def _hair_colour(identity, age):
     grey = np.clip((age - 0.3) / 0.65, 0.0, 1.0) ** 1.2
-    base = np.asarray(identity["hair_colour"], np.float32)
-    return _mix(base, (0.78, 0.78, 0.77), 0.9 * grey)
+    return _mix(identity["hair_colour"], (0.8, 0.8, 0.79), 0.92 * grey)
 
 
 def _skin_colour(identity, age):
     s = np.asarray(identity["skin"], np.float32)
     grey = s.mean()
-    return _mix(s, grey + 0.35 * (s - grey), 0.25 * age) * (1.0 - 0.04 * age)
+    return _mix(s, grey + 0.4 * (s - grey), 0.3 * age) * np.float32(1.0 - 0.05 * age)
 
 
 class _Geometry:
-    """Where everything goes, after the head turn; all in normalised units."""
+    """Where everything goes after the head turn; all in normalised units.
 
-    HEAD_R = 0.62  # radius of the cylinder the face features sit on
-    NOSE_R = 0.80  # the nose tip sticks out further, so it moves more when the head turns
+    Seen from above, the head is an ellipse (half-width ``face_width``, half-depth :attr:`DEPTH`) turning about
+    its centre; the features sit on its front, a slightly flatter surface. Each height ``y`` of the face has its own
+    cross-section, narrower and pushed forward towards the chin, so the jaw swings with the features while the skull
+    stays. Like FFHQ's alignment, the crop then follows the eyes: everything shifts by the turned eye midpoint, so
+    the features stay centred and the skull, ears and body move the other way.
+    """
+
+    DEPTH = 0.56
 
     def __init__(self, idt: dict, attrs: Dict[str, float]):
-        self.theta = attrs["yaw"] * math.pi / 6.0
-        age, smile = attrs["age"], attrs["smile"]
-        self.age, self.smile = age, smile
-        self.sin_t = math.sin(self.theta)
-        ed = idt["eye_spacing"]
-        # FFHQ-style alignment: the crop is centred on the (turned) eyes, so shift everything by their midpoint
-        self.shift = 0.5 * (self._proj_raw(-ed, self.HEAD_R) + self._proj_raw(ed, self.HEAD_R))
-        self.eye_y = -0.06 + idt["eye_dy"]
-        self.face_w = idt["face_width"]
-        self.chin_y = idt["chin_y"] + 0.025 * age
-        self.cheek_y = idt["cheek_y"]
-        # head silhouette centre (the skull does not move with the features; the crop follows the eyes)
-        self.head_x = -self.shift
-        # jaw centre follows the chin, which sits on the face cylinder
-        self.chin_x = self.proj(0.0)
-        self.nose_x = self.proj(0.0, self.NOSE_R)
-        self.mouth_y = idt["mouth_y"] + 0.012 * age
-        self.nose_y = idt["nose_y"] + 0.015 * age
-        self.ear_scale = idt["ear_size"]
-        self.ear_y = idt["ear_y"]
         self.idt = idt
+        self.theta = attrs["yaw"] * math.pi / 6.0
+        self.sin_t, self.cos_t = math.sin(self.theta), math.cos(self.theta)
+        self.turn = self.sin_t / 0.5  # -1..1 at -+30 degrees
+        self.age, self.smile = attrs["age"], attrs["smile"]
+        self.face_w = idt["face_width"]
+        ed = idt["eye_spacing"]
+        self.shift = 0.0
+        self.shift = 0.5 * (self.proj(-ed) + self.proj(ed))
+        self.head_x = -self.shift  # the skull's centre (the turning axis)
+        self.eye_y = -0.06 + idt["eye_dy"]
+        self.chin_y = idt["chin_y"] + 0.02 * self.age
+        self.cheek_y = idt["cheek_y"]
+        self.chin_x = self.proj(0.0)
+        self.nose_x = self.proj(0.0, 0.09)
+        self.nose_y = idt["nose_y"] + 0.015 * self.age
+        self.mouth_y = idt["mouth_y"] + 0.012 * self.age
 
-    def _proj_raw(self, xf, r):
-        return r * math.sin(math.asin(max(-1.0, min(1.0, xf / r))) + self.theta)
+    def proj(self, xf: float, extra_depth: float = 0.0) -> float:
+        """Frontal x of a point on the face surface (sticking out ``extra_depth``) -> image x after the turn."""
+        u = xf / (1.15 * self.face_w)
+        z = self.DEPTH * math.sqrt(max(0.0, 1.0 - u * u)) + extra_depth
+        return xf * self.cos_t + z * self.sin_t - self.shift
 
-    def proj(self, xf: float, r: float = HEAD_R) -> float:
-        """Frontal x of a feature on a cylinder of radius ``r`` -> image x after the head turn."""
-        return self._proj_raw(xf, r) - self.shift
+    def span(self, xf_a: float, xf_b: float, extra_depth: float = 0.0):
+        """Image x of two frontal points, sorted."""
+        a, b = self.proj(xf_a, extra_depth), self.proj(xf_b, extra_depth)
+        return (a, b) if a <= b else (b, a)
+
+    def proj_array(self, xf: np.ndarray) -> np.ndarray:
+        """:meth:`proj` for an array of frontal x."""
+        u = xf * (1.0 / (1.15 * self.face_w))
+        z = self.DEPTH * np.sqrt(np.maximum(1.0 - u * u, 0.0))
+        return xf * self.cos_t + z * self.sin_t - self.shift
+
+    def outline(self, half_width):
+        """Silhouette centre and half-width of the cross-sections with frontal half-widths ``half_width``."""
+        depth = self.DEPTH * half_width / self.face_w
+        centre = (self.DEPTH - depth) * self.sin_t - self.shift
+        half = np.sqrt(half_width * half_width * self.cos_t ** 2 + depth * depth * self.sin_t ** 2)
+        # the face surface (where the features sit) must stay inside the silhouette on the side turning away
+        left = np.minimum(centre - half, self.proj_array(-half_width))
+        right = np.maximum(centre + half, self.proj_array(half_width))
+        return 0.5 * (left + right), 0.5 * (right - left)
 
 
-def _face_sd(g: _Geometry, idt, x, y):
-    """Signed distance (approximately, in x) to the face outline: temples -> cheeks -> jaw -> chin."""
-    a0 = g.face_w
-    cy, chy = g.cheek_y, g.chin_y
-    above = np.clip((cy - y) / (cy + 0.45), 0.0, 1.0)
+def _local_u(x, left, centre, right):
+    """-1 at ``left``, 0 at ``centre``, +1 at ``right``: a feature's own coordinate, foreshortened per side."""
+    return np.where(x < centre, (x - centre) / max(centre - left, 1e-3), (x - centre) / max(right - centre, 1e-3))
+
+
+def _face_sd(g: _Geometry, x, y):
+    """Signed distance (approximately) to the face outline: temples -> cheeks -> jaw -> chin, turned."""
+    idt = g.idt
+    a0, cy, chy = g.face_w, g.cheek_y, g.chin_y
+    above = np.clip((cy - y) / (cy + 0.66), 0.0, 1.0)
     t = np.clip((y - cy) / (chy - cy), 0.0, 1.0)
-    p = idt["jaw_power"]
-    cw = idt["chin_width"]
+    p, cw = idt["jaw_power"], idt["chin_width"]
     jaw = cw + (a0 - cw) * np.power(np.maximum(1.0 - np.power(t, p), 0.0), 1.0 / p)
-    sag = 0.03 * g.age * np.sin(np.pi * np.clip(t * 1.25, 0, 1))  # jowls
-    half = np.where(y < cy, a0 * (1.0 - 0.12 * above * above), jaw + sag)
-    # the jaw swings with the chin; the leading side is foreshortened, the trailing side shows more cheek
-    swing = np.clip((y - cy + 0.2) / (chy - cy + 0.2), 0.0, 1.0)
-    cx = g.head_x + (g.chin_x - g.head_x) * swing
-    s = g.sin_t / 0.5  # -1..1 at +-30 degrees
-    lead = 1.0 - 0.16 * abs(s) * swing
-    trail = 1.0 + 0.04 * abs(s)
-    right = half * (lead if s > 0 else trail)
-    left = half * (trail if s > 0 else lead)
-    dx = x - cx
-    sd = np.where(dx > 0, dx - right, -dx - left)
-    slope = np.gradient(half[:, 0], y[:, 0])[:, None] if y.shape[0] > 1 else 0.0
-    sd = sd / np.sqrt(1.0 + np.minimum(slope * slope, 25.0))
-    return np.maximum(np.maximum(sd, y - chy), -0.45 - y)
+    jaw = jaw + 0.035 * g.age * np.sin(np.pi * np.clip(t * 1.2, 0, 1))  # jowls
+    half = np.where(y < cy, a0 * np.sqrt(1.0 - above ** 4), jaw)  # the forehead closes smoothly into the skull
+    centre, half = g.outline(half)
+    sd = np.abs(x - centre) - half
+    if y.shape[0] > 1:  # measure across the outline, not horizontally
+        step = 1.0 / float(y[1, 0] - y[0, 0])
+        slope = np.empty_like(half)
+        slope[1:] = np.abs(np.diff(half, axis=0)) + np.abs(np.diff(centre, axis=0))
+        slope[0] = slope[1]
+        slope *= step
+        sd = sd / np.sqrt(1.0 + np.minimum(slope * slope, 25.0))
+    return np.maximum(np.maximum(sd, y - chy), -0.66 - y)
 
 
 def _draw_background(cv: _Canvas, attrs):
     base = np.array([attrs["bg_r"], attrs["bg_g"], attrs["bg_b"]], np.float32)
-    ramp = 1.0 - 0.35 * attrs["bg_gradient"] * cv.coords  # [n], y down: top brighter when gradient > 0
+    ramp = 1.0 - 0.35 * attrs["bg_gradient"] * cv.coords  # along y (down): top brighter when gradient > 0
     cv.rgb[:] = np.clip(base[:, None, None] * ramp[None, :, None], 0, 1)
 
 
-def _draw_body(cv, g, skin, rng):
+def _draw_body(cv, g, rng):
     clothes = np.array(_hsv_to_rgb(rng.uniform(), rng.uniform(0.1, 0.7), rng.uniform(0.2, 0.85)), np.float32)
     win = cv.window(-1, 1, 0.55, 1)
     if win is None:
         return
     sl, x, y = win
-    bx = g.head_x * 0.6
-    shoulders = _ellipse_sd(x, y, bx, 1.38, 1.0, 0.62)
+    bx = g.head_x * 0.8
+    shoulders = _ellipse_sd(x, y, bx, 1.4, 1.02, 0.62)
     cv.paint(sl, _cover(shoulders, cv.px), clothes, _OTHER)
-    # a slightly darker fold line near the neckline
-    neckline = np.abs(y - (0.9 + 0.5 * (x - bx) ** 2)) - 0.02
-    cv.paint(sl, _cover(np.maximum(neckline, shoulders), 2 * cv.px) * 0.3, clothes * 0.6)
+    collar = np.maximum(np.abs(y - (0.9 + 0.5 * (x - bx) ** 2)) - 0.025, shoulders)
+    cv.paint(sl, _cover(collar, cv.w(0.015)) * 0.35, clothes * 0.55)
 
 
 def _draw_neck(cv, g, skin):
-    win = cv.window(-0.45, 0.45, 0.2, 1)
+    win = cv.window(-0.5, 0.5, 0.2, 1)
     if win is None:
         return
     sl, x, y = win
-    nx = g.head_x * 0.7 + g.chin_x * 0.3
-    half = 0.2 * g.face_w / 0.48 + 0.05 * np.clip((y - 0.85) / 0.15, 0, 1) ** 2
-    bottom = 0.93 + 0.5 * (x - nx) ** 2  # neckline of the shirt
-    sd = np.maximum(np.abs(x - nx) - half, y - bottom)
-    cv.paint(sl, _cover(sd, cv.px), skin * 0.82, _SKIN)
-    # shadow under the jaw
-    shadow = np.clip(1.0 - (y - g.chin_y + 0.05) / 0.18, 0, 1) * _cover(sd, cv.px)
-    cv.paint(sl, shadow * 0.45, skin * 0.5)
+    nx = g.head_x * 0.6 + g.chin_x * 0.4
+    half = 0.21 * g.face_w / 0.48 + 0.06 * np.clip((y - 0.82) / 0.18, 0, 1) ** 2
+    sd = np.maximum(np.abs(x - nx) - half, y - (0.93 + 0.5 * (x - nx) ** 2))  # down to the shirt's neckline
+    alpha = _cover(sd, cv.px)
+    cv.paint(sl, alpha, skin * 0.85, _SKIN)
+    cv.paint(sl, alpha * np.clip(1.0 - (y - g.chin_y + 0.02) / 0.16, 0, 1) * 0.5, skin * 0.45)  # under the jaw
 
 
-def _draw_ears(cv, g, skin):
-    idt_scale = g.ear_scale
+def _draw_ears(cv, g, skin, which="both"):
+    """Ears at the sides of the head; ``which``: 'both', 'leading' (the one turning away) or 'trailing'."""
     for side in (-1, 1):
-        # an ear sits at the side of the head; it grows on the trailing side and hides on the leading side
-        facing = -side * g.sin_t / 0.5  # +1 when this ear turns towards the camera
-        w = 0.055 * idt_scale * (1.0 + 0.35 * facing)
-        h = 0.12 * idt_scale
-        if w <= 0.01:
+        facing = -side * g.turn  # > 0: this ear turns towards the camera
+        if which == "leading" and facing > 0 or which == "trailing" and facing <= 0:
             continue
-        cx = g.head_x + side * (g.face_w * (1.0 + 0.04 * abs(g.sin_t) * 2) + 0.015 - 0.5 * facing * 0.03)
-        cy = g.ear_y
-        _paint_ellipse(cv, cx, cy, w, h, skin * 0.93, _SKIN)
-        _paint_ellipse(cv, cx + side * 0.008, cy - 0.01, w * 0.55, h * 0.62, skin * 0.72, soft=2.0, opacity=0.7)
+        scale = g.idt["ear_size"]
+        w = 0.05 * scale * (1.0 + 0.5 * max(facing, 0.0))
+        h = 0.115 * scale
+        cx = g.head_x + side * (g.face_w * g.cos_t + 0.02 - 0.03 * max(facing, 0.0))
+        cy = g.idt["ear_y"]
+        _paint_ellipse(cv, cx, cy, w, h, skin * 0.95, _SKIN)
+        _paint_ellipse(cv, cx - side * 0.25 * w * facing + side * 0.1 * w, cy - 0.01, w * 0.5, h * 0.6, skin * 0.7,
+                       blur=0.015, opacity=0.75)
 
 
 def _draw_head_skin(cv, g, skin):
-    win = cv.window(-1, 1, -0.95, g.chin_y + 0.02)
+    win = cv.window(min(g.head_x, g.chin_x) - 0.65, max(g.head_x, g.chin_x) + 0.65, -0.9, g.chin_y + 0.02)
     if win is None:
         return
     sl, x, y = win
-    sd = _face_sd(g, g.idt, x, y)
-    skull = _ellipse_sd(x, y, g.head_x, -0.16, g.face_w * 1.0, 0.66)
-    cv.paint(sl, _cover(np.minimum(sd, skull), cv.px), skin, _SKIN)
+    skull = _ellipse_sd(x, y, g.head_x, -0.16, g.face_w, 0.66)
+    cv.paint(sl, _cover(np.minimum(_face_sd(g, x, y), skull), cv.px), skin, _SKIN)
 
 
-def _draw_face_relief(cv, g, idt, attrs, skin):
-    """Cheek blush, eye sockets, smile and age lines -- soft shapes that read as 3-D form at low resolution."""
-    smile, age = attrs["smile"], attrs["age"]
-    for side in (-1, 1):
-        cx = g.proj(side * 0.27)
-        # cheeks: a warm blob, raised by smiling
-        _paint_ellipse(cv, cx, 0.22 - 0.04 * max(smile, 0), 0.1, 0.07, skin * np.array([1.05, 0.8, 0.78]),
-                       soft=14.0, opacity=idt["blush"] + 0.2 * max(smile, 0))
-        # eye sockets
-        ex = g.proj(side * idt["eye_spacing"])
-        _paint_ellipse(cv, ex, g.eye_y - 0.02, idt["eye_width"] * 1.35, 0.07, skin * 0.78, soft=10.0,
-                       opacity=0.35 + 0.25 * max(attrs["light_y"], 0))
-    wrinkle = skin * 0.62
-    a = age ** 1.3
-    if a > 0.05:
-        # forehead lines
-        for k, yy in enumerate((-0.36, -0.29, -0.22)):
-            _paint_curve(cv, g.proj(-0.22), g.proj(0.22), lambda x, yy=yy: yy + 0.2 * (x - g.proj(0)) ** 2,
-                         lambda x: np.full_like(x, 0.006), wrinkle, opacity=0.55 * a, soft=2.0)
+def _draw_face_relief(cv, g, attrs, skin):
+    """Smile and age lines (the soft blush and eye sockets are added at output resolution)."""
+    idt = g.idt
+    smile, a = attrs["smile"], attrs["age"] ** 1.3
+    ed, ew = idt["eye_spacing"], idt["eye_width"]
+    wrinkle = skin * 0.6
+    if a > 0.03:
+        x0, x1 = g.span(-0.22, 0.22)
+        forehead = [(lambda x, yy=yy: yy + 0.25 * (x - g.chin_x) ** 2, 0.006) for yy in (-0.37, -0.3, -0.23)]
+        _paint_curves(cv, x0, x1, forehead, wrinkle, opacity=0.6 * a, blur=0.015, on_skin=True)
         for side in (-1, 1):
-            ex = g.proj(side * idt["eye_spacing"])
-            # crow's feet and eye bags
-            for k in (-1, 0, 1):
-                x0 = ex + side * idt["eye_width"] * 1.15
-                _paint_curve(cv, min(x0, x0 + side * 0.06), max(x0, x0 + side * 0.06),
-                             lambda x, k=k, x0=x0: g.eye_y + 0.01 + k * 0.02 * (1 + side * (x - x0) * 8),
-                             lambda x: np.full_like(x, 0.005), wrinkle, opacity=0.5 * a, soft=2.0)
-            _paint_curve(cv, ex - idt["eye_width"] * 0.8, ex + idt["eye_width"] * 0.8,
-                         lambda x, ex=ex: g.eye_y + 0.055 + 0.8 * (x - ex) ** 2 * 0 + 4 * (x - ex) ** 2,
-                         lambda x: np.full_like(x, 0.007), wrinkle, opacity=0.6 * a, soft=2.5)
-    # nasolabial folds: from the nose wings to beyond the mouth corners; deepen with smile and age
-    fold = 0.25 * max(smile, 0) + 0.55 * a
+            ex, edge = g.proj(side * ed), g.proj(side * (ed + 1.15 * ew))
+            xa, xb = g.span(side * (ed + 1.15 * ew), side * (ed + 1.15 * ew + 0.06))
+            crows_feet = [(lambda x, k=k: g.eye_y + 0.005 + k * 0.02 * (1 + side * (x - edge) * 8), 0.005)
+                          for k in (-1, 0, 1)]
+            _paint_curves(cv, xa, xb, crows_feet, wrinkle, opacity=0.55 * a, blur=0.015, on_skin=True)
+            xa, xb = g.span(side * (ed - 0.8 * ew), side * (ed + 0.8 * ew))
+            _paint_curve(cv, xa, xb, lambda x: g.eye_y + 0.06 + 4 * (x - ex) ** 2, 0.007, wrinkle,  # eye bags
+                         opacity=0.65 * a, blur=0.018, on_skin=True)
+    fold = 0.3 * max(smile, 0) + 0.55 * a  # nasolabial folds, from the nose wings past the mouth corners
     if fold > 0.03:
         mw = idt["mouth_width"] * (1 + 0.2 * max(smile, 0))
         for side in (-1, 1):
             xa, ya = g.proj(side * (idt["nose_width"] + 0.04)), g.nose_y - 0.01
-            xb, yb = g.proj(side * (mw + 0.04)), g.mouth_y + 0.06
-            x0, x1 = min(xa, xb), max(xa, xb)
+            xb, yb = g.proj(side * (mw + 0.045)), g.mouth_y + 0.07
 
             def centre(x, xa=xa, ya=ya, xb=xb, yb=yb):
-                t = np.clip((x - xa) / (xb - xa + 1e-6), 0, 1)
-                return ya + (yb - ya) * t ** 0.6
+                return ya + (yb - ya) * np.clip((x - xa) / (xb - xa + 1e-6), 0, 1) ** 0.6
 
-            _paint_curve(cv, x0, x1, centre, lambda x: np.full_like(x, 0.008), skin * 0.6, opacity=fold, soft=2.5)
+            _paint_curve(cv, min(xa, xb), max(xa, xb), centre, 0.008, skin * 0.58, opacity=fold, blur=0.02,
+                         on_skin=True)
 
 
-def _eye_boundaries(g, idt, attrs, side, x):
-    """Upper and lower lid curves ``y(x)`` of one eye and the coverage ramp in x."""
+def _eye_lids(g, attrs, side, x):
+    """Lid curves of one eye at ``x [1, w]``: upper (after closing), lower, and the eye's own u in [-1, 1]."""
+    idt = g.idt
     ed, ew, eh = idt["eye_spacing"], idt["eye_width"], idt["eye_height"]
-    inner, outer = g.proj(side * (ed - ew)), g.proj(side * (ed + ew))
     centre = g.proj(side * ed)
-    half_in, half_out = abs(centre - inner), abs(outer - centre)
-    d = x - centre
-    u = np.where(side * d > 0, d / max(half_out, 1e-3), d / max(half_in, 1e-3)) * side  # -1 inner .. +1 outer
-    u = np.clip(u, -1.5, 1.5)
-    base = 1.0 - np.minimum(u * u, 1.0)
-    tilt = -idt["eye_tilt"] * u  # outer corner up for positive tilt
-    ey = g.eye_y + tilt
-    smile_squint = 0.3 * max(attrs["smile"], 0.0)
-    age_hood = 0.15 * attrs["age"]
-    upper_open = ey - eh * np.power(base, 0.55) * (1.0 - age_hood) * (1.0 + 0.15 * (u < 0))
-    lower = ey + 0.55 * eh * np.power(base, 0.8) * (1.0 - smile_squint)
-    closed = ey + 0.22 * eh * base
-    op = float(np.clip(attrs["eyes_open"], 0, 1))
-    upper = closed + (upper_open - closed) * op
-    return upper, lower, closed, u, centre, min(inner, outer), max(inner, outer)
+    inner, outer = g.proj(side * (ed - ew)), g.proj(side * (ed + ew))
+    left, right = (inner, outer) if side > 0 else (outer, inner)
+    u = np.clip(_local_u(x, left, centre, right), -1.5, 1.5)
+    un = u * side  # -1 inner corner, +1 outer corner
+    body = 1.0 - np.minimum(u * u, 1.0)
+    ey = g.eye_y - idt["eye_tilt"] * un
+    upper_open = ey - eh * np.power(body, 0.55) * (1.0 - 0.15 * attrs["age"]) * np.where(un < 0, 1.12, 1.0)
+    lower = ey + 0.55 * eh * np.power(body, 0.8) * (1.0 - 0.3 * max(attrs["smile"], 0.0))
+    closed = ey + 0.22 * eh * body
+    upper = closed + (upper_open - closed) * attrs["eyes_open"]
+    return upper, lower, u, body, centre
 
 
-def _draw_eyes(cv, g, idt, attrs, skin):
+def _draw_eyes(cv, g, attrs, skin):
+    idt = g.idt
     ew, eh = idt["eye_width"], idt["eye_height"]
     iris = np.asarray(idt["iris"], np.float32)
-    lx = attrs["light_x"]
+    dark = np.array([0.07, 0.05, 0.05], np.float32)
     for side in (-1, 1):
-        centre = g.proj(side * idt["eye_spacing"])
-        win = cv.window(centre - 1.6 * ew, centre + 1.6 * ew, g.eye_y - 2.2 * eh, g.eye_y + 1.6 * eh)
+        c = g.proj(side * idt["eye_spacing"])
+        win = cv.window(c - 1.5 * ew, c + 1.5 * ew, g.eye_y - 2.4 * eh, g.eye_y + 1.6 * eh)
         if win is None:
             continue
         sl, x, y = win
-        upper, lower, closed, u, c, x_in, x_out = _eye_boundaries(g, idt, attrs, side, x)
-        xin = _cover(np.abs(u) - 1.0, cv.px * 3 / max(ew, 1e-3))  # soft ends
-        opening = np.minimum(_cover(upper - y, cv.px), _cover(y - lower, cv.px)) * xin
-        # upper lid crease and a lid shadow above the eye
-        crease = upper - 0.5 * eh * (1 - np.minimum(u * u, 1)) - 0.012 - 0.02 * (1 - attrs["eyes_open"])
-        lid = _cover(np.abs(y - crease) - 0.005, 2 * cv.px) * xin
-        cv.paint(sl, lid * 0.35, skin * 0.55)
-        # sclera, iris, pupil, catch light
-        cv.paint(sl, opening, np.array([0.93, 0.91, 0.88], np.float32), _OTHER)
-        gaze = 0.25 * ew * math.sin(g.theta)
-        ir = 0.95 * eh
-        ix, iy = c + gaze, g.eye_y + 0.1 * eh
-        cv.paint(sl, _cover(_circle_sd(x, y, ix, iy, ir), cv.px) * opening, iris)
-        cv.paint(sl, _cover(_circle_sd(x, y, ix, iy, ir), 2 * cv.px) * opening *
-                 _cover(np.abs(_circle_sd(x, y, ix, iy, ir)) - 0.004, cv.px), iris * 0.45)
-        cv.paint(sl, _cover(_circle_sd(x, y, ix, iy, 0.45 * ir), cv.px) * opening, np.array([0.03, 0.03, 0.03]))
-        hx, hy = ix + 0.35 * ir * (0.5 + 0.5 * lx), iy - 0.35 * ir
-        cv.paint(sl, _cover(_circle_sd(x, y, hx, hy, 0.22 * ir), cv.px) * opening * 0.9, np.array([1, 1, 1]))
-        # shadow of the upper lid on the eyeball, then the lash line
-        cv.paint(sl, _cover(y - upper - 0.3 * eh, 2 * cv.px) * opening * 0.35, np.array([0.25, 0.2, 0.2]))
-        lash = (np.abs(y - upper) - 0.009 - 0.004 * (1 - np.minimum(u * u, 1))) * 1.0
-        lash_x = _cover(np.abs(u) - 1.1, cv.px * 2 / max(ew, 1e-3))
-        cv.paint(sl, _cover(lash, cv.px) * lash_x, np.array([0.07, 0.05, 0.05]), _OTHER)
-        low = np.abs(y - lower) - 0.003
-        cv.paint(sl, _cover(low, cv.px) * xin * 0.5 * attrs["eyes_open"], skin * 0.6)
+        upper, lower, u, body, _ = _eye_lids(g, attrs, side, x)
+        ends = _cover(np.abs(u) - 1.0, 3 * cv.px / ew)
+        opening = np.minimum(_cover(upper - y, cv.px), _cover(y - lower, cv.px)) * ends
+        crease = upper - 0.55 * eh * body - 0.012 - 0.015 * (1 - attrs["eyes_open"])
+        cv.paint(sl, _cover(np.abs(y - crease) - 0.005, cv.w(0.015)) * ends * 0.35, skin * 0.55, on_skin=True)
+        # the eyeball, composited in the window and painted once: sclera, iris, limbal ring, pupil, catch light,
+        # the upper lid's shadow
+        ir = 1.0 * eh
+        ix, iy = c + 0.25 * ew * g.sin_t, g.eye_y + 0.1 * eh
+        d_iris = _circle_sd(x, y, ix, iy, ir)
+        hx, hy = ix + 0.35 * ir * (0.5 + 0.5 * attrs["light_x"]), iy - 0.35 * ir
+        ball = np.broadcast_to(np.array([0.93, 0.91, 0.88], np.float32).reshape(3, 1, 1), (3,) + opening.shape)
+        for alpha, colour in ((_cover(d_iris, cv.px), iris), (_cover(np.abs(d_iris) - 0.004, cv.px) * 0.6, iris * 0.4),
+                              (_cover(d_iris + 0.55 * ir, cv.px), (0.03, 0.03, 0.03)),
+                              (_cover(_circle_sd(x, y, hx, hy, 0.22 * ir), cv.px) * 0.9, (1.0, 1.0, 1.0)),
+                              (_cover(y - upper - 0.3 * eh, cv.w(0.015)) * 0.35, (0.25, 0.2, 0.2))):
+            ball = ball + (np.asarray(colour, np.float32).reshape(3, 1, 1) - ball) * alpha
+        cv.paint(sl, opening, ball, _OTHER)
+        lash = np.abs(y - upper) - 0.009 - 0.005 * body
+        cv.paint(sl, _cover(lash, cv.px) * _cover(np.abs(u) - 1.1, 2 * cv.px / ew), dark, _OTHER)
+        cv.paint(sl, _cover(np.abs(y - lower) - 0.003, cv.px) * ends * 0.5 * attrs["eyes_open"], skin * 0.6)
 
 
-def _draw_brows(cv, g, idt, hair_colour, skin):
-    colour = _mix(skin, hair_colour * 0.7, idt["brow_darkness"])
+def _draw_brows(cv, g, hair, skin):
+    idt = g.idt
+    colour = _mix(skin, hair * 0.65, idt["brow_darkness"])
     ed, ew = idt["eye_spacing"], idt["eye_width"]
-    by = g.eye_y - idt["brow_gap"] + 0.012 * g.age - 0.02 * max(g.smile, 0)
+    by = g.eye_y - idt["brow_gap"] + 0.012 * g.age - 0.015 * max(g.smile, 0)
     th = idt["brow_thickness"] * (1 - 0.2 * g.age)
     for side in (-1, 1):
-        xa, xb = g.proj(side * (ed - 1.05 * ew)), g.proj(side * (ed + 1.25 * ew))
-        x0, x1 = min(xa, xb), max(xa, xb)
+        xa, xb = g.proj(side * (ed - 1.05 * ew)), g.proj(side * (ed + 1.25 * ew))  # inner, outer end
 
-        def centre(x, xa=xa, xb=xb):
-            t = np.clip((x - xa) / (xb - xa), 0, 1)  # 0 inner .. 1 outer
-            return by - idt["brow_arch"] * np.sin(np.pi * np.clip(t * 0.9 + 0.1, 0, 1)) - idt["brow_tilt"] * t
+        def t_of(x, xa=xa, xb=xb):
+            return np.clip((x - xa) / (xb - xa), 0, 1)
 
-        def half(x, xa=xa, xb=xb):
-            t = np.clip((x - xa) / (xb - xa), 0, 1)
+        def centre(x):
+            t = t_of(x)
+            return by - idt["brow_arch"] * np.sin(np.pi * (0.1 + 0.9 * t)) - idt["brow_tilt"] * t
+
+        def half(x):
+            t = t_of(x)
             return 0.5 * th * (1.15 - 0.7 * t ** 2) * np.clip(np.minimum(t, 1 - t) * 12, 0.3, 1.0)
 
-        _paint_curve(cv, x0, x1, centre, half, colour, soft=1.5)
+        _paint_curve(cv, min(xa, xb), max(xa, xb), centre, half, colour, blur=0.012)
 
 
-def _draw_nose(cv, g, idt, attrs, skin):
-    nw, ny = idt["nose_width"], g.nose_y
-    nx = g.nose_x
+def _draw_nose(cv, g, attrs, skin):
+    idt = g.idt
+    nw, ny, nx = idt["nose_width"], g.nose_y, g.nose_x
     lx, ly = attrs["light_x"], attrs["light_y"]
-    s = g.sin_t / 0.5
-    # bridge: a soft shadow on the side away from the light (and on the far side when turned)
-    shade_side = -1.0 if lx - 0.5 * s > 0 else 1.0
-    strength = idt["nose_bridge"] * (0.25 + 0.35 * abs(lx - 0.5 * s))
+    # the bridge: a soft shadow on the side away from the light (and on the far side when turned)
+    shade_side = -1.0 if lx - 0.5 * g.turn > 0 else 1.0
+    strength = idt["nose_bridge"] * (0.25 + 0.35 * min(abs(lx - 0.5 * g.turn), 1.0))
     top = g.eye_y + 0.04
-    win = cv.window(nx - 2 * nw, nx + 2 * nw, top, ny + 0.07)
+    root = g.proj(0.0, 0.02)
+    win = cv.window(min(root, nx) - 2 * nw, max(root, nx) + 2 * nw, top, ny + 0.02)
     if win is not None:
         sl, x, y = win
         t = np.clip((y - top) / (ny - top), 0, 1)
-        xc = g.head_x * 0 + (g.proj(0.0) + (nx - g.proj(0.0)) * t)
-        w = 0.022 + (nw * 0.75 - 0.022) * t ** 2
+        xc = root + (nx - root) * t
+        w = 0.022 + (0.75 * nw - 0.022) * t ** 2
         band = np.abs(x - (xc + shade_side * w)) - 0.012 - 0.01 * t
-        alpha = _cover(band, 6 * cv.px) * np.clip(1.2 - np.abs(2 * t - 1.1), 0, 1) * strength
-        cv.paint(sl, alpha, skin * 0.6)
-        # nose tip and wings: a lighter ball, a shadow beneath, two nostrils
-        _paint_ellipse(cv, nx - shade_side * 0.01, ny - 0.02, nw * 0.55, 0.04, np.minimum(skin * 1.12, 1),
-                       soft=8, opacity=0.5)
-    under = 0.35 + 0.3 * max(ly, 0)
-    _paint_ellipse(cv, nx + 0.02 * lx * -1, ny + 0.035, nw * 1.0, 0.022, skin * 0.55, soft=5, opacity=under)
+        alpha = _cover(band, cv.w(0.045)) * np.clip(1.2 - np.abs(2 * t - 1.1), 0, 1) * strength
+        cv.paint(sl, alpha, skin * 0.6, on_skin=True)
+    _paint_ellipse(cv, nx - shade_side * 0.01, ny - 0.02, 0.55 * nw, 0.04, np.minimum(skin * 1.12, 1), blur=0.06,
+                   opacity=0.5, on_skin=True)
+    _paint_ellipse(cv, nx - 0.02 * lx, ny + 0.035, nw, 0.022, skin * 0.55, blur=0.04,
+                   opacity=0.35 + 0.3 * max(ly, 0), on_skin=True)
     for side in (-1, 1):
-        facing = 1.0 - 0.5 * max(0.0, side * s)
-        ox = nx + side * nw * 0.5 * facing - 0.01 * s
-        _paint_ellipse(cv, ox, ny + 0.018, 0.02 * facing + 0.004, 0.011, skin * 0.3, soft=1.5, opacity=0.85)
-        # wing outline
-        _paint_ellipse(cv, nx + side * nw * 0.95 * facing, ny + 0.0, 0.02, 0.035, skin * 0.65, soft=3.0,
-                       opacity=0.5)
+        facing = 1.0 - 0.5 * max(0.0, side * g.turn)
+        _paint_ellipse(cv, nx + side * nw * 0.5 * facing - 0.01 * g.turn, ny + 0.018, 0.02 * facing + 0.004, 0.011,
+                       skin * 0.3, blur=0.012, opacity=0.85, on_skin=True)
+        _paint_ellipse(cv, nx + side * nw * 0.95 * facing, ny, 0.02, 0.035, skin * 0.65, blur=0.025,
+                       opacity=0.5, on_skin=True)
 
 
-def _draw_mouth(cv, g, idt, attrs, skin):
+def _mouth_frame(g, widen=1.0):
+    mw = g.idt["mouth_width"] * widen
+    return g.proj(-mw), g.proj(0.0, 0.03), g.proj(mw)
+
+
+def _draw_mouth(cv, g, attrs, skin):
+    idt = g.idt
     smile, age = attrs["smile"], attrs["age"]
-    mw = idt["mouth_width"] * (1.0 + 0.18 * max(smile, 0.0) - 0.05 * max(-smile, 0.0))
-    left, right, centre = g.proj(-mw), g.proj(mw), g.proj(0.0, 0.66)
+    left, centre, right = _mouth_frame(g, 1.0 + 0.18 * max(smile, 0.0) - 0.05 * max(-smile, 0.0))
     my = g.mouth_y
     win = cv.window(left - 0.02, right + 0.02, my - 0.12, my + 0.14)
     if win is None:
         return
     sl, x, y = win
-    u = np.where(x < centre, (x - centre) / max(centre - left, 1e-3), (x - centre) / max(right - centre, 1e-3))
+    u = _local_u(x, left, centre, right)
     u2 = np.minimum(u * u, 1.0)
     body = 1.0 - u2
-    lift = 0.06 * smile - 0.02 * age  # corners up with smile, down with frown and age
+    lift = 0.06 * smile - 0.02 * age  # corners up with a smile, down with a frown and with age
     line = my - lift * (u2 - 0.3)
-    opening = np.clip((smile - 0.3) / 0.7, 0.0, 1.0)
+    opening = float(np.clip((smile - 0.3) / 0.7, 0.0, 1.0))
     top_open = line - opening * 0.012 * body
     bot_open = line + opening * 0.075 * np.power(body, 0.7)
-    lip_c = np.asarray(idt["lip_colour"], np.float32)
-    upper_th = idt["lip_upper"] * (1 - 0.4 * opening) * (1 - 0.3 * age) * np.power(body, 0.5)
-    lower_th = idt["lip_lower"] * (1 - 0.3 * opening) * (1 - 0.3 * age) * np.power(body, 0.5)
-    # upper lip with a cupid's bow, lower lip
-    bow = 0.006 * np.exp(-((u * 6.0) ** 2))
-    up_sd = np.maximum(top_open - upper_th + bow - y, y - top_open)
-    lo_sd = np.maximum(y - bot_open - lower_th, bot_open - y)
-    ends = _cover(np.abs(u) - 1.0, cv.px * 2 / max(mw, 1e-3))
-    cv.paint(sl, _cover(up_sd, cv.px) * ends, lip_c * 0.85, _OTHER)
-    cv.paint(sl, _cover(lo_sd, cv.px) * ends, lip_c, _OTHER)
-    # lower-lip highlight
-    cv.paint(sl, _cover(np.abs(y - (bot_open + 0.5 * lower_th)) - 0.3 * lower_th, 3 * cv.px) * ends * 0.25,
-             np.minimum(lip_c * 1.4, 1.0))
+    lip = np.asarray(idt["lip_colour"], np.float32)
+    upper_th = idt["lip_upper"] * (1 - 0.4 * opening) * (1 - 0.3 * age) * np.sqrt(body)
+    lower_th = idt["lip_lower"] * (1 - 0.3 * opening) * (1 - 0.3 * age) * np.sqrt(body)
+    bow = 0.006 * np.exp(-((u * 6.0) ** 2))  # cupid's bow
+    ends = _cover(np.abs(u) - 1.0, 2 * cv.px / idt["mouth_width"])
+    cv.paint(sl, _cover(np.maximum(top_open - upper_th + bow - y, y - top_open), cv.px) * ends, lip * 0.85, _OTHER)
+    cv.paint(sl, _cover(np.maximum(y - bot_open - lower_th, bot_open - y), cv.px) * ends, lip, _OTHER)
+    cv.paint(sl, _cover(np.abs(y - (bot_open + 0.5 * lower_th)) - 0.3 * lower_th, cv.w(0.02)) * ends * 0.25,
+             np.minimum(lip * 1.4, 1.0))
     if opening > 0.0:
         inside = np.maximum(top_open - y, y - bot_open)
-        in_a = _cover(inside, cv.px) * ends
-        cv.paint(sl, in_a, np.array([0.25, 0.06, 0.06], np.float32), _OTHER)
-        teeth_bottom = top_open + (bot_open - top_open) * 0.55
-        teeth = np.maximum(inside, y - teeth_bottom)
-        cv.paint(sl, _cover(teeth, cv.px) * _cover(np.abs(u) - 0.8, 0.1) * in_a, np.array([0.94, 0.92, 0.86]))
-    # the dark line where the lips meet, and the corners
-    cv.paint(sl, _cover(np.abs(y - line) - 0.004, cv.px) * ends * (1 - opening), lip_c * 0.35)
-    corners = _cover(np.abs(np.abs(u) - 1.0) * (right - left) * 0.5 - 0.01, 2 * cv.px) * \
-        _cover(np.abs(y - line) - 0.01, 2 * cv.px)
-    cv.paint(sl, corners * 0.5, skin * 0.5)
+        inner = _cover(inside, cv.px) * ends
+        cv.paint(sl, inner, np.array([0.25, 0.06, 0.06], np.float32), _OTHER)
+        teeth = np.maximum(inside, y - (top_open + (bot_open - top_open) * 0.55))
+        cv.paint(sl, _cover(teeth, cv.px) * _cover(np.abs(u) - 0.8, 0.1) * inner,
+                 np.array([0.94, 0.92, 0.86], np.float32))
+    cv.paint(sl, _cover(np.abs(y - line) - 0.004, cv.px) * ends * (1 - opening), lip * 0.35)
+    corners = _cover(np.abs(np.abs(u) - 1.0) * (right - left) * 0.5 - 0.01, cv.w(0.015))
+    cv.paint(sl, corners * _cover(np.abs(y - line) - 0.01, cv.w(0.015)) * 0.5, skin * 0.5, on_skin=True)
 
 
-def _beard_sd(g, idt, x, y):
-    face = _face_sd(g, idt, x, y)
-    top = g.nose_y + 0.02 + 0.9 * (x - g.chin_x) ** 2 - 0.05
-    return np.maximum(face - 0.01, top - y)
-
-
-def _draw_facial_hair(cv, g, idt, hair_colour, skin, part):
-    kind = idt["facial_hair"]
-    if kind == "none":
+def _draw_beard(cv, g, hair, skin):
+    kind = g.idt["facial_hair"]
+    if kind not in ("beard", "stubble"):
         return
-    colour = hair_colour * 0.85
-    if part == "beard" and kind in ("beard", "stubble"):
-        win = cv.window(-0.8, 0.8, g.nose_y - 0.1, g.chin_y + 0.05)
-        if win is None:
-            return
-        sl, x, y = win
-        alpha = _cover(_beard_sd(g, idt, x, y), (3 if kind == "beard" else 8) * cv.px)
-        cv.paint(sl, alpha * (0.95 if kind == "beard" else 0.3), colour if kind == "beard" else skin * 0.45,
-                 _HAIR if kind == "beard" else None)
-    if part == "moustache" and kind in ("beard", "moustache"):
-        mw = idt["mouth_width"] * 1.05
-        left, right, centre = g.proj(-mw), g.proj(mw), g.proj(0.0, 0.66)
-
-        def mcentre(x):
-            u = np.where(x < centre, (x - centre) / (centre - left), (x - centre) / (right - centre))
-            return g.mouth_y - 0.04 + 0.035 * np.minimum(u * u, 1.0)
-
-        def mhalf(x):
-            u = np.where(x < centre, (x - centre) / (centre - left), (x - centre) / (right - centre))
-            return 0.022 * np.clip(1.2 - np.abs(u), 0, 1)
-
-        _paint_curve(cv, left - 0.02, right + 0.02, mcentre, mhalf, colour, material=_HAIR, soft=2.0)
-
-
-def _hair_shape_sd(g, idt, x, y):
-    """Signed distance to the whole hair mass (drawn behind the head) for the identity's style."""
-    style = idt["hair_style"]
-    hx = g.head_x
-    vol = idt["hair_volume"]
-    top = idt["hair_top"]
-    a = g.face_w + vol
-    if style == "buzz":
-        a, top = g.face_w + 0.015, -0.80
-    if style == "bun":
-        a = g.face_w + 0.02
-    cy = -0.16
-    b = cy - top
-    cap = _ellipse_sd(x, y, hx, cy, a, b)
-    if style == "curly":
-        ang = np.arctan2(y - cy, x - hx)
-        cap = cap - 0.025 * np.sin(ang * idt["curl_freq"] + idt["curl_phase"]) - 0.01
-        cap = np.maximum(cap, y - 0.28)
-    elif style == "long":
-        flare = a + 0.06 * np.clip(y / 0.8, 0, 1)
-        drape = np.maximum(np.abs(x - hx * 0.8) - flare, y - idt["hair_length"] - 0.02 * np.sin(x * 40))
-        drape = np.maximum(drape, cy - y)
-        cap = np.minimum(cap, drape)
-    elif style == "fringe":
-        cap = np.maximum(cap, y - 0.30)  # bob length
-    elif style == "bun":
-        cap = np.maximum(cap, y - 0.02)
-        bun = _circle_sd(x, y, hx, -0.72 - 0.5 * idt["bun_size"], idt["bun_size"])
-        cap = np.minimum(cap, bun)
-    elif style in ("short", "buzz"):
-        cap = np.maximum(cap, y - (0.02 if style == "short" else -0.05))
-    elif style == "bald":
-        cap = np.maximum(cap, y - 0.05)
-        cap = np.maximum(cap, -0.45 - y)
-    return cap
-
-
-def _hairline(g, idt, x):
-    """y of the hairline over the forehead (hair above it covers the skin); ``x [1, w]``."""
-    style = idt["hair_style"]
-    q = (x - g.proj(idt["hair_part"] * g.face_w * 0.5)) / g.face_w
-    recede = 0.18 * g.age * (1.0 if idt["recedes"] else 0.2)
-    h0 = idt["hairline"] - recede
-    curve = idt["hairline_curve"] + (0.35 * recede if idt["recedes"] else 0.0)
-    side = np.clip((np.abs((x - g.head_x) / g.face_w) - 0.72) / 0.25, 0, 1)
-    line = h0 + curve * np.minimum(q * q, 1.5) + 0.55 * side ** 2
-    if style == "fringe":
-        line = idt["fringe_y"] + 0.015 * np.sin(x * 55.0 + idt["curl_phase"]) + 0.05 * q * q + 0.5 * side ** 2
-    elif style == "bald":
-        line = -0.9 + 0.0 * x + 0.95 * side ** 0.7
-    elif style == "curly":
-        line = line + 0.01 * np.sin(x * 50 + idt["curl_phase"])
-    elif style == "buzz":
-        line = line - 0.02
-    return line
-
-
-def _draw_hair(cv, g, idt, colour, front: bool):
-    win = cv.window(-1, 1, -1, 1 if not front else 0.45)
+    win = cv.window(-1, 1, g.nose_y - 0.1, g.chin_y + 0.05)
     if win is None:
         return
     sl, x, y = win
-    shape = _hair_shape_sd(g, idt, x, y)
-    if front:
-        sd = np.maximum(shape, y - _hairline(g, idt, x))
-        if idt["hair_style"] == "bun":  # the bun sits on top of the head, in front of the skull
-            sd = np.minimum(sd, _circle_sd(x, y, g.head_x, -0.72 - 0.5 * idt["bun_size"], idt["bun_size"]))
-        alpha = _cover(sd, 1.5 * cv.px)
-        if idt["hair_style"] == "buzz":
-            alpha *= 0.85
+    top = g.nose_y - 0.03 + 0.9 * (x - g.chin_x) ** 2
+    sd = np.maximum(_face_sd(g, x, y) - 0.01, top - y)
+    if kind == "beard":
+        cv.paint(sl, _cover(sd, cv.w(0.025)) * 0.95, hair * 0.85, _HAIR)
     else:
-        alpha = _cover(shape, 1.2 * cv.px)
-    cv.paint(sl, alpha, colour, _HAIR)
-    if not front:
-        # the hair behind the head is in shadow
-        cv.paint(sl, alpha * _cover(-shape - 0.06, 10 * cv.px) * 0.35, colour * 0.55)
+        cv.paint(sl, _cover(sd, cv.w(0.1)) * 0.18, skin * 0.45, on_skin=True)
 
 
-def _draw_glasses(cv, g, idt):
+def _draw_moustache(cv, g, hair):
+    if g.idt["facial_hair"] not in ("beard", "moustache"):
+        return
+    left, centre, right = _mouth_frame(g, 1.05)
+    my = g.mouth_y
+
+    def middle(x):
+        return my - 0.04 + 0.035 * np.minimum(_local_u(x, left, centre, right) ** 2, 1.0)
+
+    def half(x):
+        return 0.022 * np.clip(1.2 - np.abs(_local_u(x, left, centre, right)), 0, 1)
+
+    _paint_curve(cv, left - 0.02, right + 0.02, middle, half, hair * 0.85, material=_HAIR, blur=0.015)
+
+
+class _HairShape:
+    """Signed distance to the identity's hair mass over the whole image, computed once per render.
+
+    The base is a dome over the skull that continues straight down the sides (a capsule), tapering towards the
+    ears; styles cut it short, add a drape, a bun or curls. The front part (over the forehead) is what lies above
+    the hairline.
+    """
+
+    def __init__(self, cv: _Canvas, g: _Geometry, idt: dict):
+        self.style = style = idt["hair_style"]
+        self.g, self.idt = g, idt
+        hx, top, a = g.head_x, idt["hair_top"], g.face_w + idt["hair_volume"]
+        self.sl, x, y = cv.window(hx - a - 0.2, hx + a + 0.2, -1, 1)
+        self.x, self.y = x, y
+        if style == "buzz":
+            a, top = g.face_w + 0.02, -0.80
+        elif style == "bun":
+            a, top = g.face_w + 0.03, -0.83
+        elif style == "bald":
+            a, top = g.face_w + 0.025, -0.78
+        cy = -0.3
+        dome = _ellipse_sd(x, y, hx, cy, a, cy - top)
+        sides = np.abs(x - hx) - (a - 0.05 * np.clip((y - cy) / 0.35, 0.0, 1.0) ** 2)
+        sd = np.where(y < cy, dome, sides)
+        self.bun = None
+        if style == "curly":
+            ang = np.arctan2(y - cy, x - hx)
+            sd = sd - 0.022 * np.sin(ang * idt["curl_freq"] + idt["curl_phase"]) - 0.01
+            sd = np.maximum(sd, y - 0.3 - 0.03 * np.sin(x * 30))
+        elif style == "long":
+            flare = a + 0.08 * np.clip(y / 0.8, 0, 1)
+            drape = np.maximum(np.abs(x - hx) - flare, y - idt["hair_length"] - 0.02 * np.sin(x * 40))
+            sd = np.minimum(sd, np.maximum(drape, cy - y))
+        elif style == "fringe":
+            sd = np.maximum(sd, y - 0.32 - 0.015 * np.sin(x * 45))  # bob length
+        elif style == "bun":
+            sd = np.maximum(sd, y)
+            self.bun = _circle_sd(x, y, hx, top - 0.6 * idt["bun_size"], idt["bun_size"])
+            sd = np.minimum(sd, self.bun)
+        elif style == "short":
+            sd = np.maximum(sd, y - 0.02)
+        elif style == "buzz":
+            sd = np.maximum(sd, y + 0.06)
+        elif style == "bald":
+            sd = np.maximum(np.maximum(sd, y - 0.02), -0.42 - y)
+        self.sd = sd
+
+    # how far hair reaches into the face along its sides: (width, from y, down to y)
+    SIDE_LOCKS = {"short": (0.05, -1.0, 0.0), "long": (0.075, -1.0, 0.28), "fringe": (0.07, -1.0, 0.22),
+                  "curly": (0.06, -1.0, 0.08), "bun": (0.035, -1.0, -0.1), "buzz": (0.03, -1.0, -0.05),
+                  "bald": (0.045, -0.42, 0.0)}
+
+    def hairline(self, x):
+        """y of the hairline over the forehead at ``x [1, w]``: hair above it covers the skin."""
+        g, idt, style = self.g, self.idt, self.style
+        q2 = np.minimum(((x - g.proj(idt["hair_part"] * g.face_w * 0.5)) / g.face_w) ** 2, 1.5)
+        recede = 0.2 * g.age * (1.0 if idt["recedes"] else 0.15)
+        curve = idt["hairline_curve"] + (0.4 * recede if idt["recedes"] else 0.0)
+        if style == "fringe":
+            return idt["fringe_y"] + 0.015 * np.sin(x * 55.0 + idt["curl_phase"]) + 0.08 * q2
+        if style == "bald":
+            return np.full_like(x, -1.5)
+        line = idt["hairline"] - recede + curve * q2
+        if style == "curly":
+            line = line + 0.012 * np.sin(x * 50 + idt["curl_phase"])
+        elif style == "buzz":
+            line = line - 0.02
+        return line
+
+    def front(self, y_max: float):
+        """Signed distance of the hair in front of the face (rows above ``y_max``) and the row count: what lies
+        above the hairline, plus locks along the sides of the face that thin out downwards."""
+        rows = int(np.searchsorted(self.y[:, 0], y_max))
+        x, y = self.x, self.y[:rows]
+        sd = np.maximum(self.sd[:rows], y - self.hairline(x))
+        width, y_from, y_to = self.SIDE_LOCKS[self.style]
+        reach = width * np.clip((y_to - y) / 0.3, 0, 1) ** 0.7 * np.clip((y - y_from) / 0.1, 0, 1)
+        face = _face_sd(self.g, x, y)
+        locks = np.maximum(np.maximum(-face - reach, face), self.sd[:rows])  # a band just inside the face edge
+        sd = np.minimum(sd, locks)
+        if self.bun is not None:  # the bun sits on top, in front of the skull
+            sd = np.minimum(sd, self.bun[:rows])
+        return sd, rows
+
+
+def _draw_hair_back(cv, hs: _HairShape, hair):
+    alpha = _cover(hs.sd, cv.w(0.01))
+    cv.paint(hs.sl, alpha, hair, _HAIR)
+    cv.paint(hs.sl, alpha * _cover(-hs.sd - 0.06, cv.w(0.08)) * 0.35, hair * 0.55)  # what shows behind the head
+
+
+def _draw_hair_front(cv, hs: _HairShape, g, hair, skin):
+    sd, rows = hs.front(0.45)
+    if rows == 0:
+        return
+    sl = (slice(hs.sl[0].start, hs.sl[0].start + rows), hs.sl[1])
+    cv.paint(sl, _cover(sd - 0.015, cv.w(0.05)) * 0.3, skin * 0.5, on_skin=True)  # the shadow it casts
+    cv.paint(sl, _cover(sd, cv.w(0.012)) * (0.85 if hs.style == "buzz" else 1.0), hair, _HAIR)
+
+
+def _draw_glasses(cv, g):
+    idt = g.idt
     colour = np.asarray(idt["glasses_colour"], np.float32)
-    shape = idt["glasses_shape"]
-    th = idt["glasses_thickness"]
-    ed, ew = idt["eye_spacing"], idt["eye_width"]
+    th, ed, ew = idt["glasses_thickness"], idt["eye_spacing"], idt["eye_width"]
     hw, hh, r = {"round": (1.25 * ew, 1.2 * ew, 1.2 * ew), "rect": (1.45 * ew, 0.95 * ew, 0.3 * ew),
-                 "wide": (1.6 * ew, 1.0 * ew, 0.6 * ew)}[shape]
+                 "wide": (1.6 * ew, 1.0 * ew, 0.6 * ew)}[idt["glasses_shape"]]
     cy = g.eye_y + 0.012
-    centres = []
+    lenses = []
     for side in (-1, 1):
         cx = g.proj(side * ed)
-        fore = abs(g.proj(side * (ed + ew)) - g.proj(side * (ed - ew))) / (2 * ew)  # foreshortening
-        w = hw * fore
-        centres.append((cx, w))
+        w = hw * abs(g.proj(side * (ed + ew)) - g.proj(side * (ed - ew))) / (2 * ew)  # foreshortened
+        lenses.append((cx, w))
         win = cv.window(cx - w - 0.03, cx + w + 0.03, cy - hh - 0.03, cy + hh + 0.03)
         if win is None:
             continue
         sl, x, y = win
         sd = _round_box_sd(x, y, cx, cy, w, hh, min(r, w, hh))
-        cv.paint(sl, _cover(sd, cv.px) * 0.12, np.array([0.6, 0.7, 0.8], np.float32))  # lens tint
-        glare = _cover(np.abs((x - cx) + (y - cy) * 0.8 + 0.3 * w) - 0.012, 2 * cv.px) * _cover(sd, cv.px)
-        cv.paint(sl, glare * 0.35, np.array([1, 1, 1], np.float32))
-        cv.paint(sl, _cover(np.abs(sd) - th * 0.5, cv.px), colour, _OTHER)
-        # the arm towards the ear
-        ear_x = g.head_x + side * (g.face_w + 0.02)
-        xa, xb = cx + side * w, ear_x
-        if (xb - xa) * side > 0.005:
-            _paint_curve(cv, min(xa, xb), max(xa, xb), lambda x_: np.full_like(x_, cy - hh * 0.5),
-                         lambda x_: np.full_like(x_, th * 0.45), colour, material=_OTHER)
-    (lx, lw), (rx, rw) = centres
-    _paint_curve(cv, lx + lw - 0.005, rx - rw + 0.005, lambda x_: cy - hh * 0.35 - 0.4 * (x_ - 0.5 * (lx + rx)) ** 2
-                 * 0 - 0.01 + 8 * (x_ - 0.5 * (lx + rx)) ** 2, lambda x_: np.full_like(x_, th * 0.45), colour,
-                 material=_OTHER)
+        inside = _cover(sd, cv.px)
+        cv.paint(sl, inside * 0.18, np.array([0.6, 0.7, 0.8], np.float32))  # tint
+        glare = _cover(np.abs((x - cx) + (y - cy) * 0.8 + 0.3 * w) - 0.012, cv.w(0.015)) * inside
+        cv.paint(sl, glare * 0.35, np.ones(3, np.float32))
+        cv.paint(sl, _cover(np.abs(sd) - 0.5 * th, cv.px), colour, _OTHER)
+        xa, xb = cx + side * w, g.head_x + side * (g.face_w * g.cos_t + 0.02)  # the arm, towards the ear
+        if (xb - xa) * side > 0.005:  # shows only over skin: it passes under hair and behind the head
+            _paint_curve(cv, min(xa, xb), max(xa, xb), lambda x_: np.full_like(x_, cy - 0.5 * hh), 0.45 * th,
+                         colour, material=_OTHER, on_skin=True)
+    (lx, lw), (rx, rw) = lenses
+    mid = 0.5 * (lx + rx)
+    _paint_curve(cv, lx + lw - 0.005, rx - rw + 0.005, lambda x_: cy - 0.35 * hh - 0.01 + 8 * (x_ - mid) ** 2,
+                 0.45 * th, colour, material=_OTHER)
 
 
-def _light_and_detail(img, mat, g, idt, attrs, hair_colour, rng):
-    """Shade the foreground by the light direction, then add the detail that W cannot hold. Works at output res."""
+def _light_and_detail(img, masks, g, idt, attrs, rng):
+    """Shade the foreground by the light direction, then add the detail that W cannot hold. At output res."""
     res = img.shape[0]
-    c = ((np.arange(res, dtype=np.float32) + 0.5) * (2.0 / res) - 1.0)
+    c = (np.arange(res, dtype=np.float32) + 0.5) * (2.0 / res) - 1.0
     x, y = c[None, :], c[:, None]
-    skin_m, hair_m, fg = mat[..., 0], mat[..., 1], mat[..., 2]
+    skin_m, hair_m, fg = masks
 
-    # Lambert on an ellipsoid standing in for the head (the neck and shoulders get its outer rim)
-    nx, ny = (x - g.head_x) / 0.75, (y + 0.05) / 0.95
+    # broad soft shading on the skin, smooth enough to draw at output resolution: eye sockets and cheek blush
+    ed, ew = idt["eye_spacing"], idt["eye_width"]
+    blush = np.array([0.06, -0.22, -0.24], np.float32) * np.float32(idt["blush"] + 0.25 * max(attrs["smile"], 0))
+    socket = np.float32(-0.25 * (0.35 + 0.2 * max(attrs["light_y"], 0)))
+    px = 2.0 / res
+    for side in (-1, 1):
+        cheek = _cover(_ellipse_sd(x, y, g.proj(side * 0.27), 0.2 - 0.04 * max(attrs["smile"], 0), 0.1, 0.065),
+                       max(px, 0.1)) * skin_m
+        eye = _cover(_ellipse_sd(x, y, g.proj(side * ed), g.eye_y - 0.025, ew * 1.4, 0.07), max(px, 0.07)) * skin_m
+        img = img * (1.0 + cheek[..., None] * blush + (eye * socket)[..., None])
+
+    # Lambert on an ellipsoid standing in for the head; the neck and shoulders get its outer rim
+    nx, ny = (x - g.head_x) / 0.68, (y + 0.05) / 0.92
     r2 = nx * nx + ny * ny
     nz = np.sqrt(np.clip(1.0 - r2, 0.05, 1.0))
-    norm = np.sqrt(r2 + nz * nz)
-    lx, ly = attrs["light_x"], -attrs["light_y"]
-    lz = 0.9
-    ln = math.sqrt(lx * lx + ly * ly + lz * lz)
-    lam = np.clip((nx * lx + ny * ly + nz * lz) / (norm * ln), 0.0, 1.0)
-    shade = 0.42 + 0.72 * lam
+    lx, ly, lz = attrs["light_x"], -attrs["light_y"], 0.9
+    lam = np.clip((nx * lx + ny * ly + nz * lz) / (np.sqrt(r2 + nz * nz) * math.sqrt(lx * lx + ly * ly + lz * lz)),
+                  0.0, 1.0)
+    shade = 0.4 + 0.72 * lam
     img = img * (1.0 + fg * (shade - 1.0))[..., None]
 
-    # hair strands: stripes radiating from the crown, each strand its own brightness, phase per image
+    # hair strands flowing from above the parting, each strand its own brightness; curls are blobs instead
     if hair_m.max() > 0.01:
         style = idt["hair_style"]
-        ang = np.arctan2(y - (-0.25), x - g.head_x)
         if style == "curly":
-            tex = rng.normal(0.0, 1.0, (res, res)).astype(np.float32)
-            tex = 0.5 * tex + 0.25 * (np.roll(tex, 1, 0) + np.roll(tex, 1, 1))
-            tex *= 0.16
+            tex = _noise(rng, (res, res))
+            tex = 0.16 * (0.5 * tex + 0.25 * (np.roll(tex, 1, 0) + np.roll(tex, 1, 1)))
         else:
-            freq = res * (0.35 if style != "buzz" else 0.6)
-            table = rng.normal(0.0, 1.0, 4096).astype(np.float32)
-            sid = np.floor(ang * freq / math.pi + rng.uniform(0, 1)).astype(np.int64) % 4096
-            tex = 0.1 * table[sid] + 0.05 * rng.normal(0.0, 1.0, (res, res)).astype(np.float32)
+            # strand index: the tangent of the direction towards a point above the parting; strands ~2 px wide
+            slope = (x - g.head_x - 0.3 * idt["hair_part"]) / (y + 1.6)
+            sid = np.floor(slope * res * (0.4 if style == "buzz" else 0.28) + rng.random()).astype(np.int64)
+            tex = 0.07 * _noise(rng, 4096)[sid % 4096] + 0.04 * _noise(rng, (res, res))
         sheen = np.exp(-((np.sqrt((x - g.head_x) ** 2 + (y + 0.25) ** 2) - 0.5) / 0.09) ** 2)
-        sheen *= 0.12 * (0.6 + 0.4 * attrs["light_y"])
+        sheen *= 0.1 * (0.6 + 0.4 * attrs["light_y"])
         img = img * (1.0 + hair_m * tex)[..., None] + (hair_m * sheen)[..., None]
 
-    # skin: pores/noise, a blotchy low-frequency tone, freckles
+    # skin: pores, a blotchy low-frequency tone, freckles and a mole
     if skin_m.max() > 0.01:
-        noise = rng.normal(0.0, 0.022 + 0.012 * attrs["age"], (res, res)).astype(np.float32)
-        blot = _upsample_noise(rng, 6, res) * (0.025 + 0.03 * attrs["age"])
+        noise = _noise(rng, (res, res)) * np.float32(0.012 + 0.01 * attrs["age"])
+        blot = _smooth_noise(rng, 6, res) * (0.025 + 0.03 * attrs["age"])
         img = img * (1.0 + skin_m * (noise + blot))[..., None]
-        n_freckles = int(rng.poisson(idt["freckles"] * 60 + 4 * attrs["age"]))
+        n_freckles = int(rng.poisson(idt["freckles"] * 40 + 3 * attrs["age"]))
         if n_freckles:
-            fx = g.proj(0.0) + rng.uniform(-0.4, 0.4, n_freckles)
-            fy = rng.uniform(-0.05, 0.3, n_freckles) + 0.2 * np.abs(fx - g.proj(0.0)) - 0.05
-            px = np.clip(((fx + 1) * res / 2).astype(int), 0, res - 1)
-            py = np.clip(((fy + 1) * res / 2).astype(int), 0, res - 1)
-            dark = rng.uniform(0.08, 0.22, n_freckles).astype(np.float32)
-            img[py, px] *= (1.0 - dark * skin_m[py, px])[:, None]
-    if idt.get("mole") is not None:
-        mx, my = g.proj(idt["mole"][0]), idt["mole"][1]
-        r = max(0.012, 1.0 / res)
-        d = np.sqrt((x - mx) ** 2 + (y - my) ** 2)
-        m = np.clip(1.5 - d / r, 0, 1) * skin_m
-        img = img * (1.0 - 0.45 * m)[..., None]
+            fx = g.chin_x + rng.uniform(-0.4, 0.4, n_freckles)
+            fy = rng.uniform(-0.05, 0.3, n_freckles) + 0.2 * np.abs(fx - g.chin_x) - 0.05
+            px = np.clip(((fx + 1) * res / 2).astype(np.int64), 0, res - 1)
+            py = np.clip(((fy + 1) * res / 2).astype(np.int64), 0, res - 1)
+            strength = rng.uniform(0.05, 0.15, n_freckles).astype(np.float32)
+            img[py, px] *= (1.0 - strength * skin_m[py, px])[:, None]
+        if idt.get("mole") is not None:
+            mx, my = g.proj(idt["mole"][0]), idt["mole"][1]
+            r = max(0.012, 1.0 / res)
+            m = np.clip(1.5 - np.sqrt((x - mx) ** 2 + (y - my) ** 2) / r, 0, 1) * skin_m
+            img = img * (1.0 - 0.45 * m)[..., None]
 
-    # background: sensor-ish noise and a faint low-frequency blotch
+    # background: a faint low-frequency blotch and sensor-like noise
     bg = 1.0 - fg
-    img = img + (bg * (_upsample_noise(rng, 4, res) * 0.05))[..., None]
-    img = img + bg[..., None] * rng.normal(0.0, 0.012, (res, res, 3)).astype(np.float32)
+    img = img + (bg * _smooth_noise(rng, 4, res) * 0.05)[..., None]
+    img = img + bg[..., None] * _noise(rng, (res, res, 3)) * np.float32(0.012)
     return img
 
 
-def _upsample_noise(rng, k, res):
-    """Smooth noise in ~[-1, 1]: a ``k x k`` normal grid, bilinearly interpolated to ``res x res``."""
-    grid = rng.normal(0.0, 1.0, (k, k)).astype(np.float32)
-    t = np.linspace(0, k - 1, res, dtype=np.float32)
-    i0 = np.minimum(t.astype(int), k - 2)
-    f = t - i0
-    rows = grid[i0] * (1 - f)[:, None] + grid[i0 + 1] * f[:, None]
-    return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
+def _noise(rng: np.random.Generator, shape) -> np.ndarray:
+    """Zero-mean, unit-variance float32 noise (uniform: cheaper than normal and just as good for texture)."""
+    return (rng.random(shape, dtype=np.float32) - np.float32(0.5)) * np.float32(math.sqrt(12.0))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Items, the Dataset, and folders on disk
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_split(split: str) -> None:
+    if split not in _SPLIT_CODES:
+        raise ValueError(f"split must be one of {sorted(_SPLIT_CODES)}, got {split!r}")
+
+
+def _resolve_persons(split: str, n_persons: Optional[int]) -> int:
+    n_persons = DEFAULT_PERSONS[split] if n_persons is None else int(n_persons)
+    if not 1 <= n_persons <= TEST_PERSON_OFFSET:
+        raise ValueError(f"n_persons must be in [1, {TEST_PERSON_OFFSET}], got {n_persons}")
+    return n_persons
+
+
+def person_ids_for_split(split: str, n_persons: Optional[int] = None) -> np.ndarray:
+    """All person ids of a split: ``0..P-1`` for 'train', ``TEST_PERSON_OFFSET + 0..P-1`` for 'test'."""
+    _check_split(split)
+    offset = 0 if split == "train" else TEST_PERSON_OFFSET
+    return offset + np.arange(_resolve_persons(split, n_persons), dtype=np.int64)
+
+
+def item_labels(index: int, split: str = "train", seed: int = 0, n_persons: Optional[int] = None) -> dict:
+    """Labels of item ``index`` of a split, without rendering.
+
+    Returns ``{'person_id': int, 'split': str, <every attribute>: float, 'detail_seed': int}``. Item ``i`` shows
+    person ``offset + i % n_persons`` (so a person's images are ``p, p + P, p + 2P, ...``); its attributes and
+    detail seed come from a generator seeded with ``(seed, split, i)``.
+    """
+    _check_split(split)
+    if index < 0 or seed < 0:
+        raise ValueError("index and seed must be non-negative")
+    n_persons = _resolve_persons(split, n_persons)
+    offset = 0 if split == "train" else TEST_PERSON_OFFSET
+    rng = np.random.default_rng([int(seed), _SPLIT_CODES[split], int(index), 0xA77])
+    attrs = sample_attributes(rng)
+    detail_seed = int(rng.integers(0, 2 ** 31 - 1))
+    return {"person_id": int(offset + index % n_persons), "split": split, **attrs, "detail_seed": detail_seed}
+
+
+@functools.lru_cache(maxsize=16384)
+def _cached_identity(person_id: int, seed: int) -> dict:
+    return sample_identity(person_id, seed)
+
+
+def _render_item(index: int, res: int, split: str, seed: int, n_persons: int) -> Tuple[np.ndarray, dict]:
+    labels = item_labels(index, split, seed, n_persons)
+    image = render_face(_cached_identity(labels["person_id"], seed), labels, res, labels["detail_seed"])
+    return image, labels
+
+
+def _image_to_tensor(image: np.ndarray):
+    return torch.from_numpy(image).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+def _label_tensors(labels: dict) -> dict:
+    return {"person_id": torch.tensor(labels["person_id"], dtype=torch.int64),
+            "attributes": torch.from_numpy(attributes_to_vector(labels))}
+
+
+class SynthFaces(_TorchDataset):
+    """SynthFaces rendered on the fly; item ``i`` is the same image every time (see :func:`item_labels`).
+
+    ``n`` items of ``res`` px from ``split`` ('train' or 'test', whose person ids are disjoint: see
+    :func:`person_ids_for_split`), ``n_persons`` persons (default :data:`DEFAULT_PERSONS`), generator ``seed``.
+    ``dataset[i]`` is ``(image, labels)``: ``image`` float32 ``[3, res, res]`` in [-1, 1] (passed through
+    ``transform`` if given), ``labels = {'person_id': int64 scalar tensor, 'attributes': float32 [A]}`` with the
+    attributes in :data:`ATTRIBUTES` order -- the default collate stacks both. ``labels(i)`` gives the plain dict
+    without rendering; ``person_ids()`` and ``attribute_matrix()`` give all labels at once.
+    """
+
+    def __init__(self, n: int, res: int = 64, split: str = "train", seed: int = 0, n_persons: Optional[int] = None,
+                 transform: Optional[Callable] = None):
+        _check_split(split)
+        if n < 1 or res < 16 or seed < 0:
+            raise ValueError("need n >= 1, res >= 16 and seed >= 0")
+        self.n, self.res, self.split, self.seed = int(n), int(res), split, int(seed)
+        self.n_persons = _resolve_persons(split, n_persons)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _index(self, i: int) -> int:
+        i = int(i)
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(f"index {i} out of range for {self.n} items")
+        return i
+
+    def labels(self, i: int) -> dict:
+        """Plain labels of item ``i`` (see :func:`item_labels`), without rendering."""
+        return item_labels(self._index(i), self.split, self.seed, self.n_persons)
+
+    def identity(self, i: int) -> dict:
+        """Identity parameters of the person in item ``i`` (a copy: see :func:`sample_identity`)."""
+        return copy.deepcopy(_cached_identity(self.labels(i)["person_id"], self.seed))
+
+    def image(self, i: int) -> np.ndarray:
+        """Item ``i`` as ``uint8 [res, res, 3]``."""
+        return _render_item(self._index(i), self.res, self.split, self.seed, self.n_persons)[0]
+
+    def __getitem__(self, i: int):
+        image, labels = _render_item(self._index(i), self.res, self.split, self.seed, self.n_persons)
+        x = _image_to_tensor(image)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, _label_tensors(labels)
+
+    def person_ids(self) -> np.ndarray:
+        """int64 ``[n]``: the person of every item (no rendering)."""
+        offset = 0 if self.split == "train" else TEST_PERSON_OFFSET
+        return offset + np.arange(self.n, dtype=np.int64) % self.n_persons
+
+    def attribute_matrix(self) -> np.ndarray:
+        """float32 ``[n, len(ATTRIBUTES)]``: every item's attributes (no rendering; ~25 us per item)."""
+        return np.stack([attributes_to_vector(self.labels(i)) for i in range(self.n)])
+
+
+def _image_name(split: str, index: int) -> str:
+    return f"images/{split}/{index:06d}.png"
+
+
+def _write_chunk(job) -> int:
+    out_dir, indices, res, split, seed, n_persons = job
+    from PIL import Image
+
+    for i in indices:
+        image, _ = _render_item(i, res, split, seed, n_persons)
+        Image.fromarray(image).save(os.path.join(out_dir, _image_name(split, i)), compress_level=1)
+    return len(indices)
+
+
+_CSV_FIXED = ("file", "person_id", "split")
+
+
+def write_dataset(out_dir, n: int, res: int = 64, split: str = "train", seed: int = 0, workers: int = 1,
+                  n_persons: Optional[int] = None, progress: bool = False) -> Path:
+    """Render ``n`` items of a split to a folder; returns the labels file's path.
+
+    Layout: ``out_dir/images/<split>/<index:06d>.png``; ``out_dir/labels_<split>.csv`` with columns ``file``
+    (relative to ``out_dir``), ``person_id``, ``split``, every attribute in :data:`ATTRIBUTES` order and
+    ``detail_seed`` (floats written with ``repr``, so :func:`read_labels` gets them back exactly); and
+    ``out_dir/meta.json`` (version, seed, res, attribute list, and per split n, n_persons and person id offset).
+    Writing a second split into the same folder adds it to ``meta.json``; a different seed, res or version is
+    refused. Item ``i`` equals ``SynthFaces(n, res, split, seed, n_persons)[i]``. ``workers`` processes render
+    in parallel; ``progress`` shows a tqdm bar.
+    """
+    _check_split(split)
+    n_persons = _resolve_persons(split, n_persons)
+    out = Path(out_dir)
+    (out / "images" / split).mkdir(parents=True, exist_ok=True)
+    meta_path = out / "meta.json"
+    meta = {"version": VERSION, "seed": int(seed), "res": int(res),
+            "attributes": [dict(name=a.name, low=a.low, high=a.high, kind=a.kind, doc=a.doc) for a in ATTRIBUTES],
+            "splits": {}}
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        for key in ("version", "seed", "res"):
+            if old.get(key) != meta[key]:
+                raise ValueError(f"{meta_path} has {key}={old.get(key)!r}, this call {meta[key]!r}")
+        meta["splits"] = old.get("splits", {})
+    labels_path = out / f"labels_{split}.csv"
+    with open(labels_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*_CSV_FIXED, *ATTRIBUTE_NAMES, "detail_seed"])
+        for i in range(n):
+            lab = item_labels(i, split, seed, n_persons)
+            writer.writerow([_image_name(split, i), lab["person_id"], split, *[repr(lab[k]) for k in ATTRIBUTE_NAMES],
+                             lab["detail_seed"]])
+
+    chunk = 64
+    jobs = [(str(out), range(s, min(s + chunk, n)), int(res), split, int(seed), n_persons) for s in range(0, n, chunk)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc=f"synthfaces {split} {res}px", unit="img")
+    t0 = time.time()
+    if workers > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ctx.Pool(workers) as pool:
+            for done in pool.imap_unordered(_write_chunk, jobs):
+                if bar is not None:
+                    bar.update(done)
+    else:
+        for job in jobs:
+            done = _write_chunk(job)
+            if bar is not None:
+                bar.update(done)
+    if bar is not None:
+        bar.close()
+
+    meta["splits"][split] = {"n": int(n), "n_persons": n_persons,
+                             "person_id_offset": 0 if split == "train" else TEST_PERSON_OFFSET,
+                             "labels": labels_path.name, "images": f"images/{split}",
+                             "seconds": round(time.time() - t0, 3)}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return labels_path
+
+
+def read_labels(path) -> List[dict]:
+    """Read a ``labels_<split>.csv`` written by :func:`write_dataset`.
+
+    Returns one dict per row: ``file`` (str, relative to the folder), ``person_id`` (int), ``split`` (str), every
+    attribute (float, bit-exact) and ``detail_seed`` (int) -- the same dicts :func:`item_labels` returns, plus
+    ``file``.
+    """
+    rows = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        expected = [*_CSV_FIXED, *ATTRIBUTE_NAMES, "detail_seed"]
+        if reader.fieldnames != expected:
+            raise ValueError(f"{path}: columns {reader.fieldnames} != {expected}")
+        for r in reader:
+            row = {"file": r["file"], "person_id": int(r["person_id"]), "split": r["split"]}
+            row.update({k: float(r[k]) for k in ATTRIBUTE_NAMES})
+            row["detail_seed"] = int(r["detail_seed"])
+            rows.append(row)
+    return rows
+
+
+def read_meta(out_dir) -> dict:
+    """The ``meta.json`` of a folder written by :func:`write_dataset`."""
+    return json.loads((Path(out_dir) / "meta.json").read_text())
+
+
+class SynthFacesFolder(_TorchDataset):
+    """A split written by :func:`write_dataset`, read back from disk; items as in :class:`SynthFaces`."""
+
+    def __init__(self, root, split: str = "train", transform: Optional[Callable] = None):
+        _check_split(split)
+        self.root = Path(root)
+        self.rows = read_labels(self.root / f"labels_{split}.csv")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def labels(self, i: int) -> dict:
+        return self.rows[i]
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        row = self.rows[i]
+        with Image.open(self.root / row["file"]) as im:
+            x = _image_to_tensor(np.array(im.convert("RGB")))
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, _label_tensors(row)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preview grids (docs and eyeballing)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _tile(images: Sequence[np.ndarray], cols: int, scale: int = 1, gap: int = 0) -> np.ndarray:
+    res = images[0].shape[0]
+    rows = (len(images) + cols - 1) // cols
+    step = res + gap
+    grid = np.full((rows * step - gap, cols * step - gap, 3), 255, np.uint8)
+    for k, im in enumerate(images):
+        r, c = divmod(k, cols)
+        grid[r * step:r * step + res, c * step:c * step + res] = im
+    return grid.repeat(scale, 0).repeat(scale, 1) if scale > 1 else grid
+
+
+def sample_grid(rows: int = 8, cols: int = 8, res: int = 64, seed: int = 0, split: str = "train",
+                scale: int = 2) -> np.ndarray:
+    """``rows x cols`` items of a split, each a different person; uint8, upscaled ``scale``x (nearest)."""
+    ds = SynthFaces(rows * cols, res, split, seed, n_persons=rows * cols)
+    return _tile([ds.image(i) for i in range(len(ds))], cols, scale)
+
+
+def attribute_sweep_grid(person_id: int = 40, seed: int = 0, res: int = 64, steps: int = 7, scale: int = 2,
+                         base: Optional[Dict[str, float]] = None, labels: bool = True) -> np.ndarray:
+    """One row per attribute (in :data:`ATTRIBUTES` order), sweeping it from low to high over ``steps`` columns
+    while the others stay at ``base`` (default :func:`neutral_attributes`); same person and detail seed. ``labels``
+    writes each row's name and range in a left margin."""
+    identity = sample_identity(person_id, seed)
+    base = dict(neutral_attributes() if base is None else base)
+    images = []
+    for a in ATTRIBUTES:
+        for v in np.linspace(a.low, a.high, steps):
+            attrs = dict(base, **{a.name: float(round(v)) if a.kind == "binary" else float(v)})
+            images.append(render_face(identity, attrs, res, detail_seed=seed))
+    grid = _tile(images, steps, scale, gap=1)
+    if not labels:
+        return grid
+    from PIL import Image, ImageDraw
+
+    margin = 96
+    canvas = Image.new("RGB", (grid.shape[1] + margin, grid.shape[0]), (255, 255, 255))
+    canvas.paste(Image.fromarray(grid), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_h = (res + 1) * scale
+    for k, a in enumerate(ATTRIBUTES):
+        top = k * row_h + row_h // 2 - 12
+        draw.text((4, top), a.name, fill=(0, 0, 0))
+        draw.text((4, top + 14), f"{a.low:g} .. {a.high:g}", fill=(90, 90, 90))
+    return np.asarray(canvas)
+
+
+def identity_grid(persons: int = 8, per_person: int = 8, res: int = 64, seed: int = 0, scale: int = 2) -> np.ndarray:
+    """One row per person, columns are that person under random attributes: identity must survive them."""
+    images = []
+    for p in range(persons):
+        identity = sample_identity(p, seed)
+        for k in range(per_person):
+            rng = np.random.default_rng([seed, p, k, 0x1D])
+            images.append(render_face(identity, sample_attributes(rng), res, detail_seed=int(rng.integers(2 ** 31))))
+    return _tile(images, per_person, scale, gap=1)
