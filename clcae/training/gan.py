@@ -1,0 +1,977 @@
+"""StyleGAN2 training (Karras et al. 2020) on an image folder or SynthFaces, resumable bit for bit.
+
+The loss is rosinality's / NVIDIA's: non-saturating logistic loss, lazy R1 on reals (every ``r1_interval`` D steps),
+lazy path-length regularisation (every ``pl_interval`` G steps, running mean, smaller batch), style mixing, an EMA
+copy of G with a half-life in thousands of images, and optional adaptive augmentation (:mod:`.augment`).
+
+One step (``step`` counts completed steps, ``nimg`` the images of the global batch seen so far):
+
+1. D: ``d_logistic_loss(D(aug(x)), D(aug(G(z))))``; then, if ``step % r1_interval == 0``, ``r1 / 2 * R1 *
+   r1_interval`` with its own optimiser step (lazy regularisation: Adam's lr and betas scaled by
+   ``interval / (interval + 1)``);
+2. G: ``g_nonsaturating_loss(D(aug(G(z))))``; then, if ``step % pl_interval == 0``, ``pl_weight * PL *
+   pl_interval`` on ``batch / pl_batch_shrink`` images;
+3. EMA of G, the augmentation probability update, logging, samples, checkpoints.
+
+Reproducibility. Everything random in a step comes from two seeded streams shared by all ranks
+(:class:`~clcae.training.sampler.ShardedRandom`: latents, mixing, noise on the device; augmentation and mirroring
+on the CPU) and the data order from :class:`~clcae.training.sampler.InfiniteSampler`; each is drawn for the global
+batch and sliced per rank. A checkpoint stores those streams, the data position, both optimisers, G, D, G_ema, the
+path-length mean, the augmentation state and every process's global RNG states, so a run stopped at any
+checkpoint and resumed ends bit-identical to an uninterrupted run (same device type, thread count and options that
+affect numerics). Changing the number of processes changes results only by float rounding.
+
+Entry points: :func:`run_training` (what ``scripts/train_generator.py`` calls; tests drive it in-process) and
+:class:`StyleGAN2Trainer` (the networks, optimisers and the step, for finer control).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..checkpoints import CheckpointError, load_state_dict_strict
+from ..losses.gan import (d_logistic_loss, g_nonsaturating_loss, path_length_penalty, path_lengths, r1_penalty,
+                          update_pl_mean)
+from ..networks.layers import IMPLS
+from ..networks.stylegan2 import Discriminator, Generator
+from . import distributed as du
+from .augment import AdaptiveAugment
+from .logger import TrainLogger
+from .sampler import InfiniteSampler, ShardedRandom, derive_seed
+from .state import (CHECKPOINT_DIR, CheckpointWriter, RunDirError, capture_rng_state, check_new_run_dir,
+                    create_run_dir, diff_options, load_training_checkpoint, resolve_resume_path, restore_rng_state,
+                    run_dir_of_checkpoint, seed_everything, write_json_new)
+
+__all__ = [
+    "GANTrainOptions", "ConfigError", "NonFiniteLossError", "TrainerCallback", "TrainResult", "StyleGAN2Trainer",
+    "run_training", "resolve_options", "build_dataset", "ema_beta", "update_ema", "RESUME_MAY_CHANGE",
+    "TRAIN_FORMAT", "TRAIN_FORMAT_VERSION", "FORMAT_KEY", "OPTION_GROUPS", "OPTION_CHOICES",
+]
+
+FORMAT_KEY = "train_format"  # not 'format': clcae.load_generator must see these files as rosinality checkpoints
+TRAIN_FORMAT = "clcae.stylegan2_training"
+TRAIN_FORMAT_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """Bad options, data or run directory, found before any work; the message says how to fix it."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or Inf; ``step``, ``nimg`` and ``losses`` say where, ``checkpoint`` is the last good one."""
+
+    def __init__(self, message: str, step: int, nimg: int, losses: Mapping[str, float], checkpoint: Path | None):
+        super().__init__(message)
+        self.step, self.nimg, self.losses, self.checkpoint = step, nimg, dict(losses), checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------- options
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class GANTrainOptions:
+    """Every option of a StyleGAN2 training run (the CLI flag of ``name_x`` is ``--name-x``)."""
+
+    # data
+    data: str = _opt("", "'synthfaces' (rendered on the fly) or a folder of images (recursive; a folder written by "
+                         "scripts/make_synthfaces.py uses its train split)")
+    synth_n: int = _opt(70000, "number of distinct SynthFaces images with --data synthfaces")
+    data_seed: int = _opt(0, "SynthFaces dataset seed (identities, attributes)")
+    policy: str = _opt("center_crop", "how folder images reach --size: center_crop | resize | pad")
+    mirror: bool = _opt(False, "x-flip real images with probability 0.5 (dataset augmentation)")
+    workers: int = _opt(2, "DataLoader worker processes per rank (0: load in the training process)")
+    # model
+    size: int = _opt(256, "image resolution (a power of two >= 4; >= 16 for synthfaces)")
+    style_dim: int = _opt(512, "dimension of z and w")
+    n_mlp: int = _opt(8, "mapping network layers")
+    channel_base: int = _opt(32768, "channels at resolution r: min(channel_base // r, channel_max); 32768 is "
+                                    "config-f (rosinality channel_multiplier 2)")
+    channel_max: int = _opt(512, "largest channel count")
+    # optimisation
+    batch: int = _opt(32, "global batch size (split over processes)")
+    lr: float = _opt(0.002, "Adam learning rate of G and D (betas 0, 0.99)")
+    kimg: float = _opt(25000.0, "training length in thousands of real images shown to D")
+    r1: float = _opt(10.0, "R1 regularisation weight gamma (0 disables)")
+    r1_interval: int = _opt(16, "lazy R1: every N discriminator steps")
+    pl_weight: float = _opt(2.0, "path-length regularisation weight (0 disables)")
+    pl_interval: int = _opt(4, "lazy path-length regularisation: every N generator steps")
+    pl_batch_shrink: int = _opt(2, "path-length batch = batch / this")
+    pl_decay: float = _opt(0.01, "decay of the path-length running mean")
+    mixing: float = _opt(0.9, "style-mixing probability (per sample)")
+    ema_kimg: float = _opt(10.0, "half-life of the G EMA in thousands of images (0: g_ema = G)")
+    ema_rampup: float = _opt(0.0, "EMA ramp-up: half-life at most ema_rampup * images seen (0: off; 0.05 is "
+                                  "NVIDIA's choice for short runs)")
+    # augmentation
+    aug: str = _opt("ada", "discriminator augmentation: ada (adaptive p) | fixed (p = --aug-p) | none")
+    aug_p: float = _opt(0.0, "initial (ada) or fixed augmentation probability")
+    ada_target: float = _opt(0.6, "ADA target for r_t = E[sign(D(real))]")
+    ada_kimg: float = _opt(500.0, "ADA speed: thousands of images for p to move by 1")
+    ada_interval: int = _opt(4, "ADA: adjust p every N steps")
+    # run
+    out: str = _opt("", "run directory: must be new or empty (with --resume: defaults to the checkpoint's run)")
+    seed: int = _opt(0, "training seed (initialisation, latents, noise, augmentation, data order)")
+    snapshot_kimg: float = _opt(200.0, "keep a snapshot checkpoint every N kimg")
+    checkpoint_kimg: float = _opt(20.0, "refresh checkpoints/latest.pt every N kimg (resume point)")
+    sample_kimg: float = _opt(20.0, "write a sample grid from g_ema (fixed z) every N kimg")
+    log_kimg: float = _opt(4.0, "log scalars (TensorBoard, stats.jsonl, console) every N kimg")
+    keep_snapshots: int = _opt(0, "keep only the newest N snapshots (0: keep all)")
+    sample_n: int = _opt(32, "images in each sample grid (0: no samples)")
+    on_nan: str = _opt("stop", "on a NaN/Inf loss: stop (report and exit) | rollback (reload latest.pt, reseed the "
+                                "random streams, continue)")
+    max_rollbacks: int = _opt(3, "with --on-nan rollback: give up after N rollbacks")
+    # performance and precision
+    device: str = _opt("auto", "auto | cpu | cuda (each torchrun process takes cuda:LOCAL_RANK)")
+    impl: str = _opt("auto", "op implementation: auto (CUDA kernels on GPU, fast PyTorch path on CPU) | fast | "
+                             "ref | cuda")
+    bf16: bool = _opt(False, "bfloat16 autocast for the main G/D passes (regularisers stay fp32)")
+    channels_last: bool = _opt(False, "channels-last activations in G and D")
+    tf32: bool = _opt(False, "allow TF32 matmuls/convolutions on Ampere+ GPUs (faster, less exact)")
+    deterministic: bool = _opt(False, "deterministic GPU algorithms (cudnn, cuBLAS; needed for exact resume on GPU)")
+    threads: int = _opt(0, "torch CPU threads per process (0: torch's default)")
+    dist_timeout: float = _opt(600.0, "seconds a collective may wait for another process before the job fails")
+
+    @staticmethod
+    def flag(name: str) -> str:
+        """The command-line flag of option ``name`` (``r1_interval`` -> ``--r1-interval``)."""
+        return "--" + name.replace("_", "-")
+
+    def validate(self, world_size: int = 1) -> None:
+        """Raise :class:`ConfigError` for any bad value (the message names the flag and a valid choice)."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        need(bool(self.data), "--data is required: 'synthfaces' or a folder of images")
+        log = int(round(math.log2(self.size))) if self.size > 0 else -1
+        need(self.size >= 4 and 2 ** log == self.size,
+             f"--size must be a power of two >= 4 (e.g. 64, 256, 1024); got {self.size}")
+        if self.data == "synthfaces":
+            need(self.size >= 16, f"--data synthfaces renders at >= 16 px; got --size {self.size}")
+            need(self.synth_n >= 1, f"--synth-n must be >= 1; got {self.synth_n}")
+            need(self.data_seed >= 0, f"--data-seed must be >= 0; got {self.data_seed}")
+        need(self.style_dim >= 1 and self.n_mlp >= 1, "--style-dim and --n-mlp must be >= 1")
+        need(self.channel_max >= 1, f"--channel-max must be >= 1; got {self.channel_max}")
+        need(self.channel_base >= self.size,
+             f"--channel-base {self.channel_base} gives 0 channels at {self.size} px (channels = channel_base // res); "
+             f"use --channel-base >= {self.size}")
+        need(self.batch >= 1, f"--batch must be >= 1; got {self.batch}")
+        need(self.batch % world_size == 0,
+             f"--batch {self.batch} is the global batch and must be divisible by the number of processes "
+             f"({world_size}); use e.g. --batch {max(world_size, self.batch // world_size * world_size)}")
+        need(self.lr > 0, f"--lr must be > 0; got {self.lr}")
+        need(self.kimg > 0, f"--kimg must be > 0; got {self.kimg}")
+        for name in ("snapshot_kimg", "checkpoint_kimg", "sample_kimg", "log_kimg", "ada_kimg"):
+            need(getattr(self, name) > 0, f"{self.flag(name)} must be > 0; got {getattr(self, name)}")
+        need(self.r1 >= 0 and self.pl_weight >= 0, "--r1 and --pl-weight must be >= 0")
+        for name in ("r1_interval", "pl_interval", "pl_batch_shrink", "ada_interval"):
+            need(getattr(self, name) >= 1, f"{self.flag(name)} must be >= 1; got {getattr(self, name)}")
+        need(0 < self.pl_decay <= 1, f"--pl-decay must be in (0, 1]; got {self.pl_decay}")
+        need(0 <= self.mixing <= 1, f"--mixing is a probability in [0, 1]; got {self.mixing}")
+        need(self.ema_kimg >= 0 and self.ema_rampup >= 0, "--ema-kimg and --ema-rampup must be >= 0")
+        need(self.aug in ("ada", "fixed", "none"), f"--aug must be ada, fixed or none; got {self.aug!r}")
+        need(0 <= self.aug_p <= 1, f"--aug-p is a probability in [0, 1]; got {self.aug_p}")
+        need(-1 < self.ada_target < 1, f"--ada-target must be in (-1, 1) (0.6 in the paper); got {self.ada_target}")
+        need(self.policy in ("center_crop", "resize", "pad"),
+             f"--policy must be center_crop, resize or pad; got {self.policy!r}")
+        need(self.workers >= 0 and self.threads >= 0, "--workers and --threads must be >= 0")
+        need(self.sample_n >= 0 and self.keep_snapshots >= 0, "--sample-n and --keep-snapshots must be >= 0")
+        need(self.on_nan in ("stop", "rollback"), f"--on-nan must be stop or rollback; got {self.on_nan!r}")
+        need(self.max_rollbacks >= 0, f"--max-rollbacks must be >= 0; got {self.max_rollbacks}")
+        need(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda; got {self.device!r}")
+        need(self.impl in IMPLS, f"--impl must be one of {', '.join(IMPLS)}; got {self.impl!r}")
+        need(self.dist_timeout > 0, f"--dist-timeout must be > 0 seconds; got {self.dist_timeout}")
+
+    @property
+    def g_kwargs(self) -> dict:
+        return dict(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp, channel_base=self.channel_base,
+                    channel_max=self.channel_max)
+
+    @property
+    def d_kwargs(self) -> dict:
+        return dict(size=self.size, channel_base=self.channel_base, channel_max=self.channel_max)
+
+
+#: Options a resumed run may change. The others define the model, the data or the optimisation and must match the
+#: checkpoint. The numeric knobs in the second group may change, but the continuation is then no longer
+#: bit-identical to an uninterrupted run.
+RESUME_MAY_CHANGE = frozenset({
+    "data", "workers", "out", "kimg", "snapshot_kimg", "checkpoint_kimg", "sample_kimg", "log_kimg",
+    "keep_snapshots", "sample_n", "on_nan", "max_rollbacks", "dist_timeout", "threads",
+    "device", "impl", "bf16", "channels_last", "tf32", "deterministic",
+})
+_NUMERIC_KNOBS = ("device", "impl", "bf16", "channels_last", "tf32", "deterministic", "threads")
+
+#: The options by topic (the order of ``--help`` and of docs/TRAINING_GENERATOR.md).
+OPTION_GROUPS = {
+    "data": ("data", "synth_n", "data_seed", "policy", "mirror", "workers"),
+    "model": ("size", "style_dim", "n_mlp", "channel_base", "channel_max"),
+    "optimisation": ("batch", "lr", "kimg", "r1", "r1_interval", "pl_weight", "pl_interval", "pl_batch_shrink",
+                     "pl_decay", "mixing", "ema_kimg", "ema_rampup"),
+    "augmentation": ("aug", "aug_p", "ada_target", "ada_kimg", "ada_interval"),
+    "run": ("out", "seed", "snapshot_kimg", "checkpoint_kimg", "sample_kimg", "log_kimg", "keep_snapshots",
+            "sample_n", "on_nan", "max_rollbacks"),
+    "performance and precision": ("device", "impl", "bf16", "channels_last", "tf32", "deterministic", "threads",
+                                  "dist_timeout"),
+}
+#: Allowed values of the options that take one of a few words.
+OPTION_CHOICES = {"policy": ("center_crop", "resize", "pad"), "aug": ("ada", "fixed", "none"),
+                  "on_nan": ("stop", "rollback"), "device": ("auto", "cpu", "cuda"), "impl": IMPLS}
+
+
+def _field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(GANTrainOptions)]
+
+
+def resolve_options(given: Mapping[str, Any], resume: str | os.PathLike | None = None
+                    ) -> tuple[GANTrainOptions, dict | None, Path | None]:
+    """Combine the options given explicitly with the defaults, or, when resuming, with the checkpoint's options.
+
+    Args:
+        given: only the options the user set (``{'size': 64, ...}``; CLI flags with ``-`` become ``_``).
+        resume: a checkpoint file or run directory, or ``None``.
+    Returns:
+        ``(options, checkpoint_state or None, checkpoint_path or None)``.
+    Raises:
+        ConfigError: unknown option names, or a resume that changes an option outside :data:`RESUME_MAY_CHANGE`.
+        CheckpointError: the resume file cannot be read or is not a training checkpoint of this trainer.
+    """
+    names = set(_field_names())
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+    if resume is None:
+        return GANTrainOptions(**dict(given)), None, None
+    path = resolve_resume_path(resume)
+    state = load_training_checkpoint(path, FORMAT_KEY, TRAIN_FORMAT, TRAIN_FORMAT_VERSION)
+    saved = dict(state.get("args") or {})
+    saved = {k: v for k, v in saved.items() if k in names}
+    conflicts = {k: v for k, v in diff_options(saved, given).items() if k not in RESUME_MAY_CHANGE}
+    if conflicts:
+        lines = [f"  {GANTrainOptions.flag(k)}: checkpoint has {a!r}, you passed {b!r}"
+                 for k, (a, b) in sorted(conflicts.items())]
+        raise ConfigError(f"--resume {path}: these options differ from the checkpoint's and cannot change on "
+                          "resume:\n" + "\n".join(lines) + "\ndrop them (the checkpoint's values are used) or start a "
+                          "new run with --out NEW_DIR")
+    merged = {**saved, **dict(given)}
+    if "out" not in given:
+        merged["out"] = ""  # decided by run_training from the checkpoint's location
+    return GANTrainOptions(**merged), state, path
+
+
+# ---------------------------------------------------------------------------------------------------- data
+class _ImagesOnly(torch.utils.data.Dataset):
+    """Item ``i`` of a dataset whose items are ``(image, ...)``, as the image alone (collates to one tensor)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.dataset[i][0]
+
+
+def build_dataset(opts: GANTrainOptions) -> tuple[torch.utils.data.Dataset, str]:
+    """The training images as a Dataset of float ``[3, size, size]`` tensors in [-1, 1], and a description.
+
+    ``opts.data`` is ``'synthfaces'`` (:class:`~clcae.data.synthfaces.SynthFaces`, rendered on the fly), a folder
+    written by ``scripts/make_synthfaces.py`` (its train split, in label order), or any folder of images
+    (:class:`~clcae.data.images.ImageFolderDataset`, recursive, brought to ``size`` by ``opts.policy``).
+
+    Raises:
+        ConfigError: missing folder, no images in it (the message names the folder).
+    """
+    from ..data.images import ImageFolderDataset
+
+    if opts.data == "synthfaces":
+        from ..data.synthfaces import SynthFaces
+
+        ds = SynthFaces(opts.synth_n, res=opts.size, split="train", seed=opts.data_seed)
+        return _ImagesOnly(ds), f"SynthFaces (on the fly): {len(ds)} images at {opts.size} px, seed {opts.data_seed}"
+    root = Path(opts.data)
+    if not root.exists():
+        raise ConfigError(f"--data {root}: no such folder; pass a folder of images (searched recursively) or "
+                          "'synthfaces'")
+    if not root.is_dir():
+        raise ConfigError(f"--data {root} is a file; pass a folder of images or 'synthfaces'")
+    if (root / "meta.json").is_file() and (root / "labels_train.csv").is_file():
+        from ..data.synthfaces import read_labels
+
+        paths = [root / row["file"] for row in read_labels(root / "labels_train.csv")]
+        if not paths:
+            raise ConfigError(f"--data {root}: labels_train.csv lists no images; re-run scripts/make_synthfaces.py")
+        ds = ImageFolderDataset(paths, size=opts.size, policy=opts.policy)
+        return _ImagesOnly(ds), f"SynthFaces folder {root} (train split): {len(ds)} images -> {opts.size} px"
+    try:
+        ds = ImageFolderDataset(root, size=opts.size, policy=opts.policy)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"--data {root}: {e}; put images (any format Pillow reads) in it or its sub-folders") from e
+    return _ImagesOnly(ds), f"image folder {root}: {len(ds)} images -> {opts.size} px ({opts.policy})"
+
+
+# ---------------------------------------------------------------------------------------------------- EMA
+def ema_beta(batch: int, nimg: int, ema_kimg: float, rampup: float = 0.0) -> float:
+    """NVIDIA's EMA coefficient: ``0.5 ** (batch / half_life_img)``, the half-life optionally ramped up as
+    ``min(ema_kimg * 1000, rampup * nimg)``. ``ema_kimg == 0`` gives 0 (the EMA copies G)."""
+    half_life = ema_kimg * 1000.0
+    if rampup > 0:
+        half_life = min(half_life, nimg * rampup)
+    if half_life <= 0:
+        return 0.0
+    return 0.5 ** (batch / half_life)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """``ema_param <- model_param + beta * (ema_param - model_param)``; buffers are copied from ``model``."""
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+# ---------------------------------------------------------------------------------------------------- trainer
+class TrainerCallback:
+    """Hooks into the loop (for tests, fault injection and custom logging); every method is optional.
+
+    - ``on_losses(trainer, losses)``: after a step's passes, before the NaN check; ``losses`` maps names to
+      0-dim tensors and may be modified (e.g. to inject a NaN).
+    - ``on_step_end(trainer, values)``: after a finite step, with the step's values (floats, all ranks averaged);
+      call ``trainer.request_stop(reason)`` to save a checkpoint and stop at the end of this step.
+    """
+
+    def on_losses(self, trainer: "StyleGAN2Trainer", losses: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def on_step_end(self, trainer: "StyleGAN2Trainer", values: Mapping[str, float]) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    """What :func:`run_training` returns."""
+
+    run_dir: Path
+    step: int
+    nimg: int
+    checkpoint: Path | None
+    stopped_early: bool = False
+    stop_reason: str | None = None
+    img_per_s: float = 0.0
+    rollbacks: int = 0
+    last_values: dict = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+
+
+class StyleGAN2Trainer:
+    """G, D, G_ema, their optimisers and everything else a step needs; :meth:`state_dict` is a full checkpoint.
+
+    Args:
+        opts: validated options.
+        device: where to train.
+        rank, world_size: this process's place (the global batch ``opts.batch`` is split over ranks).
+        callbacks: :class:`TrainerCallback` objects.
+        logger: rank-0 :class:`TrainLogger` (``None``: no logging).
+    """
+
+    def __init__(self, opts: GANTrainOptions, device: torch.device, rank: int = 0, world_size: int = 1,
+                 callbacks: Sequence[TrainerCallback] = (), logger: TrainLogger | None = None):
+        self.opts = opts
+        self.device = torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        self.callbacks = list(callbacks)
+        self.logger = logger
+        self.batch = opts.batch
+        self.local_batch = opts.batch // world_size
+
+        seed_everything(opts.seed)  # identical initialisation on every rank
+        self.G = Generator(**opts.g_kwargs).to(self.device).train()
+        self.D = Discriminator(**opts.d_kwargs).to(self.device).train()
+        self.G_ema = Generator(**opts.g_kwargs).to(self.device).eval()
+        self.G_ema.load_state_dict(self.G.state_dict())
+        self.G_ema.requires_grad_(False)
+        for net in (self.G, self.D, self.G_ema):
+            net.set_impl(opts.impl)
+        if opts.channels_last:
+            self.G.set_memory_format(torch.channels_last)
+            self.G_ema.set_memory_format(torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        seed_everything(derive_seed(opts.seed, rank))  # per-rank global RNGs (the loop itself uses the streams)
+
+        def adam(params, interval: int, active: bool) -> torch.optim.Adam:
+            ratio = interval / (interval + 1) if active else 1.0  # lazy regularisation (StyleGAN2 appendix B)
+            return torch.optim.Adam(params, lr=opts.lr * ratio, betas=(0.0 ** ratio, 0.99 ** ratio), eps=1e-8)
+
+        self.g_optim = adam(self.G.parameters(), opts.pl_interval, opts.pl_weight > 0)
+        self.d_optim = adam(self.D.parameters(), opts.r1_interval, opts.r1 > 0)
+
+        self.rand = ShardedRandom(derive_seed(opts.seed, 1), self.device, rank, world_size)  # z, mixing, noise
+        self.aug_rand = ShardedRandom(derive_seed(opts.seed, 2), "cpu", rank, world_size)  # augment, mirror
+        self.augment: AdaptiveAugment | None = None
+        if opts.aug != "none":
+            self.augment = AdaptiveAugment(p=opts.aug_p, adaptive=opts.aug == "ada", target=opts.ada_target,
+                                           speed_kimg=opts.ada_kimg, interval=opts.ada_interval)
+        self.pl_mean = torch.zeros((), device=self.device)
+        self.step = 0
+        self.nimg = 0
+        self.rollbacks = 0
+        self.stop_reason: str | None = None
+        self.dataset_size: int | None = None  # set by the loop; recorded in checkpoints
+        self._noise_res = [getattr(self.G.noises, f"noise_{i}").shape[-1] for i in range(self.G.num_layers)]
+        self._layer_idx = torch.arange(self.G.n_latent, device=self.device).view(1, -1, 1)
+        self.sample_z = torch.randn(max(opts.sample_n, 1), opts.style_dim,
+                                    generator=torch.Generator().manual_seed(derive_seed(opts.seed, 3)))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def kimg(self) -> float:
+        return self.nimg / 1000.0
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Save a checkpoint and stop at the end of the current step (safe from signal handlers)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def _autocast(self):
+        if not self.opts.bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _aug(self, images: torch.Tensor) -> torch.Tensor:
+        return self.augment(images, self.aug_rand) if self.augment is not None else images
+
+    def _fmt(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.opts.channels_last else x
+
+    def generate(self, G: Generator, global_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and their W+ codes for this rank's share of ``global_batch`` fresh samples (style mixing with
+        probability ``opts.mixing`` per sample, per-sample random noise), all drawn from the shared stream."""
+        r = self.rand
+        z = r.randn(global_batch, G.style_dim)
+        mixing = self.opts.mixing > 0
+        if mixing:
+            z2 = r.randn(global_batch, G.style_dim)
+            mix = r.rand(global_batch) < self.opts.mixing
+            cut = r.randint(1, G.n_latent, global_batch)
+        noise = [r.randn(global_batch, 1, res, res) for res in self._noise_res]
+        if mixing:
+            w1, w2 = G.mapping(torch.cat([z, z2])).chunk(2)
+            cutoff = torch.where(mix, cut, torch.full_like(cut, G.n_latent)).view(-1, 1, 1)
+            ws = torch.where(self._layer_idx < cutoff, w1.unsqueeze(1), w2.unsqueeze(1))
+        else:
+            ws = G.mapping(z).unsqueeze(1).repeat(1, G.n_latent, 1)
+        return G.synthesis(ws, noise=noise), ws
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One D step (+ lazy R1), one G step (+ lazy path length), EMA and augmentation update.
+
+        Args:
+            real: this rank's real images ``[local_batch, 3, size, size]`` in [-1, 1].
+        Returns:
+            ``{name: 0-dim tensor}``: ``D``, ``G``, ``D/real``, ``D/fake`` (mean logits) and, on regularisation
+            steps, ``r1`` and ``pl`` (unweighted penalties) and ``pl_mean``.
+        """
+        opts, B = self.opts, self.batch
+        G, D = self.G, self.D
+        losses: dict[str, torch.Tensor] = {}
+        real = self._fmt(real.to(self.device, torch.float32, non_blocking=True))
+        if opts.mirror:
+            flip = (self.aug_rand.rand(B) < 0.5).to(self.device).view(-1, 1, 1, 1)
+            real = torch.where(flip, real.flip(3), real)
+
+        # --- D main: logistic loss
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        with self._autocast():
+            with torch.no_grad():
+                fake, _ = self.generate(G, B)
+            fake_logits = D(self._fmt(self._aug(fake)))
+            real_logits = D(self._fmt(self._aug(real)))
+        d_loss = d_logistic_loss(real_logits, fake_logits)
+        D.zero_grad(set_to_none=True)
+        d_loss.backward()
+        du.all_reduce_grads(D.parameters())
+        self.d_optim.step()
+        if self.augment is not None:
+            self.augment.observe(real_logits)
+        losses["D"] = d_loss.detach()
+        losses["D/real"] = real_logits.detach().float().mean()
+        losses["D/fake"] = fake_logits.detach().float().mean()
+
+        # --- D reg: lazy R1 (fp32)
+        if opts.r1 > 0 and self.step % opts.r1_interval == 0:
+            real_r = real.detach().requires_grad_(True)
+            logits = D(self._fmt(self._aug(real_r)))
+            r1 = r1_penalty(logits, real_r)
+            D.zero_grad(set_to_none=True)
+            (r1 * (opts.r1 / 2 * opts.r1_interval) + 0 * logits.sum()).backward()
+            du.all_reduce_grads(D.parameters())
+            self.d_optim.step()
+            losses["r1"] = r1.detach()
+
+        # --- G main: non-saturating loss
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        with self._autocast():
+            fake, _ = self.generate(G, B)
+            fake_logits = D(self._fmt(self._aug(fake)))
+        g_loss = g_nonsaturating_loss(fake_logits)
+        G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        du.all_reduce_grads(G.parameters())
+        self.g_optim.step()
+        losses["G"] = g_loss.detach()
+
+        # --- G reg: lazy path length (fp32)
+        if opts.pl_weight > 0 and self.step % opts.pl_interval == 0:
+            pl_global = max(1, self.local_batch // opts.pl_batch_shrink) * self.world_size
+            fake, ws = self.generate(G, pl_global)
+            h, w = fake.shape[2], fake.shape[3]
+            direction = self.rand.randn(pl_global, fake.shape[1], h, w).div_(math.sqrt(h * w))
+            lengths = path_lengths(fake, ws, direction)
+            batch_mean = du.all_reduce_mean(lengths.detach().mean().clone())
+            self.pl_mean = update_pl_mean(self.pl_mean, batch_mean, opts.pl_decay)
+            pl = path_length_penalty(lengths, self.pl_mean)
+            G.zero_grad(set_to_none=True)
+            (pl * (opts.pl_weight * opts.pl_interval) + 0 * fake[:, 0, 0, 0].sum()).backward()
+            du.all_reduce_grads(G.parameters())
+            self.g_optim.step()
+            losses["pl"] = pl.detach()
+            losses["pl_mean"] = self.pl_mean.detach().clone()
+        D.requires_grad_(True)
+
+        # --- EMA, augmentation probability, counters
+        update_ema(self.G_ema, G, ema_beta(B, self.nimg, opts.ema_kimg, opts.ema_rampup))
+        if self.augment is not None:
+            self.augment.update(B)
+        self.step += 1
+        self.nimg += B
+        return losses
+
+    # ------------------------------------------------------------------ samples
+    @torch.no_grad()
+    def sample_images(self) -> torch.Tensor:
+        """``opts.sample_n`` images from G_ema for the fixed sample latents (constant noise), on the CPU."""
+        out = []
+        chunk = max(1, self.local_batch)
+        for i in range(0, self.opts.sample_n, chunk):
+            z = self.sample_z[i:i + chunk].to(self.device)
+            out.append(self.G_ema(z, noise_mode="const").float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, 3, self.opts.size, self.opts.size)
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict:
+        """The full training state in rosinality's layout plus our extras (collective: call on every rank).
+
+        Keys: ``g``, ``d``, ``g_ema``, ``g_optim``, ``d_optim``, ``latent_avg`` (mean of G_ema's w over 4096 fixed
+        z), ``step``, ``nimg``, ``kimg``, ``args``, ``g_kwargs``, ``d_kwargs``, ``rng`` (shared streams and every
+        rank's global RNGs), ``sampler``, ``augment``, ``pl_mean``, ``rollbacks``, ``world_size``, ``train_format``,
+        ``train_format_version``, ``clcae_version``, ``torch_version``. Tensors are on the CPU.
+        """
+        rank_rngs = du.all_gather_object(capture_rng_state())
+        aug_state = self.augment.state_dict() if self.augment is not None else None
+        du.check_consistency({"g": self.G, "d": self.D, "g_ema": self.G_ema})
+        return {
+            "g": _to_cpu(self.G.state_dict()),
+            "d": _to_cpu(self.D.state_dict()),
+            "g_ema": _to_cpu(self.G_ema.state_dict()),
+            "g_optim": _to_cpu(self.g_optim.state_dict()),
+            "d_optim": _to_cpu(self.d_optim.state_dict()),
+            "latent_avg": self.G_ema.mean_latent(4096).detach().cpu(),
+            "step": self.step,
+            "nimg": self.nimg,
+            "kimg": self.kimg,
+            "args": dataclasses.asdict(self.opts),
+            "g_kwargs": dict(self.G.config),
+            "d_kwargs": dict(self.D.config),
+            "rng": {"ranks": rank_rngs, "stream": self.rand.state_dict(), "aug_stream": self.aug_rand.state_dict()},
+            "sampler": {"position": self.nimg, "seed": self.opts.seed, "dataset_size": self.dataset_size},
+            "augment": aug_state,
+            "pl_mean": self.pl_mean.detach().cpu().clone(),
+            "rollbacks": self.rollbacks,
+            "world_size": self.world_size,
+            FORMAT_KEY: TRAIN_FORMAT,
+            FORMAT_KEY + "_version": TRAIN_FORMAT_VERSION,
+            "clcae_version": __version__,
+            "torch_version": str(torch.__version__),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], source: str = "checkpoint") -> list[str]:
+        """Restore everything :meth:`state_dict` saved. Returns warnings (e.g. RNG states that could not be
+        restored exactly because the device type or the number of processes changed)."""
+        warnings_: list[str] = []
+        for key, kwargs, net in (("g_kwargs", self.G.config, self.G), ("d_kwargs", self.D.config, self.D)):
+            saved = {k: v for k, v in dict(state.get(key) or {}).items()}
+            if saved and saved != dict(kwargs):
+                raise CheckpointError(f"{source}: {key} {saved} do not match the options' network {dict(kwargs)}")
+        load_state_dict_strict(self.G, state["g"], source, "generator (g)")
+        load_state_dict_strict(self.D, state["d"], source, "discriminator (d)")
+        load_state_dict_strict(self.G_ema, state["g_ema"], source, "generator (g_ema)")
+        self.g_optim.load_state_dict(state["g_optim"])
+        self.d_optim.load_state_dict(state["d_optim"])
+        self.step = int(state["step"])
+        self.nimg = int(state["nimg"])
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self.pl_mean = state["pl_mean"].to(self.device, torch.float32).clone()
+        if self.augment is not None:
+            if state.get("augment"):
+                self.augment.load_state_dict(state["augment"])
+            else:
+                warnings_.append("the checkpoint has no augmentation state; starting from --aug-p")
+        rng = state["rng"]
+        for stream, key, salt in ((self.rand, "stream", 1), (self.aug_rand, "aug_stream", 2)):
+            if not stream.load_state_dict(rng[key]):
+                stream.reseed(self.opts.seed, salt, self.step, self.rollbacks)
+                warnings_.append(f"random stream '{key}' was saved on {rng[key].get('device_type')} and cannot be "
+                                 f"restored on {stream.device.type}: reseeded (the continuation is not bit-identical)")
+        ranks = rng.get("ranks") or []
+        if len(ranks) == self.world_size:
+            restore_rng_state(ranks[self.rank])
+        else:
+            seed_everything(derive_seed(self.opts.seed, self.rank, self.step))
+            warnings_.append(f"the checkpoint was written by {len(ranks)} process(es), this run has "
+                             f"{self.world_size}: per-process global RNGs reseeded (the shared streams, which drive "
+                             "training, are restored exactly)")
+        return warnings_
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_to_cpu(v) for v in obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+def _crossed(interval_kimg: float, before: int, after: int) -> bool:
+    """True when the image count passed a multiple of ``interval_kimg`` thousand images during a step."""
+    interval = max(1, int(round(interval_kimg * 1000)))
+    return before // interval != after // interval
+
+
+@contextmanager
+def _stop_on_signals(trainer: StyleGAN2Trainer, log: Callable[[str], None]) -> Iterator[None]:
+    """SIGINT / SIGTERM ask the trainer to save and stop after the current step; a second SIGINT aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if trainer.stop_reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: abort without saving
+        trainer.request_stop(name)
+        log(f"{name} received: saving a checkpoint after this step, then exiting "
+            "(press Ctrl-C again to abort without saving)")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def _set_backend_flags(opts: GANTrainOptions, device: torch.device) -> None:
+    if opts.threads > 0:
+        torch.set_num_threads(opts.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = opts.tf32
+        torch.backends.cudnn.allow_tf32 = opts.tf32
+        torch.backends.cudnn.benchmark = not opts.deterministic
+        torch.backends.cudnn.deterministic = opts.deterministic
+        if opts.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _data_iterator(dataset, trainer: StyleGAN2Trainer, opts: GANTrainOptions) -> Iterator[torch.Tensor]:
+    sampler = InfiniteSampler(len(dataset), seed=derive_seed(opts.seed, 4), shuffle=True, rank=trainer.rank,
+                              world_size=trainer.world_size, start=trainer.nimg)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=trainer.local_batch, sampler=sampler, num_workers=opts.workers,
+        pin_memory=trainer.device.type == "cuda", drop_last=True,
+        prefetch_factor=2 if opts.workers > 0 else None, persistent_workers=False,
+        generator=torch.Generator().manual_seed(0))  # keeps DataLoader from drawing on the global torch RNG
+    return iter(loader)
+
+
+def run_training(given: Mapping[str, Any], resume: str | os.PathLike | None = None,
+                 callbacks: Sequence[TrainerCallback] = (), tensorboard: bool = True,
+                 progress: bool | None = None) -> TrainResult:
+    """Train a StyleGAN2 from options, or continue a run; the body of ``scripts/train_generator.py``.
+
+    Args:
+        given: the options set explicitly (see :class:`GANTrainOptions`); the rest come from the defaults or, with
+            ``resume``, from the checkpoint (see :func:`resolve_options`).
+        resume: a checkpoint file or a run directory (its ``checkpoints/latest.pt``).
+        callbacks: :class:`TrainerCallback` hooks.
+        tensorboard, progress: logging switches (see :class:`TrainLogger`).
+    Returns:
+        :class:`TrainResult`.
+    Raises:
+        ConfigError / CheckpointError / RunDirError: bad input, before any work.
+        NonFiniteLossError: a NaN/Inf loss (with ``on_nan='stop'`` or when rollbacks are exhausted).
+        DistributedError: another process died or timed out.
+    """
+    opts, resume_state, resume_path = resolve_options(given, resume)
+    world_size_env = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    opts.validate(world_size_env)
+    try:
+        info = du.init_distributed(opts.device, timeout_s=opts.dist_timeout)
+    except du.DistributedError as e:
+        raise ConfigError(str(e)) from e
+    try:
+        return _run(opts, info, resume_state, resume_path, callbacks, tensorboard, progress)
+    finally:
+        du.cleanup()
+
+
+def _resolve_run_dir(opts: GANTrainOptions, resume_path: Path | None) -> tuple[Path, bool]:
+    """``(run_dir, in_place)``; checks that a new run directory is new or empty."""
+    if resume_path is not None:
+        source = run_dir_of_checkpoint(resume_path)
+        if not opts.out:
+            if source is None:
+                raise ConfigError(f"--resume {resume_path}: the checkpoint is not inside a run directory; pass --out "
+                                  "NEW_DIR for the continued run")
+            return source, True
+        out = Path(opts.out)
+        if source is not None and out.resolve() == source.resolve():
+            return source, True
+    elif not opts.out:
+        raise ConfigError("--out is required: a new (or empty) run directory")
+    out = Path(opts.out)
+    try:
+        check_new_run_dir(out)
+    except RunDirError as e:
+        raise ConfigError(str(e)) from e
+    return out, False
+
+
+def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, resume_path: Path | None,
+         callbacks: Sequence[TrainerCallback], tensorboard: bool, progress: bool | None) -> TrainResult:
+    run_dir, in_place = _resolve_run_dir(opts, resume_path)
+    opts.out = str(run_dir)
+    dataset, data_desc = build_dataset(opts)  # fails fast on a bad folder, on every rank
+    if len(dataset) < 1:
+        raise ConfigError(f"--data {opts.data}: the dataset is empty")
+    main = info.is_main
+    _set_backend_flags(opts, info.device)
+
+    if main:
+        if not in_place:
+            create_run_dir(run_dir)
+        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    du.barrier("run directory", opts.dist_timeout)
+
+    logger = TrainLogger(run_dir, enabled=main, total_kimg=opts.kimg, tensorboard=tensorboard, progress=progress,
+                         start_kimg=(resume_state or {}).get("nimg", 0) / 1000.0, desc=f"train {run_dir.name}")
+    try:
+        trainer = StyleGAN2Trainer(opts, info.device, info.rank, info.world_size, callbacks, logger)
+        trainer.dataset_size = len(dataset)
+        writer = CheckpointWriter(run_dir / CHECKPOINT_DIR, opts.keep_snapshots)
+        run_record = {"options": dataclasses.asdict(opts),
+                      "run": {"world_size": info.world_size, "device": str(info.device), "backend": info.backend,
+                              "data": data_desc, "dataset_size": len(dataset), "clcae_version": __version__,
+                              "torch_version": str(torch.__version__), "command": sys.argv,
+                              "resumed_from": str(resume_path) if resume_path else None}}
+        if resume_state is not None:
+            saved_args = resume_state.get("args") or {}
+            changed = [k for k in _NUMERIC_KNOBS if k in saved_args and saved_args[k] != getattr(opts, k)]
+            if changed:
+                logger.info("warning: resuming with a different " + ", ".join(
+                    f"{GANTrainOptions.flag(k)} ({saved_args[k]!r} -> {getattr(opts, k)!r})" for k in changed)
+                    + ": training continues, but not bit-identically to an uninterrupted run")
+            saved_size = (resume_state.get("sampler") or {}).get("dataset_size")
+            if saved_size is not None and saved_size != len(dataset):
+                logger.info(f"warning: the checkpoint was trained on {saved_size} images, --data now has "
+                            f"{len(dataset)}: the data order from here on differs")
+            for w in trainer.load_state_dict(resume_state, str(resume_path)):
+                logger.info(f"warning: {w}")
+            if main:  # a fork into a new directory gets its own options.json
+                record = dict(run_record, resumed_at={"step": trainer.step, "nimg": trainer.nimg})
+                name, n = "options.json", 0
+                while in_place and (n == 0 or (run_dir / name).exists()):
+                    n += 1
+                    name = f"options-resume-{n}.json"
+                write_json_new(run_dir / name, record)
+            logger.info(f"resumed from {resume_path} at step {trainer.step} ({trainer.kimg:.3f} kimg)")
+        elif main:
+            write_json_new(run_dir / "options.json", run_record)
+        fresh = resume_state is None
+        resume_state = None  # free the memory
+        n_g = sum(p.numel() for p in trainer.G.parameters())
+        n_d = sum(p.numel() for p in trainer.D.parameters())
+        logger.info(f"run {run_dir}: {data_desc}; G {n_g / 1e6:.2f} M params, D {n_d / 1e6:.2f} M params; "
+                    f"{info.world_size} process(es) on {info.device}, batch {opts.batch} "
+                    f"({trainer.local_batch} per process), impl {opts.impl}, bf16 {opts.bf16}")
+        return _loop(trainer, dataset, writer, logger, opts, main, fresh)
+    finally:
+        logger.close()
+
+
+def _loop(trainer: StyleGAN2Trainer, dataset, writer: CheckpointWriter, logger: TrainLogger,
+          opts: GANTrainOptions, main: bool, fresh: bool) -> TrainResult:
+    total_nimg = int(round(opts.kimg * 1000))
+    timeout = opts.dist_timeout
+    last_ckpt: Path | None = writer.latest_path if writer.latest_path.exists() else None
+
+    def save(snapshot: bool) -> None:
+        nonlocal last_ckpt
+        state = trainer.state_dict()  # collective
+        if main:
+            paths = writer.save(state, trainer.nimg, snapshot=snapshot)
+            last_ckpt = paths[0]
+            logger.info(f"step {trainer.step} ({trainer.kimg:.3f} kimg): saved " + ", ".join(p.name for p in paths))
+        du.barrier("checkpoint", timeout)
+
+    def samples(tag: str) -> None:
+        if main and opts.sample_n > 0:
+            logger.images("Samples/fakes", trainer.sample_images(), trainer.nimg,
+                          filename=f"fakes-{tag}.png")
+
+    if fresh:
+        if main and opts.sample_n > 0:
+            reals = torch.stack([dataset[i] for i in range(min(opts.sample_n, len(dataset)))])
+            logger.images("Samples/reals", reals, 0, filename="reals.png")
+        samples("init")
+    if du.broadcast_object(not writer.latest_path.exists()):  # rank 0 decides: saving is collective
+        save(snapshot=False)  # a resume / rollback point before the first step (new runs and forks)
+
+    data = _data_iterator(dataset, trainer, opts)
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    train_time = 0.0
+    interval_imgs = 0
+    total_imgs_timed, total_time = 0, 0.0
+    last_values: dict[str, float] = {}
+    stopped_early = False
+
+    with _stop_on_signals(trainer, logger.info):
+        while trainer.nimg < total_nimg:
+            t0 = time.perf_counter()
+            real = next(data)
+            before = trainer.nimg
+            losses = trainer.train_step(real)
+            for cb in trainer.callbacks:
+                cb.on_losses(trainer, losses)
+            names = sorted(losses)
+            packed = torch.stack([losses[k].detach().float().reshape(()) for k in names]
+                                 + [torch.tensor(float(trainer.stop_reason is not None), device=trainer.device)])
+            packed = du.all_reduce_sum(packed)
+            values_list = packed.tolist()  # one synchronisation per step
+            stop_any = values_list[-1] > 0
+            values = {k: v / trainer.world_size for k, v in zip(names, values_list[:-1])}
+            dt = time.perf_counter() - t0
+            train_time += dt
+            interval_imgs += trainer.nimg - before
+            total_imgs_timed += trainer.nimg - before
+            total_time += dt
+
+            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+            if bad:
+                where = f"step {trainer.step - 1} ({before / 1000:.3f} kimg)"
+                detail = ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
+                logger.info(f"non-finite loss at {where}: {detail}")
+                can_rollback = du.broadcast_object(writer.latest_path.exists())
+                if opts.on_nan == "rollback" and trainer.rollbacks < opts.max_rollbacks and can_rollback:
+                    du.barrier("rollback", timeout)
+                    state = load_training_checkpoint(writer.latest_path, FORMAT_KEY, TRAIN_FORMAT,
+                                                     TRAIN_FORMAT_VERSION)
+                    attempts = trainer.rollbacks + 1
+                    trainer.load_state_dict(state, str(writer.latest_path))
+                    trainer.rollbacks = attempts
+                    trainer.rand.reseed(opts.seed, 1, trainer.step, attempts)
+                    trainer.aug_rand.reseed(opts.seed, 2, trainer.step, attempts)
+                    del data
+                    data = _data_iterator(dataset, trainer, opts)
+                    logger.progress(trainer.kimg)
+                    logger.info(f"rollback {attempts}/{opts.max_rollbacks}: reloaded {writer.latest_path} (step "
+                                f"{trainer.step}) and reseeded the random streams")
+                    sums.clear()
+                    counts.clear()
+                    continue
+                hint = (f"the last good checkpoint is {last_ckpt}; continue with --resume {opts.out} (consider a "
+                        "lower --lr, a higher --r1, or --on-nan rollback)") if last_ckpt else "no checkpoint was saved"
+                raise NonFiniteLossError(f"training stopped: non-finite loss at {where}: {detail}; {hint}",
+                                         trainer.step - 1, before, values, last_ckpt)
+
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+            last_values = dict(values)
+            if trainer.augment is not None:
+                last_values["ADA/p"] = trainer.augment.p
+            for cb in trainer.callbacks:
+                cb.on_step_end(trainer, last_values)
+            if stop_any and trainer.stop_reason is None:
+                trainer.request_stop("stop requested by another process")
+
+            # --- maintenance
+            logger.progress(trainer.kimg, {"D": values.get("D"), "G": values.get("G"),
+                                           "p": trainer.augment.p if trainer.augment else 0.0})
+            done = trainer.nimg >= total_nimg
+            if _crossed(opts.log_kimg, before, trainer.nimg) or done:
+                scal = {f"Loss/{k}": sums[k] / counts[k] for k in sums if k in ("D", "G", "r1", "pl")}
+                scal.update({f"Scores/{k[2:]}": sums[k] / counts[k] for k in sums if k.startswith("D/")})
+                if "pl_mean" in sums:
+                    scal["Loss/pl_mean"] = last_values.get("pl_mean", float(trainer.pl_mean))
+                img_s = interval_imgs / max(train_time, 1e-9)
+                scal.update({"Speed/img_per_s": img_s, "Speed/sec_per_kimg": 1000.0 / max(img_s, 1e-9),
+                             "Progress/kimg": trainer.kimg, "Progress/step": float(trainer.step)})
+                if trainer.augment is not None:
+                    scal["ADA/p"] = trainer.augment.p
+                    if trainer.augment.last_rt is not None:
+                        scal["ADA/rt"] = trainer.augment.last_rt
+                logger.scalars(scal, trainer.nimg, extra={"step": trainer.step})
+                logger.info(f"step {trainer.step} kimg {trainer.kimg:.3f}: " + " ".join(
+                    f"{k.split('/', 1)[1]}={v:.4g}" for k, v in scal.items()
+                    if k.startswith(("Loss/", "ADA/", "Speed/img"))))
+                sums.clear()
+                counts.clear()
+                train_time, interval_imgs = 0.0, 0
+            if _crossed(opts.sample_kimg, before, trainer.nimg) or done:
+                samples(f"{trainer.kimg:010.3f}kimg")
+            snapshot = _crossed(opts.snapshot_kimg, before, trainer.nimg) or done
+            if snapshot or _crossed(opts.checkpoint_kimg, before, trainer.nimg) or trainer.stop_reason is not None:
+                save(snapshot=snapshot)
+            if trainer.stop_reason is not None and not done:
+                stopped_early = True
+                logger.info(f"stopped at step {trainer.step} ({trainer.kimg:.3f} kimg): {trainer.stop_reason}; "
+                            f"continue with --resume {opts.out}")
+                break
+    del data
+    img_s = total_imgs_timed / max(total_time, 1e-9)
+    if not stopped_early:
+        logger.info(f"done: {trainer.step} steps, {trainer.kimg:.3f} kimg; {img_s:.1f} img/s over this session's "
+                    f"training steps; checkpoints in {writer.directory}")
+    return TrainResult(run_dir=Path(opts.out), step=trainer.step, nimg=trainer.nimg, checkpoint=last_ckpt,
+                       stopped_early=stopped_early, stop_reason=trainer.stop_reason, img_per_s=img_s,
+                       rollbacks=trainer.rollbacks, last_values=last_values, rank=trainer.rank,
+                       world_size=trainer.world_size)

@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Train a StyleGAN2 generator (rosinality layout) on SynthFaces or any image folder; resumable bit for bit.
+
+    # SynthFaces rendered on the fly, 64 px, one GPU (or CPU)
+    python scripts/train_generator.py --data synthfaces --size 64 --channel-base 16384 --batch 32 \\
+        --kimg 5000 --out runs/sg2-synthfaces64
+    # an image folder (searched recursively, centre-cropped and resized to --size), 4 GPUs
+    torchrun --standalone --nproc_per_node 4 scripts/train_generator.py --data /data/ffhq --size 256 \\
+        --batch 32 --mirror --out runs/sg2-ffhq256
+    # continue a run (after Ctrl-C, a crash or a kill); options not given come from the checkpoint
+    python scripts/train_generator.py --resume runs/sg2-ffhq256 --kimg 10000
+
+Writes OUT/options.json, OUT/checkpoints/latest.pt and snapshot-*.pt (rosinality keys g, d, g_ema, g_optim,
+d_optim, latent_avg, plus the training state), OUT/samples/*.png, OUT/stats.jsonl, OUT/log.txt and
+OUT/tensorboard/. Ctrl-C saves a checkpoint and exits (a second Ctrl-C aborts). See docs/TRAINING_GENERATOR.md.
+
+Exit status: 0 done, 1 failed (NaN/Inf loss, a dead process), 2 bad options or input, 130/143 stopped by
+SIGINT/SIGTERM after saving.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from clcae.checkpoints import CheckpointError
+from clcae.training.distributed import DistributedError
+from clcae.training.gan import (OPTION_CHOICES, OPTION_GROUPS, ConfigError, GANTrainOptions, NonFiniteLossError,
+                                run_training)
+from clcae.training.state import RunDirError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: one flag per :class:`GANTrainOptions` field (``--name-x``), plus ``--resume``.
+
+    Defaults are suppressed in the namespace, so the result holds only the options given explicitly; the others
+    come from :class:`GANTrainOptions` or, with ``--resume``, from the checkpoint.
+    """
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--resume", default=None, metavar="RUN_DIR_OR_CKPT",
+                   help="continue a run: a run directory (uses checkpoints/latest.pt) or a checkpoint file; options "
+                        "not given are taken from the checkpoint")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="write TensorBoard event files under OUT/tensorboard (default: on; stats.jsonl is always "
+                        "written)")
+    fields = {f.name: f for f in dataclasses.fields(GANTrainOptions)}
+    for title, names in OPTION_GROUPS.items():
+        group = p.add_argument_group(title)
+        for name in names:
+            f = fields[name]
+            flag = GANTrainOptions.flag(name)
+            default = f.default
+            help_text = f.metadata["help"] + (f" (default: {default})" if default not in ("", None) else "")
+            if isinstance(default, bool):
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+            else:
+                metavar = {int: "N", float: "X"}.get(type(default), name.upper())
+                group.add_argument(flag, type=type(default), choices=OPTION_CHOICES.get(name),
+                                   metavar=None if name in OPTION_CHOICES else metavar, help=help_text)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    resume = args.pop("resume", None)
+    tensorboard = args.pop("tensorboard", True)
+    try:
+        result = run_training(args, resume=resume, tensorboard=tensorboard)
+    except (ConfigError, CheckpointError, RunDirError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except DistributedError as e:
+        print(f"error (rank {os.environ.get('RANK', '0')}): {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("aborted without saving (the last checkpoint is intact)", file=sys.stderr)
+        return 130
+    if result.stopped_early:
+        return {"SIGINT": 130, "SIGTERM": 143}.get(result.stop_reason or "", 0)
+    if result.rank == 0:
+        print(f"finished: {result.step} steps, {result.nimg / 1000:.3f} kimg, {result.img_per_s:.1f} img/s; "
+              f"latest checkpoint {result.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
