@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterable, Sequence
 
-__all__ = ["build_extension", "extensions_root", "set_strict", "is_strict", "cuda_arch_list"]
+__all__ = ["build_extension", "build_key", "extensions_root", "set_strict", "is_strict", "cuda_arch_list"]
 
 # bump when the way builds are made changes (flags, layout), so that old cache entries are not reused
 _BUILDER_VERSION = "1"

@@ -96,7 +96,7 @@ def _backward_config(in_h: int, in_w: int, out_h: int, out_w: int, kh: int, kw: 
 
     With ``p0' = k - 1 - p0`` the taps line up; ``p1'`` makes the result exactly ``in`` samples long.
     """
-    (upx, upy), (downx, downy), (x0, x1, y0, y1) = up, down, pad
+    (upx, upy), (downx, downy), (x0, _, y0, _) = up, down, pad
     bx0 = kw - 1 - x0
     by0 = kh - 1 - y0
     bx1 = in_w * upx - out_w * downx + x0 - upx + 1

@@ -91,12 +91,27 @@ def upfirdn2d_ref(x: torch.Tensor, kernel: torch.Tensor, up=1, down=1, pad=(0, 0
     return out.reshape(n, c, out.shape[2], out.shape[3])
 
 
+_SEPARABLE_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor] | None] = {}
+
+
 def _separable(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Return ``(ky, kx)`` with ``k == outer(ky, kx)`` exactly enough for fp32, else None."""
+    """Return ``(ky, kx)`` with ``k == outer(ky, kx)`` exactly enough for fp32, else None.
+
+    The factorisation (an SVD) is cached by the kernel's values, so a network's fixed filters cost it once.
+    """
     if k.ndim == 1:
         return k, k
     if k.shape[0] == 1 or k.shape[1] == 1:
         return None
+    key = (tuple(k.shape), k.dtype, k.device, tuple(k.detach().reshape(-1).tolist()))
+    if key not in _SEPARABLE_CACHE:
+        if len(_SEPARABLE_CACHE) > 256:
+            _SEPARABLE_CACHE.clear()
+        _SEPARABLE_CACHE[key] = _factorise(k)
+    return _SEPARABLE_CACHE[key]
+
+
+def _factorise(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     with torch.no_grad():
         kd = k.detach().double()
         u, s, vh = torch.linalg.svd(kd)

@@ -4,12 +4,13 @@
 // channel of an element, (i / inner) % channels, is much cheaper in 32 bits). Arithmetic in float (double for
 // double), in the order of the PyTorch reference: leaky_relu(x + b) * scale.
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -72,7 +73,7 @@ at::Tensor bias_lrelu_cuda(const at::Tensor& x, const std::optional<at::Tensor>&
       inner *= x.size(d);
     }
   }
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "bias_lrelu_cuda",
                                   [&] {
     using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
@@ -100,7 +101,7 @@ at::Tensor lrelu_grad_cuda(const at::Tensor& grad_y, const at::Tensor& y, double
   if (numel == 0) {
     return grad_x;
   }
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, y.scalar_type(), "lrelu_grad_cuda",
                                   [&] {
     using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;

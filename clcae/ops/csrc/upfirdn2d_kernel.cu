@@ -13,12 +13,13 @@
 //   whenever the tile fits in shared memory.
 // Both accumulate in float (double for double inputs).
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <climits>
@@ -245,7 +246,7 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& kernel, int up_
   p.k_h = static_cast<int>(kernel.size(0));
   p.k_w = static_cast<int>(kernel.size(1));
 
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d_cuda",
                                   [&] {
     using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
