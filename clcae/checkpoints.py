@@ -216,7 +216,16 @@ def read_generator_source(path: str | os.PathLike, key: str = "g_ema") -> tuple[
         if key not in obj:
             raise CheckpointError(f"{src}: no '{key}' entry (has: {_fmt_keys(obj.keys())})")
         sd = obj[key]
-        return infer_generator_config(sd, src), sd, obj.get("latent_avg")
+        kwargs = infer_generator_config(sd, src)
+        stored = obj.get("g_kwargs")  # our training checkpoints keep the constructor arguments beside g/g_ema
+        if isinstance(stored, dict):
+            clash = {k: (v, stored[k]) for k, v in kwargs.items() if k in stored and k != "blur_kernel"
+                     and stored[k] != v}
+            if clash:
+                raise CheckpointError(f"{src}: stored g_kwargs disagree with the tensor shapes: "
+                                      + ", ".join(f"{k}: shapes say {a}, file says {b}" for k, (a, b) in clash.items()))
+            kwargs.update(stored)
+        return kwargs, sd, obj.get("latent_avg")
     if fmt == "official":
         sd = {k[len("decoder."):]: v for k, v in obj["state_dict"].items() if k.startswith("decoder.")}
         if not sd:

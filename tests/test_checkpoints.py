@@ -48,6 +48,12 @@ def test_rosinality_and_official_layouts(tmp_path):
     assert torch.equal(G3.latent_avg, la)
     w = torch.randn(1, 32)
     assert torch.equal(G.synthesis(w), G3.synthesis(w))
+    # a training checkpoint's stored constructor arguments (e.g. lr_mlp) win over the defaults
+    torch.save({"g_ema": G.state_dict(), "latent_avg": la, "g_kwargs": dict(G.config, lr_mlp=0.05)}, tmp_path / "t.pt")
+    assert load_generator(tmp_path / "t.pt").config["lr_mlp"] == 0.05
+    torch.save({"g_ema": G.state_dict(), "g_kwargs": dict(G.config, size=64)}, tmp_path / "clash.pt")
+    with pytest.raises(CheckpointError, match="size: shapes say 16, file says 64"):
+        load_generator(tmp_path / "clash.pt")
     # no latent_avg in the file: estimated, and the generator says so
     torch.save({"g_ema": G.state_dict()}, tmp_path / "noavg.pt")
     assert load_generator(tmp_path / "noavg.pt").latent_avg_source == "estimated"
