@@ -22,13 +22,14 @@ import io
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
+
+from .fileio import atomic_write
 
 __all__ = [
     "CheckpointError", "FORMAT_VERSION", "atomic_save", "load_file", "load_generator", "save_generator",
@@ -51,22 +52,9 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
     An interrupted save leaves the previous file intact. Returns the path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    with atomic_write(path) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def _is_torch_zip(path: Path) -> bool:

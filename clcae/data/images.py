@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import stat
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, Union
@@ -35,6 +34,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
+
+from ..fileio import atomic_write
 
 __all__ = [
     "ImageReadError",
@@ -650,22 +651,8 @@ def save_image(
         save_kwargs.setdefault("quality", 95)
         if img.mode not in ("RGB", "L", "CMYK"):
             img = img.convert("RGB")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like a normal file
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format=format, **save_kwargs)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(dest, fsync=fsync) as fh:
+        img.save(fh, format=format, **save_kwargs)
     return dest
 
 

@@ -17,7 +17,6 @@ import math
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import CheckpointError, atomic_save, load_file
+from ..fileio import atomic_write
 
 __all__ = [
     "RunDirError", "seed_everything", "capture_rng_state", "restore_rng_state", "check_new_run_dir",
@@ -122,17 +122,10 @@ def to_jsonable(value: Any) -> Any:
 
 def write_json_new(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented JSON to ``path``, atomically; raises :class:`FileExistsError` if it exists."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(to_jsonable(data), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.link(tmp, path)  # fails if path exists: never replaces a file
-    finally:
-        os.unlink(tmp)
-    return path
+    with atomic_write(path, "w", fsync=False, replace=False, encoding="utf-8") as f:
+        json.dump(to_jsonable(data), f, indent=2, sort_keys=True)
+        f.write("\n")
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
