@@ -186,9 +186,10 @@ def test_autocast_bf16_and_channels_last():
     G = _tiny()
     w = G.mapping(torch.randn(2, 32))
     ref = G.synthesis(w)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = G.synthesis(w)
-    assert torch.isfinite(low).all() and (low.float() - ref).abs().mean() < 0.05
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", dtype=dtype):
+            low = G.synthesis(w)
+        assert torch.isfinite(low).all() and (low.float() - ref).abs().mean() < 0.05, dtype
     G.set_memory_format(torch.channels_last)
     assert _max_err(G.synthesis(w), ref) <= 1e-4
     with torch.autocast("cpu", dtype=torch.bfloat16):
