@@ -4,7 +4,7 @@ Importing the package has no side effects: nothing is compiled, downloaded or se
 """
 __version__ = "0.1.0"
 
-__all__ = ["load_generator", "__version__"]
+__all__ = ["load_generator", "load_inverter", "__version__"]
 
 
 def load_generator(path, device="cpu", **overrides):
@@ -12,3 +12,10 @@ def load_generator(path, device="cpu", **overrides):
     from .checkpoints import load_generator as _load
 
     return _load(path, device=device, **overrides)
+
+
+def load_inverter(path, generator=None, device="cpu", **kwargs):
+    """Load an eval-mode inverter (official CLCAE / pSp / e4e, or ours); see :func:`clcae.checkpoints.load_inverter`."""
+    from .checkpoints import load_inverter as _load
+
+    return _load(path, generator=generator, device=device, **kwargs)

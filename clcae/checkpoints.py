@@ -12,6 +12,9 @@ Formats read:
   from the file: persistent objects become plain data (their embedded ``module_src`` is kept as a string and never
   executed), tensors are rebuilt with ``torch.load(weights_only=True)``, and any other global is refused.
 
+Inverters (encoder + generator: official CLCAE stage 2, pSp, e4e, and ours) and the official CLCAE stage-1
+contrastive encoders load through :func:`load_inverter` and :func:`load_contrastive_encoder` (last section).
+
 Every load is strict: missing or unexpected keys and shape mismatches raise :class:`CheckpointError` naming them.
 Writes go to a temporary file in the same folder followed by an atomic rename.
 """
@@ -22,9 +25,10 @@ import io
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -506,3 +510,337 @@ def nvidia_generator_to_rosinality(net: _PersistentObject, source: str = "pkl") 
     if left:
         raise CheckpointError(f"{source}: NVIDIA generator has tensors this converter does not map: {_fmt_keys(left)}")
     return kwargs, out, latent_avg
+
+
+# ==================================================================================================== inverters
+# Official CLCAE (stage 2 ``AFPSP``) / pSp / e4e inversion checkpoints, the official CLCAE stage-1 contrastive
+# encoders, and our own inverter checkpoints. Networks are built on the meta device, checked key by key against the
+# file (:func:`load_state_dict_strict`), then take over the file's tensors (``assign=True``), so a 1.4 GB checkpoint
+# is never held twice in memory. See docs/OFFICIAL_CHECKPOINTS.md.
+__all__ += ["load_inverter", "inverter_from_checkpoint", "inverter_checkpoint", "save_inverter",
+            "load_contrastive_encoder"]
+
+#: CLCAE ablation switches whose network layout these loaders do not build.
+_CLCAE_UNSUPPORTED_OPTS = {
+    "no_feature_attention": "replaces the F-branch cross-attention and CNN by plain strided convs",
+    "no_res": "replaces the F-branch queries by a transposed-conv decoder of the code",
+    "not_for_feature": "drops the F branch (a W+-only model)",
+}
+#: ``opts['encoder_type']`` of the official pSp / e4e checkpoints that load (the others are not built here).
+_PSP_ENCODER_TYPES = {"GradualStyleEncoder": "psp", "Encoder4Editing": "e4e"}
+
+
+def _official_opts(obj: Mapping, src: str) -> dict:
+    opts = obj.get("opts")
+    if not isinstance(opts, dict):
+        raise CheckpointError(f"{src}: 'opts' is {type(opts).__name__}, expected the dict the official code saves")
+    return opts
+
+
+def _infer_trunk_kwargs(sd: Mapping[str, torch.Tensor], prefix: str, src: str) -> dict:
+    """IR-SE trunk arguments (depth, widths, input channels, SE) from the tensor shapes under ``prefix``."""
+    from .networks.backbones import IRSE_STAGE_UNITS
+
+    n_units = len([k for k in sd if re.fullmatch(re.escape(prefix) + r"body\.\d+\.res_layer\.1\.weight", k)])
+    depths = {sum(units): depth for depth, units in IRSE_STAGE_UNITS.items()}
+    if n_units not in depths or f"{prefix}input_layer.0.weight" not in sd:
+        raise CheckpointError(f"{src}: no IR-SE trunk under '{prefix}' ({n_units} body units; known depths: "
+                              + ", ".join(f"IR-{d} = {n} units" for n, d in sorted(depths.items())) + ")")
+    depth = depths[n_units]
+    units = IRSE_STAGE_UNITS[depth]
+    starts = [sum(units[:i]) for i in range(4)]
+    widths = [int(sd[f"{prefix}body.{s}.res_layer.1.weight"].shape[0]) for s in starts]
+    fc1 = sd.get(f"{prefix}body.0.res_layer.5.fc1.weight")
+    return dict(num_layers=depth, in_channels=int(sd[f"{prefix}input_layer.0.weight"].shape[1]), widths=widths,
+                use_se=fc1 is not None, se_reduction=widths[0] // int(fc1.shape[0]) if fc1 is not None else 16)
+
+
+def _same_generator(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return set(a) == set(b) and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
+
+
+def _resolve_latent_avg(generator: Any, opts: Mapping, base_dir: Path | None, style_dim: int, src: str,
+                        decoder_sd: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, str]:
+    """``(latent_avg [style_dim], where it came from)`` for a checkpoint that does not store it.
+
+    Order: ``generator`` (a Generator, or a path to a StyleGAN2 file with ``latent_avg``); else the file named by
+    ``opts['stylegan_weights']``, relative to ``base_dir`` (the checkpoint's folder), then to the cwd.
+    """
+    if generator is not None:
+        if isinstance(generator, nn.Module):
+            la = getattr(generator, "latent_avg", None)
+            if la is None:
+                raise CheckpointError(f"{src}: the generator given has no latent_avg")
+            if getattr(generator, "latent_avg_source", "file") != "file":
+                warnings.warn(f"{src}: the generator's latent_avg was {generator.latent_avg_source}, not read from "
+                              "its file: codes will be offset from the official ones", stacklevel=3)
+            return _latent_avg_vector(la, style_dim, src), "generator argument"
+        gpath = Path(generator)
+        _, gsd, la = read_generator_source(gpath)
+        if la is None:
+            raise CheckpointError(f"{gpath}: this StyleGAN2 file holds no latent_avg, which {src} needs")
+        if decoder_sd is not None and not _same_generator(gsd, decoder_sd):
+            warnings.warn(f"{gpath}: its generator weights differ from the decoder stored in {src}; is it the "
+                          "StyleGAN2 file this model was trained with? (its latent_avg is used)", stacklevel=3)
+        return _latent_avg_vector(la, style_dim, str(gpath)), str(gpath)
+    name = opts.get("stylegan_weights")
+    if not name:
+        raise CheckpointError(f"{src}: the checkpoint holds no latent_avg and its opts name no 'stylegan_weights'; "
+                              "pass generator=<StyleGAN2 .pt with 'latent_avg'> or a loaded Generator")
+    p = Path(name)
+    candidates = [p] if p.is_absolute() else [c for c in ((base_dir / p) if base_dir is not None else None,
+                                                          Path.cwd() / p) if c is not None]
+    for c in candidates:
+        if c.is_file():
+            _, gsd, la = read_generator_source(c)
+            if la is None:
+                raise CheckpointError(f"{c}: this StyleGAN2 file holds no latent_avg, which {src} needs")
+            if decoder_sd is not None and not _same_generator(gsd, decoder_sd):
+                warnings.warn(f"{c}: its generator weights differ from the decoder stored in {src} "
+                              "(its latent_avg is used)", stacklevel=3)
+            return _latent_avg_vector(la, style_dim, str(c)), str(c)
+    raise CheckpointError(
+        f"{src}: the checkpoint holds no latent_avg; the official code reads it from the StyleGAN2 file named by "
+        f"opts['stylegan_weights'] = '{name}', which was not found (looked for: "
+        + ", ".join(str(c) for c in candidates)
+        + "). Pass generator=<path to that file, a rosinality .pt with 'g_ema' and 'latent_avg'> or a Generator.")
+
+
+def _official_inverter_kwargs(sd: Mapping[str, torch.Tensor], opts: Mapping, src: str,
+                              input_size: Sequence[int] | None) -> dict:
+    """:func:`~clcae.inversion.build_inverter` kwargs for an official checkpoint, from its tensors and opts."""
+    from .networks.encoders import n_styles_for_size
+    from .networks.stylegan2 import channel_plan
+
+    if "logit_scale" in sd or "pos_embedding" in sd:
+        raise CheckpointError(f"{src}: this is a CLCAE stage-1 contrastive encoder; load it with "
+                              "load_contrastive_encoder()")
+    dec_sd = {k[len("decoder."):]: v for k, v in sd.items() if k.startswith("decoder.")}
+    if not dec_sd or not any(k.startswith("encoder.") for k in sd):
+        raise CheckpointError(f"{src}: expected encoder.* and decoder.* weights (an official pSp / e4e / CLCAE "
+                              "training checkpoint); found neither or only one")
+    gen = infer_generator_config(dec_sd, src)
+    size, style_dim = gen["size"], gen["style_dim"]
+    n_styles = n_styles_for_size(size)
+    trunk = _infer_trunk_kwargs(sd, "encoder.", src)
+    if trunk["in_channels"] != 3:
+        raise CheckpointError(f"{src}: the encoder takes {trunk['in_channels']} input channels; only RGB-input "
+                              "(input_nc=3) inversion encoders are supported")
+    dataset_type = str(opts.get("dataset_type") or "")
+    if input_size is None:
+        input_size = (192, 256) if "car" in dataset_type.lower() else (256, 256)
+    for key in ("output_size", "stylegan_size"):
+        if opts.get(key) is not None and int(opts[key]) != size:
+            raise CheckpointError(f"{src}: opts['{key}'] = {opts[key]} but the stored decoder is {size} px")
+    is_clcae = any(k.startswith(("encoder.styles_others.", "encoder.cross_attention.", "encoder.content_layer."))
+                   for k in sd)
+    if is_clcae:
+        for flag, why in _CLCAE_UNSUPPORTED_OPTS.items():
+            if opts.get(flag):
+                raise CheckpointError(f"{src}: opts['{flag}'] is set: this CLCAE ablation ({why}) is not supported")
+        if opts.get("learn_in_w") is False:
+            raise CheckpointError(f"{src}: opts['learn_in_w'] is False; the official CLCAE model only runs with "
+                                  "--learn_in_w (latent_avg as one [1, 512] row)")
+        if opts.get("encoder_type", "GradualStyleEncoder") != "GradualStyleEncoder":
+            raise CheckpointError(f"{src}: CLCAE with encoder_type {opts['encoder_type']!r} is not supported")
+        # opts['n_styles'] is not used by the official CLCAE network (it counts layers from output_size; the car
+        # release keeps the default 18), so it is not checked here.
+        conv0 = sd.get("encoder.content_layer.convs.0.weight")
+        feature_channels = int(conv0.shape[0]) if conv0 is not None else 512
+        feature_downsample = len([k for k in sd if re.fullmatch(r"encoder\.content_layer\.convs\.\d+\.weight", k)])
+        idx_k = 5 if opts.get("idx_k") is None else int(opts["idx_k"])
+        res = 2 ** (2 + idx_k // 2)
+        channels = channel_plan(size, gen["channel_base"], gen["channel_max"])
+        f_side = max(input_size) // 4 // 2 ** feature_downsample
+        if not 0 <= idx_k < n_styles or res != f_side or channels.get(res) != feature_channels:
+            raise CheckpointError(
+                f"{src}: opts['idx_k'] = {idx_k}: f is [{feature_channels}, {f_side}, {f_side}] but the generator "
+                f"activation at index {idx_k} is [{channels.get(res)}, {res}, {res}]")
+        lin1 = sd.get("encoder.feature_cross_attention.linear1.weight")
+        encoder = dict(trunk, style_dim=style_dim, n_styles=n_styles, w_attention=not opts.get("no_w_attention"),
+                       feature_channels=feature_channels, feature_downsample=feature_downsample,
+                       dim_feedforward=int(lin1.shape[0]) if lin1 is not None else 1024)
+        return dict(arch="clcae", encoder=encoder, generator=gen, input_size=list(input_size), idx_k=idx_k)
+    etype = opts.get("encoder_type")
+    arch = _PSP_ENCODER_TYPES.get(etype)
+    if arch is None:
+        raise CheckpointError(f"{src}: encoder_type {etype!r} is not supported (pSp 'GradualStyleEncoder' and e4e "
+                              "'Encoder4Editing' are)")
+    if arch == "psp" and opts.get("learn_in_w"):
+        raise CheckpointError(f"{src}: opts['learn_in_w'] is set, which pSp uses only with its W-space encoders "
+                              "(not supported)")
+    if opts.get("n_styles") is not None and int(opts["n_styles"]) != n_styles:
+        raise CheckpointError(f"{src}: opts['n_styles'] = {opts['n_styles']} but a {size} px decoder has "
+                              f"{n_styles} styles")
+    encoder = dict(trunk, style_dim=style_dim, n_styles=n_styles)
+    return dict(arch=arch, encoder=encoder, generator=gen, input_size=list(input_size),
+                start_from_latent_avg=bool(opts.get("start_from_latent_avg", True)))
+
+
+def _build_and_assign(kwargs: Mapping[str, Any], sd: Mapping[str, torch.Tensor], src: str, what: str,
+                      builder) -> nn.Module:
+    """Build ``builder(kwargs)`` on the meta device, check ``sd`` against it strictly, then assign its tensors."""
+    with torch.device("meta"):
+        net = builder(kwargs)
+    with warnings.catch_warnings():  # on a meta network this checks keys and shapes; the copy itself is a no-op
+        warnings.simplefilter("ignore", UserWarning)
+        load_state_dict_strict(net, sd, src, what)
+    validate_finite(sd, src)
+    net.load_state_dict(sd, strict=True, assign=True)
+    for mod in net.modules():  # non-persistent buffers are not in the file: give them real (zero) storage
+        for name in mod._non_persistent_buffers_set:
+            b = mod._buffers.get(name)
+            if b is not None and b.is_meta:
+                mod._buffers[name] = torch.zeros(b.shape, dtype=b.dtype)
+    left = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if left:
+        raise CheckpointError(f"{src}: internal error: tensors left unloaded: {_fmt_keys(left)}")
+    return net
+
+
+def inverter_from_checkpoint(obj: Any, source: str = "checkpoint", base_dir: str | os.PathLike | None = None,
+                             generator: Any = None, device: str | torch.device = "cpu",
+                             input_size: Sequence[int] | None = None, impl: str = "auto"):
+    """Build an eval-mode inverter from an already-read checkpoint object (see :func:`load_inverter`).
+
+    ``base_dir``: the checkpoint's folder, where ``opts['stylegan_weights']`` is looked for first.
+    """
+    from .inversion import build_inverter
+
+    src = source
+    fmt = detect_format(obj)
+    avg_image = None
+    if fmt == "clcae":
+        if obj.get("kind") != "inverter":
+            raise CheckpointError(f"{src}: this is a clcae '{obj.get('kind')}' checkpoint, not an inverter")
+        _check_version(obj, src)
+        kwargs = dict(obj["kwargs"])
+        if input_size is not None:
+            kwargs["input_size"] = list(input_size)
+        sd = obj["state_dict"]
+        inv = _build_and_assign(kwargs, sd, src, "inverter", build_inverter)
+        latent_avg, la_source = obj.get("latent_avg"), "checkpoint"
+        if latent_avg is None:
+            raise CheckpointError(f"{src}: our inverter checkpoint has no latent_avg")
+        avg_image = obj.get("avg_image")
+    elif fmt == "official":
+        opts = _official_opts(obj, src)
+        sd = obj["state_dict"]
+        kwargs = _official_inverter_kwargs(sd, opts, src, input_size)
+        d = kwargs["generator"]["style_dim"]
+        decoder_sd = {k[len("decoder."):]: v for k, v in sd.items() if k.startswith("decoder.")}
+        base = Path(base_dir) if base_dir is not None else None
+        if kwargs["arch"] == "clcae":  # never stored in the official CLCAE checkpoint; resolved before the big build
+            latent_avg, la_source = _resolve_latent_avg(generator, opts, base, d, src, decoder_sd)
+        elif obj.get("latent_avg") is not None:  # pSp / e4e store it ([18, 512], one row per layer)
+            latent_avg, la_source = obj["latent_avg"], "checkpoint"
+        elif kwargs["start_from_latent_avg"]:
+            latent_avg, la_source = _resolve_latent_avg(generator, opts, base, d, src, decoder_sd)
+        else:
+            latent_avg, la_source = torch.zeros(d), "unused (start_from_latent_avg is off)"
+        inv = _build_and_assign(kwargs, sd, src, f"official {kwargs['arch']} network", build_inverter)
+    else:
+        raise CheckpointError(f"{src}: not an inverter checkpoint (layout '{fmt}'; top-level keys: "
+                              f"{_fmt_keys(obj.keys()) if isinstance(obj, dict) else type(obj).__name__})")
+    want = tuple(inv.latent_avg.shape)  # [D] (CLCAE) or [n_latent, D] (pSp / e4e: kept row by row)
+    la = latent_avg.detach().float()
+    if la.numel() == want[-1]:  # one vector: the same for every layer
+        la = la.reshape(1, want[-1]).expand(want) if len(want) == 2 else la.reshape(want)
+    elif la.numel() == torch.Size(want).numel():
+        la = la.reshape(want)
+    if tuple(la.shape) != want:
+        raise CheckpointError(f"{src}: latent_avg has shape {tuple(latent_avg.shape)}; this {kwargs['arch']} "
+                              f"network needs {list(want)}" + (" (or one row)" if len(want) == 2 else ""))
+    inv.latent_avg.copy_(la)
+    inv.decoder.latent_avg.copy_(la.reshape(-1, want[-1])[0])
+    inv.decoder.latent_avg_source = "file"
+    inv.latent_avg_source = la_source
+    if avg_image is not None:
+        inv.set_avg_image(avg_image, "checkpoint")
+    inv.set_impl(impl)
+    return inv.to(device).eval().requires_grad_(False)
+
+
+def load_inverter(path: str | os.PathLike, generator: Any = None, device: str | torch.device = "cpu",
+                  input_size: Sequence[int] | None = None, impl: str = "auto"):
+    """Load an eval-mode :class:`~clcae.inversion.Inverter` (gradients off) from a checkpoint, strictly.
+
+    Reads (always ``weights_only``):
+
+    - the official CLCAE stage-2 checkpoint ``{'state_dict': encoder.* + decoder.*, 'opts', 'iter'}`` (FFHQ
+      1024 / 18 styles, cars 512 / 16 styles with 192x256 inputs). It holds no ``latent_avg``: that comes from
+      ``generator`` (a path to a rosinality StyleGAN2 file, or a Generator), else from the file named by
+      ``opts['stylegan_weights']``, looked for relative to the checkpoint's folder and then the cwd; otherwise a
+      :class:`CheckpointError` names the file needed. Unsupported ablations (``no_feature_attention``, ``no_res``,
+      ``not_for_feature``) are refused; ``idx_k`` and ``no_w_attention`` are honoured.
+    - official pSp / e4e checkpoints (``opts['encoder_type']`` 'GradualStyleEncoder' / 'Encoder4Editing') with
+      their ``latent_avg`` ([18, 512] rows, each added to its layer; a single row is repeated);
+    - our own inverter checkpoints (:func:`save_inverter`).
+
+    ``generator`` is only consulted for a ``latent_avg`` the checkpoint lacks; the decoder always comes from the
+    checkpoint's ``decoder.*``. Every missing or unexpected key, or shape mismatch, raises :class:`CheckpointError`
+    naming them (the official
+    code loads the encoder with ``strict=False``; this loader never does). The configuration comes from the tensor
+    shapes and is checked against ``opts``; ``input_size`` overrides the encoder input size (default 192x256 when
+    ``opts['dataset_type']`` names cars, else 256x256); ``impl`` picks the generator's op implementation.
+    """
+    path = Path(path)
+    return inverter_from_checkpoint(load_file(path), source=str(path), base_dir=path.parent, generator=generator,
+                                    device=device, input_size=input_size, impl=impl)
+
+
+def inverter_checkpoint(inverter: nn.Module, extra: Mapping[str, Any] | None = None) -> dict:
+    """Our self-describing inverter checkpoint: ``{'format': 'clcae.inverter', 'kind': 'inverter',
+    'format_version', 'kwargs' (inverter.config), 'state_dict' (encoder.* + decoder.*), 'latent_avg',
+    'avg_image' ([1, 3, H, W] or None)}`` plus ``extra``; tensors and primitives only."""
+    avg = getattr(inverter, "avg_image", None)
+    ckpt = {"format": _OUR_PREFIX + "inverter", "kind": "inverter", "format_version": FORMAT_VERSION,
+            "kwargs": inverter.config,
+            "state_dict": {k: v.detach().cpu() for k, v in inverter.state_dict().items()},
+            "latent_avg": inverter.latent_avg.detach().cpu().clone(),
+            "avg_image": avg.detach().cpu().clone() if avg is not None else None}
+    if extra:
+        ckpt.update(extra)
+    return ckpt
+
+
+def save_inverter(inverter: nn.Module, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``inverter`` in our format (atomically); :func:`load_inverter` reads it back."""
+    return atomic_save(inverter_checkpoint(inverter, extra), path)
+
+
+def load_contrastive_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Load an official CLCAE stage-1 encoder (``best_model_image.pt`` / ``best_model_latent.pt``:
+    ``{'state_dict', 'opts'}``) strictly, in eval mode with gradients off.
+
+    Returns an :class:`~clcae.networks.contrastive.ImageEncoder` (state dict with ``logit_scale``) or a
+    :class:`~clcae.networks.contrastive.LatentEncoder` (with ``pos_embedding``); sizes come from the tensor shapes,
+    ``use_norm`` from ``opts`` (default True, as the README runs).
+    """
+    from .networks.contrastive import ImageEncoder, LatentEncoder
+
+    path = Path(path)
+    src = str(path)
+    obj = load_file(path)
+    if not (isinstance(obj, dict) and isinstance(obj.get("state_dict"), Mapping)):
+        raise CheckpointError(f"{src}: expected {{'state_dict', 'opts'}} as the official stage-1 coach saves")
+    sd = obj["state_dict"]
+    opts = obj.get("opts") if isinstance(obj.get("opts"), dict) else {}
+    use_norm = bool(opts.get("use_norm", True))
+    try:
+        if "logit_scale" in sd:
+            kwargs = dict(_infer_trunk_kwargs(sd, "encoder.", src),
+                          style_dim=int(sd["encoder.styles.0.linear.weight"].shape[0]),
+                          projection_dim=int(sd["image_projection.lin2.weight"].shape[0]), use_norm=use_norm)
+            net = _build_and_assign(kwargs, sd, src, "stage-1 image encoder", lambda kw: ImageEncoder(**kw))
+        elif "pos_embedding" in sd:
+            kwargs = dict(style_dim=int(sd["pos_embedding"].shape[-1]),
+                          dim_feedforward=int(sd["coarse.linear1.weight"].shape[0]),
+                          projection_dim=int(sd["latent_projection.lin2.weight"].shape[0]), use_norm=use_norm)
+            net = _build_and_assign(kwargs, sd, src, "stage-1 latent encoder", lambda kw: LatentEncoder(**kw))
+        else:
+            raise CheckpointError(f"{src}: neither a stage-1 image encoder (logit_scale) nor a latent encoder "
+                                  "(pos_embedding)")
+    except KeyError as e:
+        raise CheckpointError(f"{src}: incomplete stage-1 checkpoint (no key {e})") from e
+    return net.to(device).eval().requires_grad_(False)

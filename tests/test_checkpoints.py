@@ -1,6 +1,5 @@
 """Checkpoint I/O: formats, strictness, safety (no code from a file ever runs), atomic writes."""
 import builtins
-import io
 import os
 import pickle
 import subprocess
