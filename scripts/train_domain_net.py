@@ -93,6 +93,8 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "attr_weight": (10.0, "weight of the continuous-attribute smooth-L1 loss (range-normalised units)"),
     "attr_beta": (0.05, "smooth-L1 beta of the attribute loss, in range-normalised units (quadratic below it, "
                         "linear above; >= 1 is a plain halved squared error on [0, 1] targets)"),
+    "attr_boost": ("", "per-attribute multipliers of the continuous-attribute loss, e.g. 'eyes_open=4,smile=2' "
+                       "(the others stay 1)"),
     "glasses_weight": (1.0, "weight of the glasses binary cross-entropy"),
     "translate": (2, "random translation of training images by up to N px (reflect padding; 0: off)"),
     "seed": (0, "training seed (initialisation, data order, augmentation)"),
@@ -159,9 +161,10 @@ def validate_options(opts: Mapping[str, Any]) -> None:
         if not ok:
             raise ConfigError(msg)
     try:
-        DomainNet(**net_kwargs(opts))
+        net = DomainNet(**net_kwargs(opts))
     except ValueError as e:
         raise ConfigError(f"network options: {e}") from e
+    parse_boost(opts["attr_boost"], net.attribute_names)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -487,16 +490,33 @@ def margin_at(opts: Mapping[str, Any], step: int) -> float:
     return opts["arc_m"] if ramp <= 0 else opts["arc_m"] * min(1.0, step / ramp)
 
 
-def attribute_losses(net: DomainNet, logits: torch.Tensor, targets: torch.Tensor, beta: float = 0.05
-                     ) -> dict[str, torch.Tensor]:
-    """``{'attr': smooth L1 (``beta``) of sigmoid(logits) vs range-normalised continuous targets, 'glasses':
-    BCE}``."""
+def parse_boost(text: str, names: tuple[str, ...]) -> torch.Tensor:
+    """``'eyes_open=4,smile=2'`` -> float32 ``[len(names)]`` multipliers (1 for names not listed)."""
+    boost = torch.ones(len(names))
+    for item in filter(None, (t.strip() for t in str(text).split(","))):
+        name, _, value = item.partition("=")
+        if name not in names or not value:
+            raise ConfigError(f"--attr-boost: {item!r} is not NAME=FACTOR with NAME one of {list(names)}")
+        try:
+            boost[names.index(name)] = float(value)
+        except ValueError as e:
+            raise ConfigError(f"--attr-boost: {item!r}: {value!r} is not a number") from e
+    return boost
+
+
+def attribute_losses(net: DomainNet, logits: torch.Tensor, targets: torch.Tensor, beta: float = 0.05,
+                     boost: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``{'attr': smooth L1 (``beta``) of sigmoid(logits) vs range-normalised continuous targets, averaged over
+    the batch and the attributes (each multiplied by its ``boost`` [A], default 1), 'glasses': BCE}``."""
     label_idx = [sf.ATTRIBUTE_NAMES.index(n) for n in net.attribute_names]
     t = net.normalise_attributes(targets[:, label_idx])
     binary = net.attr_binary
     losses = {}
     if (~binary).any():
-        losses["attr"] = F.smooth_l1_loss(torch.sigmoid(logits[:, ~binary]), t[:, ~binary], beta=beta)
+        per = F.smooth_l1_loss(torch.sigmoid(logits[:, ~binary]), t[:, ~binary], beta=beta, reduction="none")
+        if boost is not None:
+            per = per * boost.to(per)[~binary]
+        losses["attr"] = per.mean()
     if binary.any():
         losses["glasses"] = F.binary_cross_entropy_with_logits(logits[:, binary], t[:, binary])
     return losses
@@ -518,6 +538,7 @@ class DomainNetTrainer:
                 (decay if p.ndim >= 2 else no_decay).append(p)
         self.optim = torch.optim.AdamW([{"params": decay, "weight_decay": opts["weight_decay"]},
                                         {"params": no_decay, "weight_decay": 0.0}], lr=opts["lr"])
+        self.attr_boost = parse_boost(opts["attr_boost"], self.net.attribute_names)
         self.step = 0
 
     def classes(self, person_ids: torch.Tensor) -> torch.Tensor:
@@ -540,7 +561,8 @@ class DomainNetTrainer:
         cos = self.head.cosine(out["embed"])
         logits = self.head.logits_from_cosine(cos, labels)
         losses = {"id": F.cross_entropy(logits, labels)}
-        losses.update(attribute_losses(self.net, out["attribute_logits"], attributes, self.opts["attr_beta"]))
+        losses.update(attribute_losses(self.net, out["attribute_logits"], attributes, self.opts["attr_beta"],
+                                       self.attr_boost))
         weights = {"id": self.opts["id_weight"], "attr": self.opts["attr_weight"],
                    "glasses": self.opts["glasses_weight"]}
         total = sum(weights[k] * v for k, v in losses.items())
