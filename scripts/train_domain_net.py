@@ -13,9 +13,10 @@ test split, whose persons it never saw.
     python scripts/train_domain_net.py --eval-only RUN/domain_net.pt --eval-res 128
 
 Training: a person-classification ArcFace head (:class:`clcae.losses.identity.ArcMarginHead`) over the training
-persons on the embedding, plus attribute losses on the attribute head (smooth L1 on the range-normalised
-continuous attributes, binary cross-entropy for glasses); AdamW with a linear warm-up and a cosine decay; the
-margin ramps up from 0 over ``--margin-warmup`` of the steps; random translations of up to ``--translate`` px.
+persons on the embedding, plus attribute losses on the attribute head (smooth L1 with ``--attr-beta`` on the
+range-normalised continuous attributes -- the default beta 1 makes it a halved squared error -- and binary
+cross-entropy for glasses); AdamW with a linear warm-up and a cosine decay; the margin ramps up from 0 over
+``--margin-warmup`` of the steps; optional random translations (``--translate``, off by default).
 
 Evaluation (:func:`evaluate`), on the TEST split: identity verification over ``--eval-pairs`` image pairs (half the
 same person, half different persons; every image has its own random attributes): accuracy at the threshold chosen
@@ -90,13 +91,15 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "arc_m": (0.5, "ArcFace additive angular margin m (radians)"),
     "margin_warmup": (0.2, "fraction of the steps over which the margin ramps linearly from 0 to --arc-m"),
     "id_weight": (1.0, "weight of the identity (ArcFace cross-entropy) loss"),
-    "attr_weight": (10.0, "weight of the continuous-attribute smooth-L1 loss (range-normalised units)"),
-    "attr_beta": (0.05, "smooth-L1 beta of the attribute loss, in range-normalised units (quadratic below it, "
+    "attr_weight": (100.0, "weight of the continuous-attribute loss (range-normalised units)"),
+    "attr_beta": (1.0, "smooth-L1 beta of the attribute loss, in range-normalised units (quadratic below it, "
                         "linear above; >= 1 is a plain halved squared error on [0, 1] targets)"),
     "attr_boost": ("", "per-attribute multipliers of the continuous-attribute loss, e.g. 'eyes_open=4,smile=2' "
                        "(the others stay 1)"),
     "glasses_weight": (1.0, "weight of the glasses binary cross-entropy"),
-    "translate": (2, "random translation of training images by up to N px (reflect padding; 0: off)"),
+    "translate": (0, "random translation of training images by up to N px (reflect padding; 0: off). SynthFaces "
+                      "and its GAN outputs are aligned; even 2 px kept eyes_open from being learned (see the "
+                      "model card)"),
     "seed": (0, "training seed (initialisation, data order, augmentation)"),
     "threads": (1, "torch CPU threads"),
     "channels_last": (True, "channels-last memory format (faster convolutions on CPU)"),

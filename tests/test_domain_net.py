@@ -261,6 +261,26 @@ def test_verification_helpers(script):
     assert script.tar_at_far(scores, labels, 0.0) == pytest.approx(2 / 3)
 
 
+def test_training_helpers(script):
+    names = sf.ATTRIBUTE_NAMES
+    boost = script.parse_boost("eyes_open=4, smile=2", names)
+    assert boost[names.index("eyes_open")] == 4 and boost[names.index("smile")] == 2 and boost.sum() == 4 + 2 + 9
+    with pytest.raises(script.ConfigError, match="beard"):
+        script.parse_boost("beard=2", names)
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    assert torch.equal(script.random_translate(x, 0, torch.Generator()), x)
+    y = script.random_translate(x, 1, torch.Generator().manual_seed(0))
+    shifts = torch.randint(-1, 2, (2, 2), generator=torch.Generator().manual_seed(0)).tolist()
+    for i, (dx, dy) in enumerate(shifts):  # interior pixels move by (dx, dy)
+        assert torch.equal(y[i, :, 1:5, 1:5], x[i, :, 1 + dy:5 + dy, 1 + dx:5 + dx])
+    opts = dict(steps=100, lr=1.0, warmup=0.1, arc_m=0.5, margin_warmup=0.2)
+    lrs = [script.learning_rate(opts, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[-1] < 1e-3
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert script.margin_at(opts, 0) == 0 and script.margin_at(opts, 10) == pytest.approx(0.25)
+    assert script.margin_at(opts, 50) == 0.5
+
+
 def test_evaluate_returns_the_metric_keys(script):
     net = DomainNet(**SMALL).eval()
     data = script.render_split(24, 64, "test", 0, 6)
