@@ -96,14 +96,19 @@ def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu")
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
 
 
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    """Reads plain data only: any global (class, function) is refused."""
+
+    def find_class(self, module: str, name: str):  # noqa: D401
+        raise pickle.UnpicklingError(f"global {module}.{name} refused")
+
+
 def _legacy_torch(path: Path) -> bool:
-    """True for the pre-1.6 ``torch.save`` format (a pickle starting with the legacy magic number)."""
+    """True for the pre-1.6 ``torch.save`` format (a pickle whose first object is the legacy magic number)."""
     try:
         with open(path, "rb") as f:
-            u = pickle.Unpickler(f)
-            u.find_class = lambda *a: (_ for _ in ()).throw(pickle.UnpicklingError("global"))  # type: ignore
-            magic = u.load()
-        return magic == 0x1950A86A20F9469CFC6C
+            magic = _NoGlobalsUnpickler(f).load()
+        return isinstance(magic, int) and magic == 0x1950A86A20F9469CFC6C
     except Exception:
         return False
 
@@ -829,12 +834,14 @@ def load_contrastive_encoder(path: str | os.PathLike, device: str | torch.device
     use_norm = bool(opts.get("use_norm", True))
     try:
         if "logit_scale" in sd:
-            kwargs = dict(_infer_trunk_kwargs(sd, "encoder.", src),
+            # official files are always 256x256; ours record the input size (and the head count) in opts
+            input_size = [int(v) for v in opts.get("input_size", (256, 256))]
+            kwargs = dict(_infer_trunk_kwargs(sd, "encoder.", src), input_size=input_size,
                           style_dim=int(sd["encoder.styles.0.linear.weight"].shape[0]),
                           projection_dim=int(sd["image_projection.lin2.weight"].shape[0]), use_norm=use_norm)
             net = _build_and_assign(kwargs, sd, src, "stage-1 image encoder", lambda kw: ImageEncoder(**kw))
         elif "pos_embedding" in sd:
-            kwargs = dict(style_dim=int(sd["pos_embedding"].shape[-1]),
+            kwargs = dict(style_dim=int(sd["pos_embedding"].shape[-1]), nhead=int(opts.get("nhead", 4)),
                           dim_feedforward=int(sd["coarse.linear1.weight"].shape[0]),
                           projection_dim=int(sd["latent_projection.lin2.weight"].shape[0]), use_norm=use_norm)
             net = _build_and_assign(kwargs, sd, src, "stage-1 latent encoder", lambda kw: LatentEncoder(**kw))

@@ -179,3 +179,12 @@ def test_convert_cli(compat_dir, tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_checkpoint.py"),
                         str(tmp_path / "nope.pkl"), str(tmp_path / "o.pt")], capture_output=True, text=True)
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_legacy_torch_format_is_read_weights_only(tmp_path):
+    """Pre-1.6 torch.save files (e.g. ArcFace model_ir_se50.pth, torchvision's AlexNet) load as state dicts."""
+    path = tmp_path / "legacy.pth"
+    sd = {"a.weight": torch.randn(3, 2), "b": torch.arange(4)}
+    torch.save(sd, path, _use_new_zipfile_serialization=False)
+    got = ck.load_file(path)
+    assert set(got) == set(sd) and all(torch.equal(got[k], sd[k]) for k in sd)

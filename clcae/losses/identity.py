@@ -1,5 +1,10 @@
-"""Identity: the additive angular margin head that trains an embedding (ArcFace), and the identity similarity / loss
-computed with any network that has an ``embed`` method.
+"""Identity: the additive angular margin head that trains an embedding (ArcFace), the identity similarity / loss
+computed with any network that has an ``embed`` method, and the identity loss modules of the inversion training.
+
+- :class:`IdentityLoss`: per-sample ``1 - cos(embed(y_hat), embed(y))`` and :meth:`IdentityLoss.similarity`;
+- :class:`ArcFaceIdentity`: pSp's ID loss with ArcFace IR-SE-50 (``model_ir_se50.pth``, 256 px FFHQ-aligned faces);
+- :class:`DomainIdentity`: the same with the SynthFaces domain network's embedding (no ArcFace weights needed);
+- :func:`build_identity`: either from a config string.
 
 ArcFace (Deng et al. 2019) classifies training persons with logits ``s * cos(theta_j)``, where ``theta_j`` is the
 angle between the normalised embedding and the normalised class centre ``j``, except for the true class, whose angle
@@ -8,12 +13,23 @@ is penalised by a margin: ``s * cos(theta_y + m)``. The embedding is then used o
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ArcMarginHead", "identity_similarity", "identity_loss"]
+from ..networks.arcface import ARCFACE_FILE_NAME, load_arcface
+from .perceptual import MissingWeightsError
+
+__all__ = ["ArcMarginHead", "identity_similarity", "identity_loss", "IdentityLoss", "ArcFaceIdentity",
+           "DomainIdentity", "build_identity", "PSP_FACE_CROP"]
+
+#: pSp's crop of a 256x256 FFHQ-aligned face before ArcFace: rows 35:223, columns 32:220 (188 x 188 pixels).
+PSP_FACE_CROP = (slice(35, 223), slice(32, 220))
+_REDUCTIONS = ("mean", "none")
 
 
 class ArcMarginHead(nn.Module):
@@ -92,3 +108,147 @@ def identity_loss(net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torc
     with torch.no_grad():
         et = F.normalize(net.embed(target), dim=1)
     return (1.0 - (ex * et).sum(dim=1)).mean()
+
+
+# ---------------------------------------------------------------------------------------------------- loss modules
+class IdentityLoss(nn.Module):
+    """Base of the identity losses: ``1 - cos(embed(y_hat), embed(y))`` per sample, in [0, 2].
+
+    Subclasses implement :meth:`embed` (images ``[B, 3, H, W]`` in [-1, 1] -> unit-norm ``[B, D]``) with a frozen
+    network. ``forward(y_hat, y)`` embeds the target without gradients (as pSp does: the target is fixed); gradients
+    flow to ``y_hat``. :meth:`similarity` is the symmetric cosine ``[B]`` (for metrics; gradients flow to both).
+
+    Args:
+        reduction: ``'none'`` (per-sample ``[B]``) or ``'mean'`` (pSp's scalar); :meth:`forward` may override it.
+    """
+
+    name = "identity"
+
+    def __init__(self, reduction: str = "none"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+        self.reduction = reduction
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` in [-1, 1] -> unit-norm embeddings ``[B, D]``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement embed()")
+
+    @staticmethod
+    def _check(a: torch.Tensor, b: torch.Tensor) -> None:
+        if a.ndim != 4 or a.shape[1] != 3 or a.shape != b.shape:
+            raise ValueError(f"expected two RGB batches [B, 3, H, W] of the same shape; got {tuple(a.shape)} and "
+                             f"{tuple(b.shape)}")
+
+    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity ``[B]`` in [-1, 1] of the embeddings of ``a`` and ``b`` (symmetric)."""
+        self._check(a, b)
+        return (F.normalize(self.embed(a), dim=1) * F.normalize(self.embed(b), dim=1)).sum(dim=1)
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
+        """``1 - cos(embed(y_hat), embed(y))``: ``[B]`` (or the mean); the target's embedding is not differentiated."""
+        self._check(y_hat, y)
+        e_hat = F.normalize(self.embed(y_hat), dim=1)
+        with torch.no_grad():
+            e = F.normalize(self.embed(y), dim=1)
+        loss = 1.0 - (e_hat * e).sum(dim=1)
+        reduction = self.reduction if reduction is None else reduction
+        if reduction == "none":
+            return loss
+        if reduction == "mean":
+            return loss.mean()
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+
+    def train(self, mode: bool = True) -> "IdentityLoss":
+        """The embedding network stays in eval mode (fixed BatchNorm statistics, no dropout)."""
+        super().train(mode)
+        for child in self.children():
+            child.eval()
+        return self
+
+
+class ArcFaceIdentity(IdentityLoss):
+    """pSp's ID loss with ArcFace IR-SE-50 (TreB1eN's ``model_ir_se50.pth``), as used by CLCAE (spec §4.9).
+
+    Preprocessing (pSp ``IDLoss.extract_feats``): the image is average-pooled to ``pool_size`` (256x256; skipped when
+    it already has that size), cropped to rows 35:223 and columns 32:220 (:data:`PSP_FACE_CROP`), and
+    average-pooled to the network's 112x112 input. The crop assumes **256 px FFHQ-aligned faces** (it keeps the
+    face and drops hair and background); on other crops or domains it is meaningless. Non-square inputs are pooled
+    to ``pool_size`` as well.
+
+    Args:
+        weights_path: ``model_ir_se50.pth`` (TreB1eN / pSp); missing or ``None``:
+            :class:`~clcae.losses.perceptual.MissingWeightsError`.
+        pool_size: the size the input is pooled to before the crop (256, or ``(H, W)``).
+        reduction: see :class:`IdentityLoss`.
+        device: where the network is loaded.
+    """
+
+    name = "id_arcface"
+
+    def __init__(self, weights_path: str | os.PathLike | None, pool_size: int | Sequence[int] = 256,
+                 reduction: str = "none", device: str | torch.device = "cpu"):
+        super().__init__(reduction)
+        if weights_path is None or not Path(weights_path).is_file():
+            raise MissingWeightsError(
+                f"the ArcFace ID loss needs the IR-SE-50 weights '{ARCFACE_FILE_NAME}' (TreB1eN's InsightFace_Pytorch "
+                f"model, distributed with pSp as pretrained_models/{ARCFACE_FILE_NAME}); "
+                f"{'no path was given' if weights_path is None else f'{weights_path} does not exist'}. "
+                "Nothing is downloaded: copy the file here and pass its path.")
+        self.pool_size = (int(pool_size),) * 2 if isinstance(pool_size, int) else tuple(int(s) for s in pool_size)
+        rows, cols = PSP_FACE_CROP
+        if len(self.pool_size) != 2 or self.pool_size[0] < rows.stop or self.pool_size[1] < cols.stop:
+            raise ValueError(f"pool_size must be (H, W) with H >= {rows.stop} and W >= {cols.stop} for pSp's crop; "
+                             f"got {pool_size}")
+        self.facenet = load_arcface(weights_path, device)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` in [-1, 1] -> the network input ``[B, 3, 112, 112]`` (pool, pSp crop, pool)."""
+        if tuple(x.shape[-2:]) != self.pool_size:
+            x = F.adaptive_avg_pool2d(x, self.pool_size)
+        rows, cols = PSP_FACE_CROP
+        s = self.facenet.input_size
+        return F.adaptive_avg_pool2d(x[:, :, rows, cols], (s, s))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-norm ArcFace embedding ``[B, 512]`` of images ``[B, 3, H, W]`` in [-1, 1]."""
+        return self.facenet.embed(self.preprocess(x))
+
+
+class DomainIdentity(IdentityLoss):
+    """The identity loss with the SynthFaces domain network's embedding (:meth:`DomainNet.embed`, unit norm), for
+    the procedural domain where no ArcFace weights exist. The network resizes its input itself
+    (:meth:`DomainNet.prepare`); no crop. ``domain_net`` is frozen here (eval, no parameter gradients)."""
+
+    name = "id_domain"
+
+    def __init__(self, domain_net: nn.Module, reduction: str = "none"):
+        super().__init__(reduction)
+        if not hasattr(domain_net, "embed"):
+            raise TypeError(f"domain_net must have embed(x) (a clcae DomainNet); got {type(domain_net).__name__}")
+        self.domain_net = domain_net.eval().requires_grad_(False)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-norm domain embedding ``[B, embed_dim]`` of images ``[B, 3, H, W]`` in [-1, 1]."""
+        return self.domain_net.embed(x)
+
+
+def build_identity(kind: str, weights: str | os.PathLike | None = None, domain_net: nn.Module | None = None,
+                   **kwargs) -> IdentityLoss | None:
+    """Build the identity loss named by ``kind``.
+
+    - ``'arcface'``: :class:`ArcFaceIdentity` from ``weights`` (``model_ir_se50.pth``);
+    - ``'domain'``: :class:`DomainIdentity` with ``domain_net``;
+    - ``'none'``: ``None`` (the caller skips the term).
+
+    ``kwargs`` go to the constructor (``reduction``; ``pool_size`` and ``device`` for ArcFace).
+    """
+    if kind == "arcface":
+        return ArcFaceIdentity(weights, **kwargs)
+    if kind == "domain":
+        if domain_net is None:
+            raise ValueError("build_identity('domain') needs domain_net=<DomainNet> (clcae.networks.domain)")
+        return DomainIdentity(domain_net, **kwargs)
+    if kind == "none":
+        return None
+    raise ValueError(f"unknown identity loss kind {kind!r}; expected 'arcface', 'domain' or 'none'")

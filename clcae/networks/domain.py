@@ -158,6 +158,20 @@ class DomainNet(nn.Module):
         """Images -> the final feature map ``[B, channels[-1], map_size, map_size]`` (post-ReLU)."""
         return self.stages(self.stem(self.prepare(x)))
 
+    def trunk_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images -> the trunk's intermediate maps, fine to coarse (all post-ReLU, non-negative).
+
+        Returns ``[stem, stage 1, ..., stage N]``: the stem output ``[B, stem_channels, S, S]`` (``S`` =
+        ``input_size``) and the output of every stage ``[B, channels[i], S / 2 ** (i + 1), ...]``; the last one is
+        :meth:`trunk`'s map. Used by the domain perceptual loss (:class:`clcae.losses.perceptual.DomainPerceptualLoss`).
+        """
+        h = self.stem(self.prepare(x))
+        maps = [h]
+        for stage in self.stages:
+            h = stage(h)
+            maps.append(h)
+        return maps
+
     # ------------------------------------------------------------------ heads on a feature map
     def _embed(self, fmap: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.embed_head(fmap), dim=1)
