@@ -26,6 +26,7 @@ setup(
         "tqdm",
         "tensorboard",
         "ninja",
+        "pyyaml",
     ],
     extras_require={
         "test": ["pytest"],

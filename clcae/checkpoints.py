@@ -555,9 +555,10 @@ def _infer_trunk_kwargs(sd: Mapping[str, torch.Tensor], prefix: str, src: str) -
     units = IRSE_STAGE_UNITS[depth]
     starts = [sum(units[:i]) for i in range(4)]
     widths = [int(sd[f"{prefix}body.{s}.res_layer.1.weight"].shape[0]) for s in starts]
-    fc1 = sd.get(f"{prefix}body.0.res_layer.5.fc1.weight")
+    # the reduction from the widest stage (narrow stages clamp the squeeze width at 1)
+    fc1 = sd.get(f"{prefix}body.{starts[3]}.res_layer.5.fc1.weight")
     return dict(num_layers=depth, in_channels=int(sd[f"{prefix}input_layer.0.weight"].shape[1]), widths=widths,
-                use_se=fc1 is not None, se_reduction=widths[0] // int(fc1.shape[0]) if fc1 is not None else 16)
+                use_se=fc1 is not None, se_reduction=widths[3] // int(fc1.shape[0]) if fc1 is not None else 16)
 
 
 def _same_generator(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
@@ -836,7 +837,10 @@ def load_contrastive_encoder(path: str | os.PathLike, device: str | torch.device
         if "logit_scale" in sd:
             # official files are always 256x256; ours record the input size (and the head count) in opts
             input_size = [int(v) for v in opts.get("input_size", (256, 256))]
-            kwargs = dict(_infer_trunk_kwargs(sd, "encoder.", src), input_size=input_size,
+            trunk = _infer_trunk_kwargs(sd, "encoder.", src)
+            if isinstance(opts.get("se_reduction"), int):
+                trunk["se_reduction"] = opts["se_reduction"]
+            kwargs = dict(trunk, input_size=input_size,
                           style_dim=int(sd["encoder.styles.0.linear.weight"].shape[0]),
                           projection_dim=int(sd["image_projection.lin2.weight"].shape[0]), use_norm=use_norm)
             net = _build_and_assign(kwargs, sd, src, "stage-1 image encoder", lambda kw: ImageEncoder(**kw))

@@ -19,8 +19,10 @@ from torch import nn
 
 __all__ = ["SEModule", "BottleneckIR", "IRSEBackbone", "IRSE_STAGE_UNITS", "IRSE_WIDTHS"]
 
-#: Units per stage for the supported depths (ArcFace's IR-50 / IR-100 / IR-152).
-IRSE_STAGE_UNITS: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
+#: Units per stage for the supported depths: ArcFace's IR-50 / IR-100 / IR-152 (the released encoders use IR-SE-50),
+#: plus ResNet-style IR-18 and IR-34 for small encoders on small domains (e.g. the 64 px SynthFaces models).
+IRSE_STAGE_UNITS: dict[int, tuple[int, int, int, int]] = {
+    18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
 #: Output channels of the four stages of the standard trunk (the stem has ``widths[0]`` channels).
 IRSE_WIDTHS: tuple[int, int, int, int] = (64, 128, 256, 512)
 
@@ -82,7 +84,7 @@ class IRSEBackbone(nn.Module):
     """IR-SE trunk returning three tapped feature maps ``(c1, c2, c3)`` at strides 4, 8 and 16.
 
     Args:
-        num_layers: 50, 100 or 152 (units per stage from :data:`IRSE_STAGE_UNITS`).
+        num_layers: 18, 34, 50, 100 or 152 (units per stage from :data:`IRSE_STAGE_UNITS`).
         in_channels: input channels (3 for RGB).
         widths: output channels of the four stages (the stem has ``widths[0]``); default (64, 128, 256, 512).
         width_mult: multiplies every width (rounded, at least 1), for small encoders on small domains.

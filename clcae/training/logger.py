@@ -46,11 +46,12 @@ class TrainLogger:
         start_kimg: where the bar starts (resumed runs).
         tensorboard: write TensorBoard event files (needs the ``tensorboard`` package; warns once if missing).
         progress: show the tqdm bar (``None``: only on a terminal).
+        unit: what the bar counts (``'kimg'``; the encoder trainer passes ``'steps'`` and step counts as "kimg").
     """
 
     def __init__(self, run_dir: str | Path, enabled: bool = True, total_kimg: float | None = None,
                  start_kimg: float = 0.0, tensorboard: bool = True, progress: bool | None = None,
-                 desc: str = "train"):
+                 desc: str = "train", unit: str = "kimg"):
         self.run_dir = Path(run_dir)
         self.enabled = bool(enabled)
         self._writer = None
@@ -73,9 +74,11 @@ class TrainLogger:
             from tqdm.auto import tqdm
 
             disable = None if progress is None else False  # None: tqdm decides (no bar when not a terminal)
-            self._bar = tqdm(total=total_kimg, initial=start_kimg, unit="kimg", desc=desc, dynamic_ncols=True,
+            fmt = ".3f" if unit == "kimg" else ".0f"
+            self._bar = tqdm(total=total_kimg, initial=start_kimg, unit=unit, desc=desc, dynamic_ncols=True,
                              disable=disable, file=sys.stderr,
-                             bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
+                             bar_format="{l_bar}{bar}| {n:%s}/{total:%s} %s [{elapsed}<{remaining}{postfix}]"
+                                        % (fmt, fmt, unit))
         self._bar_kimg = start_kimg
 
     # ------------------------------------------------------------------ console

@@ -1,0 +1,259 @@
+"""Every option of encoder training (``scripts/train.py``): CLCAE stage 1 (``--stage align``), CLCAE stage 2 and
+the pSp / e4e baselines (``--stage invert``).
+
+Defaults follow the official code (spec §5) where it is explicit; the open points of the method are options whose
+defaults are the choices documented in ``docs/TRAINING.md`` (the decisions, with the reason for each).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..networks.layers import IMPLS
+from .options import ConfigError, flag
+
+__all__ = ["EncoderTrainOptions", "OPTION_GROUPS", "OPTION_CHOICES", "RESUME_MAY_CHANGE", "parse_size",
+           "parse_widths", "METHODS", "STAGES"]
+
+METHODS = ("clcae", "psp", "e4e")
+STAGES = ("align", "invert")
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EncoderTrainOptions:
+    """Options of one encoder training run (the CLI flag of ``name_x`` is ``--name-x``)."""
+
+    # what
+    method: str = _opt("clcae", "clcae | psp | e4e")
+    stage: str = _opt("invert", "align (CLCAE stage 1: contrastive W-image alignment) | invert (stage 2, pSp, e4e)")
+    generator: str = _opt("", "the pretrained StyleGAN2 (any format clcae.load_generator reads); frozen")
+    # data
+    data: str = _opt("", "invert: 'synthfaces' (rendered on the fly) or a folder of images (recursive). align: a "
+                         "pairs folder written by scripts/generate_pairs.py (with train/ and test/), or 'generate' "
+                         "(pairs rendered on the fly from --generator)")
+    val_data: str = _opt("", "invert: validation images (a folder); empty: SynthFaces' test split (held-out persons) "
+                             "with --data synthfaces, else the last --val-n images of --data are held out")
+    val_n: int = _opt(256, "validation images / pairs")
+    synth_n: int = _opt(70000, "SynthFaces training images (--data synthfaces)")
+    data_seed: int = _opt(0, "SynthFaces seed (identities, attributes)")
+    policy: str = _opt("resize", "how folder images reach the input size: resize | center_crop | pad")
+    flip: bool = _opt(True, "random horizontal flip of training images (the official stage 2 does; stage 1 not)")
+    pairs_n: int = _opt(50000, "align with --data generate: training pairs")
+    psi: float = _opt(1.0, "align with --data generate: truncation of the rendered pairs (1: none)")
+    pair_noise: str = _opt("const", "align with --data generate: noise of the renders: const | random | none")
+    workers: int = _opt(0, "DataLoader worker processes per rank")
+    # model
+    input_size: str = _opt("256", "encoder input H or HxW (256 for faces, 192x256 for cars, 64 for SynthFaces 64)")
+    num_layers: int = _opt(50, "IR-SE trunk depth: 18 | 34 | 50 | 100 | 152")
+    widths: str = _opt("64,128,256,512", "IR-SE stage widths (the c3 width is the FPN width)")
+    use_se: bool = _opt(True, "squeeze-excitation in the trunk units")
+    nhead: int = _opt(4, "CLCAE: attention heads of the cross-attention / latent-encoder layers")
+    dim_feedforward: int = _opt(1024, "CLCAE: FFN width of the cross-attention / latent-encoder layers")
+    dropout: float = _opt(0.1, "CLCAE: dropout of the cross-attention / latent-encoder layers")
+    projection_dim: int = _opt(512, "align: embedding dimension")
+    w_attention: bool = _opt(True, "CLCAE: W+ from cross-attention (off: the --no_w_attention ablation)")
+    feature_branch: bool = _opt(True, "CLCAE: predict the F-space feature f (off: the --not_for_feature ablation)")
+    idx_k: int = _opt(5, "CLCAE: generator activation index that f replaces (5: 16x16 at every resolution)")
+    coarse_ind: int = _opt(-1, "W+ layers below this read c3 (-1: 3 for pSp/e4e, 2 for CLCAE, as released)")
+    middle_ind: int = _opt(-1, "W+ layers below this read p2, the rest p1 (-1: 7 for pSp/e4e, 6 for CLCAE)")
+    init: str = _opt("official", "encoder initialisation: official (normal 0.02 as the official BaseNetwork) | "
+                                 "torch (PyTorch defaults)")
+    stage2_init: str = _opt("contrastive", "CLCAE stage 2 trunk init: contrastive (the stage-1 image encoder's trunk, "
+                                           "the intent of the official code) | none (what the official code "
+                                           "actually does) | arcface (IR-SE50 ArcFace weights, --arcface-weights)")
+    contrastive_image: str = _opt("", "CLCAE stage 2: the stage-1 image encoder (best_model_image.pt), or a stage-1 "
+                                      "run directory (its checkpoints/best_model_image.pt and _latent.pt)")
+    contrastive_latent: str = _opt("", "CLCAE stage 2: the stage-1 latent encoder (default: next to the image one)")
+    # losses
+    l2_lambda: float = _opt(1.0, "L2 weight (on every output image)")
+    perceptual: str = _opt("lpips", "perceptual loss: lpips (AlexNet backbone weights from the torch hub cache or "
+                                    "--lpips-weights) | domain (SynthFaces domain-network features) | none")
+    lpips_lambda: float = _opt(0.8, "perceptual weight (the official README uses 0.2 for CLCAE FFHQ)")
+    lpips_scales: int = _opt(1, "LPIPS scales: 1 (what the official code computes) | 3 (256+128+64, its intent)")
+    lpips_weights: str = _opt("", "torchvision AlexNet weights file for LPIPS (default: the torch hub cache)")
+    identity: str = _opt("none", "identity loss network: arcface (IR-SE50, --arcface-weights) | domain (SynthFaces "
+                                 "domain network) | none")
+    id_lambda: float = _opt(0.0, "identity loss weight (0.1 in the official FFHQ runs)")
+    arcface_weights: str = _opt("", "ArcFace IR-SE50 weights (TreB1eN model_ir_se50.pth)")
+    domain_net: str = _opt("", "SynthFaces domain network (perceptual=domain / identity=domain)")
+    feature_matching_lambda: float = _opt(0.01, "CLCAE: ||f - G_k(W+)||^2 weight")
+    contrastive_lambda: float = _opt(0.1, "CLCAE: alignment term through the frozen stage-1 encoders")
+    align_image: str = _opt("gen_w", "CLCAE: image of the alignment term: gen_w (G(w), the official code) | input "
+                                     "(the input image, the paper's figure)")
+    feature_ramp: str = _opt("per_epoch", "CLCAE: f blend scale during training: per_epoch (0 -> 1 over every "
+                                          "epoch, the official code) | once (0 -> 1 over the first epoch, then 1) | "
+                                          "none (always 1)")
+    ramp_steps: int = _opt(0, "CLCAE: steps of one ramp (0: one epoch = ceil(training images / batch))")
+    w_norm_lambda: float = _opt(0.0, "W-norm weight (pSp; off by default)")
+    delta_lambda: float = _opt(2e-4, "e4e: delta regularisation weight")
+    progressive_start: int = _opt(20000, "e4e: step at which the progressive deltas start")
+    progressive_every: int = _opt(2000, "e4e: steps per progressive stage")
+    w_discriminator_lambda: float = _opt(0.1, "e4e: latent-discriminator adversarial weight (0: off)")
+    w_discriminator_lr: float = _opt(2e-5, "e4e: latent-discriminator learning rate")
+    r1: float = _opt(10.0, "e4e: R1 weight on real w codes")
+    d_reg_every: int = _opt(16, "e4e: R1 every N discriminator steps")
+    train_noise: str = _opt("random", "generator noise in training: random (the official code) | const")
+    # optimisation
+    optimizer: str = _opt("ranger", "ranger (the official code) | adam | adamw")
+    lr: float = _opt(1e-4, "learning rate")
+    batch: int = _opt(8, "global batch (split over processes)")
+    steps: int = _opt(500000, "training steps")
+    lr_plateau: int = _opt(0, "ReduceLROnPlateau on the validation loss with this patience in validations (0: off; "
+                              "the official code uses 10 epochs)")
+    grad_clip: float = _opt(0.0, "clip the encoder's gradient norm (0: off)")
+    # run
+    out: str = _opt("", "run directory (new or empty; with --resume defaults to the checkpoint's run)")
+    seed: int = _opt(0, "seed (initialisation, data order, noise, dropout)")
+    val_interval: int = _opt(1000, "validate (and keep the best checkpoint) every N steps")
+    save_interval: int = _opt(1000, "refresh checkpoints/latest.pt every N steps")
+    snapshot_interval: int = _opt(0, "keep a snapshot every N steps (0: none)")
+    log_interval: int = _opt(50, "log scalars every N steps")
+    image_interval: int = _opt(500, "write an image grid every N steps")
+    sample_n: int = _opt(8, "rows of each image grid")
+    keep_snapshots: int = _opt(0, "keep only the newest N snapshots (0: all)")
+    on_nan: str = _opt("stop", "on a NaN/Inf loss: stop | rollback (reload latest.pt and continue)")
+    max_rollbacks: int = _opt(3, "with --on-nan rollback: give up after N")
+    dry_run: bool = _opt(False, "build everything, run one training step and one validation batch, write nothing")
+    # performance
+    device: str = _opt("auto", "auto | cpu | cuda")
+    impl: str = _opt("auto", "generator op implementation: auto | fast | ref | cuda")
+    bf16: bool = _opt(False, "bfloat16 autocast for the encoder and generator passes")
+    threads: int = _opt(0, "torch CPU threads (0: default)")
+    dist_timeout: float = _opt(600.0, "seconds a collective may wait before the job fails")
+
+    # ---------------------------------------------------------------------------------------------------------
+    def resolved_coarse_middle(self) -> tuple[int, int]:
+        """``(coarse_ind, middle_ind)`` with the released defaults filled in."""
+        default = (2, 6) if self.method == "clcae" else (3, 7)
+        return (default[0] if self.coarse_ind < 0 else self.coarse_ind,
+                default[1] if self.middle_ind < 0 else self.middle_ind)
+
+    def validate(self, world_size: int = 1) -> None:
+        """Raise :class:`ConfigError` for a bad value or combination (the message names the flag and a fix)."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        need(self.method in METHODS, f"--method must be one of {', '.join(METHODS)}; got {self.method!r}")
+        need(self.stage in STAGES, f"--stage must be align or invert; got {self.stage!r}")
+        need(not (self.stage == "align" and self.method != "clcae"),
+             f"--stage align is CLCAE's stage 1; --method {self.method} has only --stage invert")
+        need(bool(self.generator), "--generator is required: the pretrained StyleGAN2 the encoder inverts into")
+        need(bool(self.data), "--data is required (see --help)")
+        try:
+            h, w = parse_size(self.input_size)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        need(h % 16 == 0 and w % 16 == 0 and h >= 32 and w >= 32,
+             f"--input-size must be multiples of 16, at least 32 (e.g. 256, 192x256, 64); got {self.input_size!r}")
+        try:
+            parse_widths(self.widths)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        need(self.num_layers in (18, 34, 50, 100, 152), f"--num-layers must be 18, 34, 50, 100 or 152; got "
+                                                        f"{self.num_layers}")
+        need(self.batch >= 1 and self.batch % world_size == 0,
+             f"--batch {self.batch} is the global batch and must be a positive multiple of the number of processes "
+             f"({world_size})")
+        need(self.stage != "align" or self.batch >= 2, "--stage align needs --batch >= 2 (in-batch negatives)")
+        need(self.steps >= 1 and self.lr > 0, "--steps must be >= 1 and --lr > 0")
+        for name in ("val_interval", "save_interval", "log_interval", "image_interval"):
+            need(getattr(self, name) >= 1, f"{flag(name)} must be >= 1; got {getattr(self, name)}")
+        need(self.snapshot_interval >= 0 and self.keep_snapshots >= 0 and self.sample_n >= 0,
+             "--snapshot-interval, --keep-snapshots and --sample-n must be >= 0")
+        need(self.val_n >= 1, f"--val-n must be >= 1; got {self.val_n}")
+        for name, allowed in OPTION_CHOICES.items():
+            need(getattr(self, name) in allowed,
+                 f"{flag(name)} must be one of {', '.join(map(str, allowed))}; got {getattr(self, name)!r}")
+        for name in ("l2_lambda", "lpips_lambda", "id_lambda", "feature_matching_lambda", "contrastive_lambda",
+                     "w_norm_lambda", "delta_lambda", "w_discriminator_lambda", "r1", "grad_clip"):
+            need(getattr(self, name) >= 0 and math.isfinite(getattr(self, name)), f"{flag(name)} must be >= 0")
+        need(self.lpips_scales in (1, 3), f"--lpips-scales must be 1 or 3; got {self.lpips_scales}")
+        need(self.identity != "arcface" or bool(self.arcface_weights) or self.id_lambda == 0,
+             "--identity arcface needs --arcface-weights model_ir_se50.pth (or --id-lambda 0)")
+        need(self.stage2_init != "arcface" or bool(self.arcface_weights),
+             "--stage2-init arcface needs --arcface-weights model_ir_se50.pth")
+        need(not ("domain" in (self.perceptual, self.identity)) or bool(self.domain_net),
+             "--perceptual domain / --identity domain need --domain-net (e.g. pretrained/synthfaces64_domain_net.pt)")
+        if self.method == "clcae" and self.stage == "invert":
+            need(self.contrastive_lambda == 0 or bool(self.contrastive_image),
+                 "CLCAE stage 2 with --contrastive-lambda > 0 needs --contrastive-image (the stage-1 run directory "
+                 "or best_model_image.pt); train it with --stage align, or pass --contrastive-lambda 0")
+            need(self.stage2_init != "contrastive" or bool(self.contrastive_image),
+                 "--stage2-init contrastive needs --contrastive-image (or --stage2-init none)")
+        need(self.psi > 0, f"--psi must be > 0; got {self.psi}")
+        need(self.pairs_n >= 1 and self.synth_n >= 1, "--pairs-n and --synth-n must be >= 1")
+        need(self.progressive_every >= 1 and self.progressive_start >= 0 and self.d_reg_every >= 1,
+             "--progressive-every and --d-reg-every must be >= 1, --progressive-start >= 0")
+        need(self.idx_k >= 1, f"--idx-k must be >= 1; got {self.idx_k}")
+        need(self.ramp_steps >= 0 and self.lr_plateau >= 0 and self.max_rollbacks >= 0 and self.workers >= 0
+             and self.threads >= 0, "--ramp-steps, --lr-plateau, --max-rollbacks, --workers, --threads must be >= 0")
+        need(self.dist_timeout > 0, "--dist-timeout must be > 0")
+
+
+def parse_size(text: str | int) -> tuple[int, int]:
+    """``'256'`` -> (256, 256); ``'192x256'`` -> (192, 256) (H x W)."""
+    s = str(text).lower().replace(" ", "")
+    parts = s.split("x")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"--input-size must be N or HxW (e.g. 256, 192x256); got {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 1:
+        raise ValueError(f"--input-size must be N or HxW (e.g. 256, 192x256); got {text!r}")
+    return vals[0], vals[1]
+
+
+def parse_widths(text: str) -> list[int]:
+    """``'64,128,256,512'`` -> [64, 128, 256, 512] (four positive stage widths)."""
+    try:
+        vals = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--widths must be 4 comma-separated integers; got {text!r}") from None
+    if len(vals) != 4 or min(vals) < 1:
+        raise ValueError(f"--widths must be 4 comma-separated positive integers; got {text!r}")
+    return vals
+
+
+OPTION_CHOICES = {
+    "method": METHODS, "stage": STAGES, "policy": ("resize", "center_crop", "pad"),
+    "pair_noise": ("const", "random", "none"), "init": ("official", "torch"),
+    "stage2_init": ("contrastive", "none", "arcface"), "perceptual": ("lpips", "domain", "none"),
+    "identity": ("arcface", "domain", "none"), "align_image": ("gen_w", "input"),
+    "feature_ramp": ("per_epoch", "once", "none"), "train_noise": ("random", "const"),
+    "optimizer": ("ranger", "adam", "adamw"), "on_nan": ("stop", "rollback"), "device": ("auto", "cpu", "cuda"),
+    "impl": IMPLS,
+}
+
+OPTION_GROUPS = {
+    "what": ("method", "stage", "generator"),
+    "data": ("data", "val_data", "val_n", "synth_n", "data_seed", "policy", "flip", "pairs_n", "psi", "pair_noise",
+             "workers"),
+    "model": ("input_size", "num_layers", "widths", "use_se", "nhead", "dim_feedforward", "dropout",
+              "projection_dim", "w_attention", "feature_branch", "idx_k", "coarse_ind", "middle_ind", "init",
+              "stage2_init", "contrastive_image", "contrastive_latent"),
+    "losses": ("l2_lambda", "perceptual", "lpips_lambda", "lpips_scales", "lpips_weights", "identity", "id_lambda",
+               "arcface_weights", "domain_net", "feature_matching_lambda", "contrastive_lambda", "align_image",
+               "feature_ramp", "ramp_steps", "w_norm_lambda", "delta_lambda", "progressive_start",
+               "progressive_every", "w_discriminator_lambda", "w_discriminator_lr", "r1", "d_reg_every",
+               "train_noise"),
+    "optimisation": ("optimizer", "lr", "batch", "steps", "lr_plateau", "grad_clip"),
+    "run": ("out", "seed", "val_interval", "save_interval", "snapshot_interval", "log_interval", "image_interval",
+            "sample_n", "keep_snapshots", "on_nan", "max_rollbacks", "dry_run"),
+    "performance": ("device", "impl", "bf16", "threads", "dist_timeout"),
+}
+
+#: Options a resumed run may change; the others define the model, data or objective and must match.
+RESUME_MAY_CHANGE = frozenset({
+    "out", "steps", "val_interval", "save_interval", "snapshot_interval", "log_interval", "image_interval",
+    "sample_n", "keep_snapshots", "on_nan", "max_rollbacks", "dry_run", "device", "impl", "bf16", "threads",
+    "dist_timeout", "workers", "lpips_weights", "arcface_weights", "domain_net", "generator", "contrastive_image",
+    "contrastive_latent", "data", "val_data",
+})

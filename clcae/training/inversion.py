@@ -1,0 +1,515 @@
+"""Stage-2 training of an encoder into a frozen StyleGAN2: CLCAE (w, W+ and F), pSp and e4e.
+
+One :class:`InversionTask` serves the three methods (``opts.method``); the loop is
+:func:`clcae.training.encoders.run_encoder_training`.
+
+CLCAE step (spec §4.7, §4.9): the encoder sees ``x - avg_image`` and predicts ``dw``, the W+ offsets and ``f``;
+``w = dw + latent_avg``, ``W+ = offsets + w``. Three generator passes (each with its own random noise in
+training, as the official code): ``x_rec = G(W+, f at idx_k blended with scale s)`` (also giving the target
+``G_k(W+)``), ``x_ww = G(W+)`` and ``x_w = G(w)``. Each image is pooled to the input geometry (the official
+256-px pooling; cars also cropped to 192x256) and the loss is::
+
+    sum over o in {x_rec, x_ww, x_w}: l2 * MSE(o, x) + lpips * P(o, x) + id * (1 - cos(ID(o), ID(x)))
+    + feature_matching * MSE(f, G_k(W+).detach())
+    + contrastive * InfoNCE(E_I(image - avg_I), E_w(w - latent_avg))   (frozen stage-1 encoders, local batch)
+    + w_norm * W-norm(W+)
+
+pSp: ``W+ = encoder(x) + latent_avg`` and one pass; e4e adds the progressive deltas (stage 0 until
+``--progressive-start``, then one more delta every ``--progressive-every`` steps), the delta regulariser and a
+latent discriminator (D step on the layer-0 code against mapped z, lazy R1; the encoder's adversarial term averages
+D over the active codes), as e4e's training code. Only the encoder is optimised; the generator and every loss network are
+frozen (``requires_grad=False``, eval mode).
+
+The decisions on the method's open points (spec §11-12) are options; see ``docs/TRAINING.md``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoints import CheckpointError, load_contrastive_encoder, load_generator, save_inverter
+from ..inversion.inverters import CLCAEInverter, E4EInverter, PSPInverter, official_output, render_average_image
+from ..networks.encoders import CLCAEEncoder, Encoder4Editing, GradualStyleEncoder
+from ..networks.init import official_init
+from . import distributed as du
+from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
+from .encoders import EncoderTask
+from .options import ConfigError
+
+__all__ = ["InversionTask", "build_image_datasets", "feature_ramp_scale", "to_input_geometry",
+           "resolve_contrastive_paths", "load_stage1_trunk"]
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def to_input_geometry(image: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+    """A generator image [B, 3, S, S] as the encoder input geometry: area-pooled to the input width, rows centre-
+    cropped to the input height (faces: S -> 256 or 64; cars: 512 -> 256 then rows 32:224)."""
+    return official_output(image, input_size, size=input_size[1])
+
+
+def feature_ramp_scale(mode: str, step: int, ramp_steps: int) -> float:
+    """The F blend scale ``s`` at training ``step`` (spec §4.7 and §11.5).
+
+    ``per_epoch``: ``(step mod R) / (R - 1)``, restarting every ``R = ramp_steps`` steps (the official code's
+    ``batch_idx / (len(loader) - 1)``); ``once``: ``min(1, step / (R - 1))``; ``none``: 1.
+    """
+    if mode == "none" or ramp_steps <= 1:
+        return 1.0
+    if mode == "per_epoch":
+        return (step % ramp_steps) / (ramp_steps - 1)
+    if mode == "once":
+        return min(1.0, step / (ramp_steps - 1))
+    raise ValueError(f"unknown feature ramp {mode!r}")
+
+
+class _ImagesOnly(torch.utils.data.Dataset):
+    """Item ``i`` of a dataset of ``(image, ...)`` tuples (or images) as the image alone."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        item = self.dataset[i]
+        return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def build_image_datasets(opts: EncoderTrainOptions, input_size: tuple[int, int]):
+    """``(train, val, description)``: Datasets of images [3, H, W] in [-1, 1] at the encoder input size.
+
+    ``--data synthfaces``: SynthFaces train split rendered on the fly; validation = its test split (persons never
+    seen in training) unless ``--val-data``. A folder: :class:`~clcae.data.images.ImageFolderDataset` (recursive,
+    unreadable files reported and skipped); validation = ``--val-data`` or the last ``--val-n`` images held out.
+    """
+    from ..data.images import ImageFolderDataset
+
+    h, w = input_size
+
+    def folder(root: str, what: str):
+        p = Path(root)
+        if not p.is_dir():
+            raise ConfigError(f"{what} {root}: no such folder (pass a folder of images or 'synthfaces')")
+        try:
+            return ImageFolderDataset(p, size=(h, w), policy=opts.policy)
+        except (ValueError, FileNotFoundError) as e:
+            raise ConfigError(f"{what} {root}: {e}") from e
+
+    if opts.data == "synthfaces":
+        from ..data.synthfaces import SynthFaces
+
+        if h != w:
+            raise ConfigError(f"--data synthfaces renders square images; --input-size {opts.input_size} is not")
+        train = _ImagesOnly(SynthFaces(opts.synth_n, res=h, split="train", seed=opts.data_seed))
+        desc = f"SynthFaces train split ({opts.synth_n} images at {h} px, on the fly)"
+        if opts.val_data:
+            val = _ImagesOnly(folder(opts.val_data, "--val-data"))
+            desc += f"; validation {opts.val_data} ({len(val)} images)"
+        else:
+            val = _ImagesOnly(SynthFaces(opts.val_n, res=h, split="test", seed=opts.data_seed))
+            desc += f"; validation SynthFaces test split ({opts.val_n} images, unseen persons)"
+        return train, val, desc
+    ds = _ImagesOnly(folder(opts.data, "--data"))
+    if opts.val_data:
+        val = _ImagesOnly(folder(opts.val_data, "--val-data"))
+        val = torch.utils.data.Subset(val, range(min(opts.val_n, len(val))))
+        return ds, val, f"{opts.data} ({len(ds)} images); validation {opts.val_data} ({len(val)} images)"
+    if len(ds) <= opts.val_n:
+        raise ConfigError(f"--data {opts.data} has {len(ds)} images, not more than --val-n {opts.val_n}; pass "
+                          "--val-data or a smaller --val-n")
+    n = len(ds)
+    train = torch.utils.data.Subset(ds, range(n - opts.val_n))
+    val = torch.utils.data.Subset(ds, range(n - opts.val_n, n))
+    return train, val, f"{opts.data} ({len(train)} training images, the last {opts.val_n} held out for validation)"
+
+
+def resolve_contrastive_paths(image: str, latent: str = "") -> tuple[Path, Path]:
+    """Stage-1 checkpoint files from ``--contrastive-image`` (a file, or a stage-1 run directory) and
+    ``--contrastive-latent`` (default: ``best_model_latent.pt`` next to the image one)."""
+    p = Path(image)
+    if p.is_dir():
+        for cand in (p / "checkpoints" / "best_model_image.pt", p / "best_model_image.pt"):
+            if cand.is_file():
+                p = cand
+                break
+        else:
+            raise ConfigError(f"--contrastive-image {image}: the directory has no checkpoints/best_model_image.pt "
+                              "(train stage 1 with --stage align first)")
+    if not p.is_file():
+        raise ConfigError(f"--contrastive-image {image}: no such file")
+    q = Path(latent) if latent else p.with_name(p.name.replace("image", "latent"))
+    if not q.is_file():
+        raise ConfigError(f"stage-1 latent encoder {q}: no such file (pass --contrastive-latent)")
+    return p, q
+
+
+_TRUNK_PREFIXES = ("input_layer.", "body.", "styles.0.", "latlayer1.", "latlayer2.")
+
+
+def load_stage1_trunk(encoder: nn.Module, image_encoder: nn.Module, source: str) -> list[str]:
+    """Copy the stage-1 image encoder's trunk, ``styles.0`` head and FPN laterals into a stage-2 encoder (the
+    intent of the official ``load_weights``, spec §4.11), strictly: every key under those prefixes must exist in
+    both with the same shape. Returns the keys copied."""
+    src = {k[len("encoder."):]: v for k, v in image_encoder.state_dict().items() if k.startswith("encoder.")}
+    dst = encoder.state_dict()
+    want = [k for k in dst if k.startswith(_TRUNK_PREFIXES)]
+    missing = [k for k in want if k not in src]
+    shape = [k for k in want if k in src and src[k].shape != dst[k].shape]
+    if missing or shape:
+        raise CheckpointError(f"{source}: the stage-1 image encoder does not match the stage-2 trunk (missing: "
+                              f"{missing[:5]}, shape mismatch: {[(k, tuple(src[k].shape), tuple(dst[k].shape)) for k in shape[:5]]}); "
+                              "train stage 1 with the same --num-layers/--widths/--input-size, or --stage2-init none")
+    with torch.no_grad():
+        for k in want:
+            dst[k].copy_(src[k])
+    return want
+
+
+# ---------------------------------------------------------------------------------------------------- task
+class InversionTask(EncoderTask):
+    """CLCAE stage 2, pSp or e4e training (see the module docstring)."""
+
+    def __init__(self, opts: EncoderTrainOptions, device: torch.device, rank: int, world_size: int, log):
+        super().__init__(opts, device, rank, world_size, log)
+        self.input_size = parse_size(opts.input_size)
+        G = load_generator(opts.generator, device=device, impl=opts.impl)
+        self.G = G
+        self.train_dataset, self.val_dataset, self.data_desc = build_image_datasets(opts, self.input_size)
+        self.ramp_steps = opts.ramp_steps or math.ceil(len(self.train_dataset) / opts.batch)
+        self.inverter = self._build_inverter(G).to(device)
+        enc = self.inverter.encoder
+        if opts.init == "official":
+            official_init(enc)
+        self._init_trunk(enc)
+        self.trainable = {"encoder": enc}
+        from .optim import build_optimizer
+
+        self.optimizers = {"encoder": build_optimizer(opts.optimizer, enc.parameters(), lr=opts.lr)}
+        if opts.lr_plateau > 0:
+            self.schedulers["encoder"] = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizers["encoder"], mode="min", patience=opts.lr_plateau, factor=0.1)
+        self._build_losses()
+        if opts.method == "e4e":
+            self._build_e4e()
+        self.noise_mode = opts.train_noise
+
+    # --- construction
+    def _build_inverter(self, G):
+        opts = self.opts
+        coarse, middle = opts.resolved_coarse_middle()
+        trunk = dict(input_size=list(self.input_size), style_dim=G.style_dim, num_layers=opts.num_layers,
+                     widths=parse_widths(opts.widths), use_se=opts.use_se)
+        la = G.latent_avg.detach().clone()
+        if opts.method == "clcae":
+            if not 1 <= opts.idx_k < G.n_latent:
+                raise ConfigError(f"--idx-k {opts.idx_k} is outside the generator's activations 1..{G.n_latent - 1}")
+            with torch.no_grad():
+                _, feats = G.synthesis(la[None], noise_mode="const", return_features=True)
+            c, fh, fw = feats[opts.idx_k].shape[1:]
+            p1 = max(self.input_size) // 4
+            down = math.log2(p1 / fh) if fh <= p1 else -1
+            if down < 0 or down != int(down):
+                raise ConfigError(f"--idx-k {opts.idx_k}: the generator's activation there is {fh}x{fw}, which the "
+                                  f"F branch cannot produce from its {p1}x{p1} map (needs {p1} / 2^n); pick "
+                                  "another --idx-k (5 is 16x16) or --input-size")
+            enc = CLCAEEncoder(n_styles=G.n_latent, coarse_ind=coarse, middle_ind=middle,
+                               w_attention=opts.w_attention, nhead=opts.nhead, dim_feedforward=opts.dim_feedforward,
+                               dropout=opts.dropout, feature_channels=int(c), feature_downsample=int(down), **trunk)
+            inv = CLCAEInverter(enc, G, la, self.input_size, idx_k=opts.idx_k)
+            inv.set_avg_image(render_average_image(G, la, self.input_size), "rendered")
+            return inv
+        la_plus = la[None].repeat(G.n_latent, 1)
+        if opts.method == "psp":
+            enc = GradualStyleEncoder(n_styles=G.n_latent, coarse_ind=coarse, middle_ind=middle, **trunk)
+            return PSPInverter(enc, G, la_plus, self.input_size)
+        enc = Encoder4Editing(n_styles=G.n_latent, coarse_ind=coarse, middle_ind=middle, progressive_stage=0,
+                              **trunk)
+        return E4EInverter(enc, G, la_plus, self.input_size)
+
+    def _init_trunk(self, enc: nn.Module) -> None:
+        opts = self.opts
+        self.E_I = self.E_w = None
+        if opts.method == "clcae" and (opts.contrastive_lambda > 0 or opts.stage2_init == "contrastive"):
+            pi, pl = resolve_contrastive_paths(opts.contrastive_image, opts.contrastive_latent)
+            self.E_I = load_contrastive_encoder(pi, device=self.device)
+            self.E_w = load_contrastive_encoder(pl, device=self.device)
+            self.contrastive_paths = (str(pi), str(pl))
+            if opts.stage2_init == "contrastive":
+                keys = load_stage1_trunk(enc, self.E_I, str(pi))
+                self.log(f"stage-2 trunk initialised from {pi} ({len(keys)} tensors: trunk, styles.0, laterals)")
+            isz = tuple(self.E_I.config["input_size"])
+            self.avg_I = render_average_image(self.G, self.G.latent_avg, isz).to(self.device)
+            self.E_I_size = isz
+        if opts.stage2_init == "arcface":
+            from ..networks.arcface import load_arcface
+
+            net = load_arcface(opts.arcface_weights)
+            sd = {k: v for k, v in net.state_dict().items() if k.startswith(("input_layer.", "body."))}
+            own = enc.state_dict()
+            bad = [k for k, v in sd.items() if k not in own or own[k].shape != v.shape]
+            if bad:
+                raise ConfigError(f"--stage2-init arcface: the encoder trunk does not match IR-SE50 (e.g. {bad[:3]}); "
+                                  "use --num-layers 50 --widths 64,128,256,512 --use-se")
+            with torch.no_grad():
+                for k, v in sd.items():
+                    own[k].copy_(v)
+            self.log(f"encoder trunk initialised from ArcFace {opts.arcface_weights} ({len(sd)} tensors)")
+
+    def _build_losses(self) -> None:
+        opts = self.opts
+        self.perceptual = None
+        self.identity = None
+        domain = None
+        if "domain" in (opts.perceptual, opts.identity):
+            from ..networks.domain import load_domain_net
+
+            domain = load_domain_net(opts.domain_net, device=self.device).eval().requires_grad_(False)
+        if opts.lpips_lambda > 0 and opts.perceptual != "none":
+            from ..losses.perceptual import build_perceptual
+
+            kw: dict[str, Any] = {}
+            if opts.perceptual == "lpips":
+                kw = dict(scales=opts.lpips_scales, backbone_weights=opts.lpips_weights or None)
+            else:
+                kw = dict(domain_net=domain)
+            self.perceptual = build_perceptual(opts.perceptual, **kw)
+            if isinstance(self.perceptual, nn.Module):
+                self.perceptual = self.perceptual.to(self.device).eval().requires_grad_(False)
+        if opts.id_lambda > 0 and opts.identity != "none":
+            from ..losses.identity import build_identity
+
+            self.identity = build_identity(opts.identity, weights=opts.arcface_weights or None, domain_net=domain)
+            if isinstance(self.identity, nn.Module):
+                self.identity = self.identity.to(self.device).eval().requires_grad_(False)
+
+    def _build_e4e(self) -> None:
+        from ..losses.regularizers import ProgressiveSchedule
+        from ..networks.latent_discriminator import LatentCodesDiscriminator
+
+        opts = self.opts
+        self.schedule = ProgressiveSchedule(self.G.n_latent, start_step=opts.progressive_start,
+                                            every=opts.progressive_every)
+        if opts.w_discriminator_lambda > 0:
+            D = LatentCodesDiscriminator(self.G.style_dim, 4).to(self.device)
+            self.trainable["w_discriminator"] = D
+            self.optimizers["w_discriminator"] = torch.optim.Adam(D.parameters(), lr=opts.w_discriminator_lr)
+        self.d_steps = 0
+
+    def describe(self) -> str:
+        n = sum(p.numel() for p in self.inverter.encoder.parameters())
+        parts = [f"{self.opts.method} encoder {n / 1e6:.2f} M params", f"generator {self.G.size} px "
+                 f"({self.G.n_latent} styles)", self.data_desc]
+        losses = [f"l2 {self.opts.l2_lambda}"]
+        if self.perceptual is not None:
+            losses.append(f"{getattr(self.perceptual, 'name', self.opts.perceptual)} {self.opts.lpips_lambda}")
+        if self.identity is not None:
+            losses.append(f"{getattr(self.identity, 'name', self.opts.identity)} {self.opts.id_lambda}")
+        if self.opts.method == "clcae":
+            losses += [f"fm {self.opts.feature_matching_lambda}", f"align {self.opts.contrastive_lambda if self.E_I is not None else 0}"]
+        return "; ".join(parts) + "; losses: " + ", ".join(losses)
+
+    # --- forward
+    def _forward(self, x: torch.Tensor, step: int, noise_mode: str, train: bool) -> dict[str, torch.Tensor]:
+        """Codes and images (at the input geometry) for x; training-mode forward of the encoder when ``train``."""
+        opts, inv, G = self.opts, self.inverter, self.G
+        out: dict[str, torch.Tensor] = {}
+        with self.autocast():
+            if opts.method == "clcae":
+                dw, offsets, f = inv.encoder(x - inv.average_image().to(x))
+                w = dw + inv.latent_avg
+                wplus = offsets + w.unsqueeze(1)
+                out.update(w=w, wplus=wplus, f=f)
+                if opts.feature_branch:
+                    s = feature_ramp_scale(opts.feature_ramp, step, self.ramp_steps)
+                    img, feats = G.synthesis(wplus, noise_mode=noise_mode, features_in={opts.idx_k: f},
+                                             feature_scale=s, return_features=True)
+                    out["f_target"] = feats[opts.idx_k].detach()
+                    out["image_wplus_f"] = img
+                    out["feature_scale"] = torch.tensor(s)
+                out["image_wplus"] = G.synthesis(wplus, noise_mode=noise_mode)
+                out["image_w"] = G.synthesis(w, noise_mode=noise_mode)
+            else:
+                if opts.method == "e4e":
+                    inv.encoder.progressive_stage = self.schedule(step)
+                wplus = inv.codes(x)
+                out["wplus"] = wplus
+                out["image_wplus"] = G.synthesis(wplus, noise_mode=noise_mode)
+        for k in [k for k in out if k.startswith("image_")]:
+            out[k] = to_input_geometry(out[k].float(), self.input_size)
+        return out
+
+    def _losses(self, x: torch.Tensor, out: Mapping[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        opts = self.opts
+        terms: dict[str, torch.Tensor] = {}
+        total = x.new_zeros(())
+        for name in [k for k in out if k.startswith("image_")]:
+            o = out[name]
+            tag = name[len("image_"):]
+            l2 = F.mse_loss(o, x)
+            terms[f"l2_{tag}"] = l2
+            total = total + opts.l2_lambda * l2
+            if self.perceptual is not None:
+                p = self.perceptual(o, x).mean()
+                terms[f"perc_{tag}"] = p
+                total = total + opts.lpips_lambda * p
+            if self.identity is not None:
+                i = self.identity(o, x).mean()
+                terms[f"id_{tag}"] = i
+                total = total + opts.id_lambda * i
+        if opts.method == "clcae":
+            if opts.feature_branch and opts.feature_matching_lambda > 0:
+                fm = F.mse_loss(out["f"].float(), out["f_target"].float())
+                terms["feature_matching"] = fm
+                total = total + opts.feature_matching_lambda * fm
+            if self.E_I is not None and opts.contrastive_lambda > 0:
+                from ..losses.contrastive import clip_loss
+
+                img = out["image_w"] if opts.align_image == "gen_w" else x
+                if tuple(img.shape[-2:]) != tuple(self.E_I_size):
+                    img = F.interpolate(img, size=self.E_I_size, mode="bilinear", align_corners=False,
+                                        antialias=True)
+                e_i = self.E_I(img - self.avg_I)
+                e_w = self.E_w(out["w"].float() - self.inverter.latent_avg)
+                al = clip_loss(e_i, e_w, self.E_I.scale(), gather=False)
+                terms["align"] = al
+                total = total + opts.contrastive_lambda * al
+        if opts.w_norm_lambda > 0:
+            from ..losses.regularizers import w_norm
+
+            wn = w_norm(out["wplus"].float(), self.inverter.latent_avg if opts.method == "clcae"
+                        else self.inverter.latent_avg[0])
+            terms["w_norm"] = wn
+            total = total + opts.w_norm_lambda * wn
+        if opts.method == "e4e":
+            from ..losses.regularizers import delta_regularization
+
+            stage = self.schedule(step)
+            if opts.delta_lambda > 0 and stage > 0:
+                d = delta_regularization(out["wplus"].float(), stage)
+                terms["delta"] = d
+                total = total + opts.delta_lambda * d
+            if "w_discriminator" in self.trainable:
+                from ..losses.regularizers import latent_g_loss
+
+                adv = latent_g_loss(self.trainable["w_discriminator"], out["wplus"].float(), stage)
+                terms["w_adv"] = adv
+                total = total + opts.w_discriminator_lambda * adv
+        terms["loss"] = total
+        return terms
+
+    # --- steps
+    def train_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        x = batch.to(self.device, non_blocking=True).float()
+        if self.opts.flip:
+            flip = torch.rand(x.shape[0]) < 0.5
+            x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+        logs: dict[str, torch.Tensor] = {}
+        if self.opts.method == "e4e" and "w_discriminator" in self.trainable:
+            logs.update(self._d_step(x, step))
+        enc = self.inverter.encoder
+        enc.train()
+        out = self._forward(x, step, self.noise_mode, train=True)
+        terms = self._losses(x, out, step)
+        opt = self.optimizers["encoder"]
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.sync_gradients_of(enc)
+        if self.opts.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(enc.parameters(), self.opts.grad_clip)
+        opt.step()
+        self.sync_buffers()
+        if "feature_scale" in out:
+            logs["feature_scale"] = out["feature_scale"]
+        logs.update({k: v.detach() for k, v in terms.items()})
+        return logs
+
+    def sync_gradients_of(self, module: nn.Module) -> None:
+        du.all_reduce_grads(list(module.parameters()))
+
+    def _d_step(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        from ..losses.regularizers import latent_d_loss, latent_d_r1, sample_real_w
+
+        opts = self.opts
+        D = self.trainable["w_discriminator"]
+        stage = self.schedule(step)
+        with torch.no_grad():  # e4e's D step scores the layer-0 code (the W code) against mapped z
+            self.inverter.encoder.progressive_stage = stage
+            fake = self.inverter.codes(x)[:, 0].float()
+            rand = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2 ** 62, (1,)).item()))
+            real = sample_real_w(self.G, fake.shape[0], rand).to(fake)
+        opt = self.optimizers["w_discriminator"]
+        loss = latent_d_loss(D, real, fake)
+        logs = {"w_d": loss.detach()}
+        if opts.r1 > 0 and self.d_steps % opts.d_reg_every == 0:
+            r1 = latent_d_r1(D, real, opts.r1)
+            loss = loss + r1 * opts.d_reg_every
+            logs["w_r1"] = r1.detach()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        du.all_reduce_grads(list(D.parameters()))
+        opt.step()
+        self.d_steps += 1
+        return logs
+
+    @torch.no_grad()
+    def validate(self, batches: Iterator[Any]) -> dict[str, float]:
+        enc = self.inverter.encoder
+        was = enc.training
+        enc.eval()
+        sums: dict[str, float] = {}
+        n = 0
+        step = self.current_step
+        for batch in batches:
+            x = batch.to(self.device).float()
+            out = self._forward(x, step, "const", train=False)
+            terms = self._losses(x, out, step)
+            b = x.shape[0]
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * b
+            for name in [k for k in out if k.startswith("image_")]:
+                mse = ((out[name] - x) ** 2).flatten(1).mean(1)
+                sums[f"mse_{name[6:]}"] = sums.get(f"mse_{name[6:]}", 0.0) + float(mse.sum())
+            n += b
+        enc.train(was)
+        keys = sorted(sums)
+        t = du.all_reduce_sum(torch.tensor([sums[k] for k in keys] + [float(n)], dtype=torch.float64,
+                                           device=self.device)).cpu().tolist()
+        total = max(t[-1], 1.0)
+        return {k: v / total for k, v in zip(keys, t[:-1])}
+
+    @torch.no_grad()
+    def image_columns(self, batch: Any) -> list[torch.Tensor]:
+        enc = self.inverter.encoder
+        was = enc.training
+        enc.eval()
+        x = batch.to(self.device).float()
+        out = self._forward(x, self.current_step, "const", train=False)
+        enc.train(was)
+        cols = [x]
+        for name in ("image_w", "image_wplus", "image_wplus_f"):
+            if name in out:
+                cols.append(out[name])
+        return cols
+
+    def export_best(self, directory: Path, info: Mapping[str, Any]) -> list[Path]:
+        inv = self.inverter
+        if self.opts.method == "e4e":
+            inv.encoder.progressive_stage = self.schedule(int(info["step"]))
+        from ..training.state import to_jsonable
+
+        path = save_inverter(inv, Path(directory) / "best_model.pt",
+                             extra={"training": to_jsonable({"step": info["step"], "val": dict(info["val"]),
+                                                             "options": dict(info["options"])})})
+        return [path]
+
+    def extra_state(self) -> dict:
+        return {"d_steps": getattr(self, "d_steps", 0)}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.d_steps = int(state.get("d_steps", 0))

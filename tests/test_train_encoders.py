@@ -1,0 +1,155 @@
+"""Encoder training (scripts/train.py): every method and stage on tiny networks, on CPU.
+
+A 32 px generator (style_dim 32) and a tiny IR-SE-18 trunk stand in for the real networks; CLCAE injects f at
+index 3 (8x8), which a 32 px input's 8x8 p1 map reaches without downsampling.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from clcae.checkpoints import load_contrastive_encoder, load_file, load_inverter, save_generator
+from clcae.networks.stylegan2 import Generator
+from clcae.training.encoder_options import EncoderTrainOptions
+from clcae.training.encoders import build_task, resolve_encoder_options, run_encoder_training
+from clcae.training.options import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = dict(input_size="32", num_layers=18, widths="8,8,16,16", nhead=2, dim_feedforward=32, projection_dim=16,
+            idx_k=3, val_n=4, synth_n=64, perceptual="none", identity="none", threads=1, log_interval=1,
+            image_interval=2, sample_n=2, optimizer="adam", lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def generator_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    G = Generator(size=32, style_dim=32, n_mlp=2, channel_base=256, channel_max=16)
+    G.latent_avg.copy_(G.mean_latent(256))
+    path = tmp_path_factory.mktemp("gen") / "g.pt"
+    save_generator(G, path)
+    return path
+
+
+def _opts(generator_file, **kw) -> dict:
+    return dict(TINY, generator=str(generator_file), **kw)
+
+
+def _train(**given):
+    return run_encoder_training(given, tensorboard=False, progress=False)
+
+
+def test_align_stage_trains_and_exports_official_layout(generator_file, tmp_path):
+    res = _train(**_opts(generator_file, stage="align", data="generate", pairs_n=32, batch=4, steps=3,
+                         val_interval=3, save_interval=3, out=str(tmp_path / "align")))
+    assert res.step == 3 and res.best_step == 3
+    assert {"loss", "i2l_top1", "l2i_top1", "i2l_top5", "l2i_top5"} <= set(res.last_val)
+    ckpt = tmp_path / "align" / "checkpoints"
+    e_i = load_contrastive_encoder(ckpt / "best_model_image.pt")
+    e_w = load_contrastive_encoder(ckpt / "best_model_latent.pt")
+    assert tuple(e_i.config["input_size"]) == (32, 32)
+    raw = load_file(ckpt / "best_model_image.pt")
+    assert set(raw) == {"state_dict", "opts"} and "logit_scale" in raw["state_dict"]
+    x = torch.randn(2, 3, 32, 32)
+    assert e_i(x).shape == (2, 16) and e_w(torch.randn(2, 32)).shape == (2, 16)
+    assert (tmp_path / "align" / "samples").is_dir()
+    stats = [json.loads(line) for line in (tmp_path / "align" / "stats.jsonl").read_text().splitlines()]
+    assert any("Val/i2l_top1" in s for s in stats)
+
+
+def test_clcae_stage2_from_stage1_and_load_inverter(generator_file, tmp_path):
+    _train(**_opts(generator_file, stage="align", data="generate", pairs_n=16, batch=4, steps=1, val_interval=1,
+                   out=str(tmp_path / "align")))
+    res = _train(**_opts(generator_file, method="clcae", stage="invert", data="synthfaces", batch=2, steps=2,
+                         val_interval=2, save_interval=1, contrastive_image=str(tmp_path / "align"),
+                         out=str(tmp_path / "inv")))
+    assert res.best_step == 2
+    assert {"l2_wplus_f", "l2_wplus", "l2_w", "feature_matching", "align"} <= set(res.last_values)
+    inv = load_inverter(tmp_path / "inv" / "checkpoints" / "best_model.pt")
+    out = inv.invert(torch.zeros(1, 3, 32, 32))
+    assert out["wplus"].shape == (1, inv.n_latent, 32) and out["f"].shape[-2:] == (8, 8)
+    assert out["image_wplus_f"].shape == (1, 3, 32, 32)
+    # the stage-2 trunk started from the stage-1 image encoder (then trained 2 steps: close, not equal)
+    log = (tmp_path / "inv" / "log.txt").read_text()
+    assert "initialised from" in log
+
+
+@pytest.mark.parametrize("method", ["clcae", "psp", "e4e"])
+def test_steps_reduce_the_loss_on_a_fixed_batch(generator_file, method):
+    extra = dict(contrastive_lambda=0.0, stage2_init="none") if method == "clcae" else {}
+    if method == "e4e":
+        extra = dict(progressive_start=0, progressive_every=2)
+    opts, _, _ = resolve_encoder_options(_opts(generator_file, method=method, data="synthfaces", batch=4,
+                                               train_noise="const", flip=False, **extra))
+    opts.validate()
+    torch.manual_seed(0)
+    task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
+    batch = torch.stack([task.train_dataset[i] for i in range(4)])
+    losses = [float(task.train_step(batch, step)["loss"]) for step in range(25)]
+    assert min(losses[-3:]) < 0.8 * losses[0], losses
+
+
+def test_resume_is_bit_identical(generator_file, tmp_path):
+    common = _opts(generator_file, method="e4e", data="synthfaces", batch=2, val_interval=2, save_interval=2,
+                   progressive_start=1, progressive_every=1)
+    _train(**common, steps=4, out=str(tmp_path / "straight"))
+    _train(**common, steps=2, out=str(tmp_path / "split"))
+    run_encoder_training({"steps": 4}, resume=tmp_path / "split", tensorboard=False, progress=False)
+    a = load_file(tmp_path / "straight" / "checkpoints" / "latest.pt")
+    b = load_file(tmp_path / "split" / "checkpoints" / "latest.pt")
+    assert a["step"] == b["step"] == 4
+    for name in a["task"]["modules"]:
+        for k, v in a["task"]["modules"][name].items():
+            assert torch.equal(v, b["task"]["modules"][name][k]), (name, k)
+
+
+def test_dry_run_writes_nothing(generator_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = _train(**_opts(generator_file, method="psp", data="synthfaces", batch=2, dry_run=True))
+    assert "loss" in res.last_values and "loss" in res.last_val
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_options_fail_before_work(generator_file, tmp_path):
+    with pytest.raises(ConfigError, match="--stage align is CLCAE"):
+        _train(**_opts(generator_file, method="psp", stage="align", data="generate", out=str(tmp_path / "x")))
+    with pytest.raises(ConfigError, match="contrastive-image"):
+        _train(**_opts(generator_file, method="clcae", data="synthfaces", out=str(tmp_path / "y")))
+    with pytest.raises(ConfigError, match="--input-size"):
+        _train(**_opts(generator_file, method="psp", data="synthfaces", input_size="30", out=str(tmp_path / "z")))
+    with pytest.raises(ConfigError, match="unknown option"):
+        _train(**_opts(generator_file, method="psp", data="synthfaces", bogus=1))
+    with pytest.raises(ConfigError, match="idx-k"):
+        _train(**_opts(generator_file, method="clcae", data="synthfaces", idx_k=5, contrastive_lambda=0.0,
+                       stage2_init="none", out=str(tmp_path / "w")))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_shipped_configs_are_valid():
+    names = {f.name for f in __import__("dataclasses").fields(EncoderTrainOptions)}
+    for cfg in ("synthfaces64", "ffhq1024", "cars512"):
+        for method, stage in (("clcae", "align"), ("clcae", "invert"), ("psp", "invert"), ("e4e", "invert")):
+            merged = load_config(cfg, method, stage, known=names)
+            EncoderTrainOptions(**{**merged, "method": method, "stage": stage})
+    assert load_config("synthfaces64", "clcae", "align")["batch"] == 64
+    assert load_config("ffhq1024", "psp", "invert")["lpips_lambda"] == 0.8
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch: 4\nmethods:\n  psp: {lr_typo: 1}\n")
+    with pytest.raises(ConfigError, match="lr_typo"):
+        load_config(bad, "psp", "invert", known=["batch", "lr"])
+
+
+def test_train_script_help_lists_every_option():
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = mod.build_parser().format_help()
+    for f in __import__("dataclasses").fields(EncoderTrainOptions):
+        assert "--" + f.name.replace("_", "-") in text
