@@ -1,13 +1,14 @@
 """The SynthFaces domain network (clcae.networks.domain), its ArcFace head and identity similarity
-(clcae.losses.identity), the Fréchet distance (clcae.metrics.frechet) and scripts/train_domain_net.py: outputs,
-checkpoints, margins, closed-form distances, a tiny training run that learns, resume and the evaluation's keys.
+(clcae.losses.identity), the Fréchet distance (clcae.metrics.frechet), the verification and attribute metrics
+(clcae.metrics.verification), its training and evaluation (clcae.training.domain) and the CLI
+scripts/train_domain_net.py: outputs, checkpoints, margins, closed-form distances and metrics, a tiny training run
+that learns, resume, the evaluation's keys and the CLI's exit codes.
 
 Everything runs on the CPU with tiny networks and a few dozen rendered images.
 """
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ from clcae.checkpoints import CheckpointError, atomic_save
 from clcae.data import synthfaces as sf
 from clcae.losses.identity import ArcMarginHead, identity_loss, identity_similarity
 from clcae.metrics import extract_features, feature_statistics, frechet_distance, frechet_distance_from_images
+from clcae.metrics import verification as vm
 from clcae.networks.domain import DomainNet, load_domain_net, save_domain_net
+from clcae.training import domain as dn
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_domain_net.py"
@@ -32,13 +35,12 @@ QUIET = dict(tensorboard=False, progress=False)
 
 
 @pytest.fixture(scope="module")
-def script():
+def cli():
+    """scripts/train_domain_net.py loaded as a module, for its ``main`` (the logic is in clcae.training.domain)."""
     spec = importlib.util.spec_from_file_location("train_domain_net_script", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+    return mod
 
 
 @pytest.fixture(autouse=True)
@@ -243,9 +245,9 @@ def test_frechet_distance_from_images():
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-def test_verification_helpers(script):
+def test_verification_helpers():
     pids = np.repeat(np.arange(10), 4)
-    pairs, same = script.sample_pairs(pids, 60, seed=1)
+    pairs, same = vm.sample_pairs(pids, 60, seed=1)
     assert pairs.shape == (60, 2) and same.sum() == 30
     assert len({tuple(p) for p in pairs.tolist()}) == 60 and (pairs[:, 0] != pairs[:, 1]).all()
     assert (pids[pairs[same, 0]] == pids[pairs[same, 1]]).all()
@@ -253,40 +255,91 @@ def test_verification_helpers(script):
 
     labels = np.array([1, 1, 0, 1, 0, 0], bool)
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])
-    assert script.roc_auc(scores, labels) == pytest.approx(8 / 9)
-    thr, acc = script.best_threshold(scores, labels)
+    assert vm.roc_auc(scores, labels) == pytest.approx(8 / 9)
+    thr, acc = vm.best_threshold(scores, labels)
     assert acc == pytest.approx(5 / 6) and ((scores > thr) == labels).mean() == pytest.approx(acc)
+    assert vm.accuracy_at_threshold(scores, labels, thr) == pytest.approx(acc)
     assert thr == pytest.approx(0.75) or thr == pytest.approx(0.4)  # both cuts are best; midway between scores
-    assert script.roc_auc(np.array([1.0, 1.0, 0.0]), np.array([1, 0, 0], bool)) == pytest.approx(0.75)  # ties
-    assert script.tar_at_far(scores, labels, 0.0) == pytest.approx(2 / 3)
+    assert vm.roc_auc(np.array([1.0, 1.0, 0.0]), np.array([1, 0, 0], bool)) == pytest.approx(0.75)  # ties
+    assert vm.tar_at_far(scores, labels, 0.0) == pytest.approx(2 / 3)
+    assert vm.tar_at_far(scores, labels, 1 / 3) == 1.0  # threshold 0.2: one negative (0.7) and every positive pass
+    assert vm.tar_at_far(scores, labels, 1.0) == 1.0
+    assert vm.accuracy_at_threshold(scores, labels, 0.5) == pytest.approx(5 / 6)
+    with pytest.raises(ValueError, match="positives and negatives"):
+        vm.roc_auc(scores, np.ones(6, bool))
 
 
-def test_training_helpers(script):
+def test_cross_validated_accuracy_and_pair_similarities():
+    scores = np.array([0.9, 0.8, 0.3, 0.7, 0.2, 0.1])
+    labels = np.array([1, 1, 1, 0, 0, 0], bool)
+    # folds: positives 0,1,0 and negatives 0,1,0 -> fold 0 = items {0, 2, 3, 5}, fold 1 = {1, 4}
+    # fold 0's threshold comes from {0.8 T, 0.2 F}: 0.5; fold 1's from {0.9 T, 0.7 F, 0.3 T, 0.1 F}: 0.8
+    accs, thrs = vm.cross_validated_accuracy(scores, labels)
+    assert thrs == pytest.approx([0.5, 0.8]) and accs == pytest.approx([0.5, 0.5])
+    order = np.array([0, 3, 1, 4, 2, 5])  # interleaved: each class keeps its order, so the folds are the same
+    assert vm.cross_validated_accuracy(scores[order], labels[order]) == (accs, thrs)
+    with pytest.raises(ValueError, match="n_folds"):
+        vm.cross_validated_accuracy(scores, labels, 1)
+
+    emb = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    sim = vm.pair_similarities(emb, np.array([[0, 1], [0, 2], [2, 2]]))
+    assert sim.dtype == np.float64 and sim == pytest.approx([0.0, 1 / math.sqrt(2), 1.0])
+
+    # separable embeddings (one axis per person) verify perfectly
+    pids = np.repeat(np.arange(10), 4)
+    m = vm.verification_metrics(F.one_hot(torch.from_numpy(pids), 10).float(), pids, 40, seed=3)
+    assert m["pairs"] == 40 and m["same_person_pairs"] == 20 and len(m["accuracy_folds"]) == 2
+    assert m["accuracy"] == 1.0 and m["roc_auc"] == 1.0 and m["tar_at_far_1e-2"] == 1.0
+    assert m["mean_similarity_same"] == pytest.approx(1.0) and m["mean_similarity_different"] == pytest.approx(0.0)
+
+
+def test_attribute_errors():
+    from collections import namedtuple
+
+    Spec = namedtuple("Spec", "name low high kind")
+    specs = [Spec("s", -1.0, 1.0, "continuous"), Spec("g", 0.0, 1.0, "binary"), Spec("t", 0.0, 2.0, "continuous")]
+    pred = torch.tensor([[0.5, 0.9, 1.0], [-0.5, 0.2, 2.0], [0.0, 0.6, 0.0], [1.0, 0.4, 1.0]])
+    target = torch.tensor([[1.0, 1.0, 1.0], [-1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 2.0]])
+    m = vm.attribute_errors(pred, target, specs)
+    assert list(m) == ["g_accuracy", "g_majority_baseline", "mae", "mae_normalised", "mae_constant_baseline",
+                       "mean_mae_normalised"]
+    assert m["mae"] == pytest.approx({"s": 0.25, "t": 0.5})
+    assert m["mae_normalised"] == pytest.approx({"s": 0.125, "t": 0.25})
+    assert m["mae_constant_baseline"] == pytest.approx({"s": 0.75, "t": 0.5})
+    assert m["mean_mae_normalised"] == pytest.approx(0.1875)
+    assert m["g_accuracy"] == pytest.approx(0.75) and m["g_majority_baseline"] == pytest.approx(0.75)
+    assert vm.majority_baseline(torch.tensor([False, False, False, True])) == pytest.approx(0.75)
+    assert vm.constant_baseline_mae(torch.tensor([0.0, 0.0, 4.0, 4.0])) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="one column per attribute"):
+        vm.attribute_errors(pred[:, :2], target[:, :2], specs)
+
+
+def test_training_helpers():
     names = sf.ATTRIBUTE_NAMES
-    boost = script.parse_boost("eyes_open=4, smile=2", names)
+    boost = dn.parse_boost("eyes_open=4, smile=2", names)
     assert boost[names.index("eyes_open")] == 4 and boost[names.index("smile")] == 2 and boost.sum() == 4 + 2 + 9
-    with pytest.raises(script.ConfigError, match="beard"):
-        script.parse_boost("beard=2", names)
+    with pytest.raises(dn.ConfigError, match="beard"):
+        dn.parse_boost("beard=2", names)
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
-    assert torch.equal(script.random_translate(x, 0, torch.Generator()), x)
-    y = script.random_translate(x, 1, torch.Generator().manual_seed(0))
+    assert torch.equal(dn.random_translate(x, 0, torch.Generator()), x)
+    y = dn.random_translate(x, 1, torch.Generator().manual_seed(0))
     shifts = torch.randint(-1, 2, (2, 2), generator=torch.Generator().manual_seed(0)).tolist()
     for i, (dx, dy) in enumerate(shifts):  # interior pixels move by (dx, dy)
         assert torch.equal(y[i, :, 1:5, 1:5], x[i, :, 1 + dy:5 + dy, 1 + dx:5 + dx])
     opts = dict(steps=100, lr=1.0, warmup=0.1, arc_m=0.5, margin_warmup=0.2)
-    lrs = [script.learning_rate(opts, s) for s in range(100)]
+    lrs = [dn.learning_rate(opts, s) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[-1] < 1e-3
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
-    assert script.margin_at(opts, 0) == 0 and script.margin_at(opts, 10) == pytest.approx(0.25)
-    assert script.margin_at(opts, 50) == 0.5
+    assert dn.margin_at(opts, 0) == 0 and dn.margin_at(opts, 10) == pytest.approx(0.25)
+    assert dn.margin_at(opts, 50) == 0.5
 
 
-def test_evaluate_returns_the_metric_keys(script):
+def test_evaluate_returns_the_metric_keys():
     net = DomainNet(**SMALL).eval()
-    data = script.render_split(24, 64, "test", 0, 6)
+    data = dn.render_split(24, 64, "test", 0, 6)
     assert data.images.dtype == torch.uint8 and set(data.person_ids.tolist()) == set(
         sf.person_ids_for_split("test", 6).tolist())
-    m = script.evaluate(net, data, n_pairs=40)
+    m = dn.evaluate(net, data, n_pairs=40)
     v = m["verification"]
     for key in ("accuracy", "roc_auc", "tar_at_far_1e-2", "pairs", "mean_similarity_same",
                 "mean_similarity_different"):
@@ -301,8 +354,8 @@ def test_evaluate_returns_the_metric_keys(script):
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def test_tiny_training_run_learns_and_writes_the_model(script, tmp_path):
-    result = script.train(dict(TINY, out=str(tmp_path / "run")), **QUIET)
+def test_tiny_training_run_learns_and_writes_the_model(tmp_path):
+    result = dn.train(dict(TINY, out=str(tmp_path / "run")), **QUIET)
     assert not result.stopped_early and result.step == TINY["steps"]
     first, last = result.history[0], result.history[-1]
     assert last["total"] < 0.8 * first["total"] and last["id"] < first["id"] and last["attr"] < first["attr"]
@@ -318,18 +371,18 @@ def test_tiny_training_run_learns_and_writes_the_model(script, tmp_path):
     with torch.no_grad():
         assert net.embed(_faces(2)).shape == (2, 16)
     # the run directory is never overwritten
-    with pytest.raises(script.ConfigError, match="not empty"):
-        script.train(dict(TINY, out=str(run)), **QUIET)
+    with pytest.raises(dn.ConfigError, match="not empty"):
+        dn.train(dict(TINY, out=str(run)), **QUIET)
 
 
-def test_resume_continues_bit_for_bit(script, tmp_path):
+def test_resume_continues_bit_for_bit(cli, tmp_path):
     opts = dict(TINY, steps=12, checkpoint_every=4, eval_n=12, eval_pairs=10)
-    full = script.train(dict(opts, out=str(tmp_path / "full")), **QUIET)
-    part = script.train(dict(opts, out=str(tmp_path / "part")), stop_after=5, **QUIET)
+    full = dn.train(dict(opts, out=str(tmp_path / "full")), **QUIET)
+    part = dn.train(dict(opts, out=str(tmp_path / "part")), stop_after=5, **QUIET)
     assert part.stopped_early and part.step == 5
-    with pytest.raises(script.ConfigError, match="lr"):
-        script.train({"lr": 1.0}, resume=str(tmp_path / "part"), **QUIET)
-    done = script.train({}, resume=str(tmp_path / "part"), **QUIET)
+    with pytest.raises(dn.ConfigError, match="lr"):
+        dn.train({"lr": 1.0}, resume=str(tmp_path / "part"), **QUIET)
+    done = dn.train({}, resume=str(tmp_path / "part"), **QUIET)
     assert done.step == 12 and (tmp_path / "part" / "options-resume-1.json").exists()
     a = torch.load(full.model_path, weights_only=True)["state_dict"]
     b = torch.load(done.model_path, weights_only=True)["state_dict"]
@@ -337,6 +390,30 @@ def test_resume_continues_bit_for_bit(script, tmp_path):
         assert torch.equal(a[k], b[k]), k
     # --eval-only reads a training checkpoint too and writes the JSON
     out = tmp_path / "eval.json"
-    assert script.main(["--eval-only", str(tmp_path / "part" / "checkpoints" / "latest.pt"), "--eval-json",
-                        str(out), "--eval-n", "12", "--eval-persons", "6", "--eval-pairs", "10"]) == 0
+    assert cli.main(["--eval-only", str(tmp_path / "part" / "checkpoints" / "latest.pt"), "--eval-json",
+                     str(out), "--eval-n", "12", "--eval-persons", "6", "--eval-pairs", "10"]) == 0
     assert json.loads(out.read_text())["verification"]["pairs"] == 10
+    with pytest.raises(dn.ConfigError, match="unknown options"):
+        dn.evaluate_model_file(done.model_path, {"eval_n": 12, "eval_nn": 3})
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def test_cli_help_and_exit_codes(cli, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "Exit status" in text and "clcae.training.domain" in text
+    for name in dn.OPTIONS:  # one flag per option
+        assert "--" + name.replace("_", "-") in text, name
+    assert "--eval-only" in text and "--resume" in text and "--no-tensorboard" in text
+    # bad options: status 2 and a message naming the flag, before anything is rendered or written
+    assert cli.main(["--steps", "0", "--out", str(tmp_path / "run")]) == 2
+    assert "--steps must be >= 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert cli.main(["--attr-boost", "beard=2", "--out", str(tmp_path / "run")]) == 2
+    assert "--attr-boost" in capsys.readouterr().err
+    assert cli.main(["--steps", "3"]) == 2  # no --out
+    assert "--out is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--bogus"])
+    assert e.value.code == 2

@@ -57,7 +57,6 @@ TRAIN_FORMAT = "clcae.domain_net.train"
 TRAIN_FORMAT_VERSION = 1
 
 # ---------------------------------------------------------------------------------------------------- options
-
 #: Every option with its default and help. ``steps`` etc. count optimiser steps of ``batch`` images.
 OPTIONS: dict[str, tuple[Any, str]] = {
     # data
