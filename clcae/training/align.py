@@ -97,6 +97,8 @@ class AlignTask(EncoderTask):
         if opts.init == "official":
             official_init(self.E_I)
             official_init(self.E_w)
+        self.E_I = self.distributed_batchnorm(self.E_I)
+        self.E_w = self.distributed_batchnorm(self.E_w)
         self.trainable = {"image": self.E_I, "latent": self.E_w}
         from .optim import build_optimizer
 

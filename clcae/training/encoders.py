@@ -17,9 +17,10 @@ Exact resume: the data order is a function of ``(seed, step)`` (:class:`~clcae.t
 and everything else random (flips, generator noise, dropout) comes from the global RNGs, saved per rank. A run
 stopped at a checkpoint and resumed ends bit-identical to an uninterrupted one (same device, threads, options).
 
-Several processes (``torchrun``): the global batch is split over ranks; gradients are averaged with one
-all-reduce per step and float buffers (BatchNorm statistics) are averaged too, so all ranks hold the same
-networks; only rank 0 writes files.
+Several processes (``torchrun``): the global batch is split over ranks; batch norms use the statistics of the
+global batch (SyncBatchNorm on GPUs, :class:`~clcae.networks.sync_bn.GlobalBatchNorm` on CPU), gradients are
+averaged with one all-reduce per step, so a step equals the one-process step on the same global batch up to float
+rounding (randomness -- flips, noise, dropout -- is drawn per rank); only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -122,6 +123,18 @@ class EncoderTask:
         return ""
 
     # --- shared
+    def distributed_batchnorm(self, module: torch.nn.Module) -> torch.nn.Module:
+        """With several processes, batch statistics over the global batch: ``SyncBatchNorm`` on CUDA,
+        :class:`~clcae.networks.sync_bn.GlobalBatchNorm` elsewhere (same state-dict keys). Call before building
+        the optimisers (the parameters are new objects)."""
+        if self.world_size <= 1:
+            return module
+        if self.device.type == "cuda":
+            return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        from ..networks.sync_bn import convert_global_batchnorm
+
+        return convert_global_batchnorm(module)
+
     def sync_gradients(self) -> None:
         """Average the trainable modules' gradients over ranks (one all-reduce)."""
         params = [p for m in self.trainable.values() for p in m.parameters()]
@@ -292,7 +305,18 @@ def _run(opts: EncoderTrainOptions, info: du.DistInfo, resume_state: dict | None
     torch.manual_seed(derive_seed(opts.seed, 0))            # ... for torch, which builds the networks
     if opts.dry_run:
         return _dry_run(opts, info)
-    run_dir, in_place = _resolve_run_dir(opts, resume_path)
+    # rank 0 decides (another rank checking after rank 0 created the directory would see it non-empty)
+    decision: tuple[Any, ...] = ("", False, "")
+    if main:
+        try:
+            rd, in_place = _resolve_run_dir(opts, resume_path)
+            decision = (str(rd), in_place, "")
+        except ConfigError as e:
+            decision = ("", False, str(e))
+    decision = du.broadcast_object(decision)
+    if decision[2]:
+        raise ConfigError(decision[2])
+    run_dir, in_place = Path(decision[0]), bool(decision[1])
     opts.out = str(run_dir)
     if main:
         if not in_place:

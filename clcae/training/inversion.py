@@ -187,6 +187,7 @@ class InversionTask(EncoderTask):
         if opts.init == "official":
             official_init(enc)
         self._init_trunk(enc)
+        enc = self.inverter.encoder = self.distributed_batchnorm(enc)
         self.trainable = {"encoder": enc}
         from .optim import build_optimizer
 

@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Invert a folder of images into a StyleGAN2 generator: CLCAE, pSp, e4e (ours or the official checkpoints) or
+optimisation-based projection. See docs/INVERSION.md.
+
+Writes to --out, per image NAME (its path under --input without the extension):
+  w/NAME.png, wplus/NAME.png, wplus_f/NAME.png   reconstructions from w, W+ and W+ with f (those the method has)
+  latents/NAME.pt                                 {'w', 'wplus', 'f', 'method', 'checkpoint', 'input_size', ...}
+  strips/NAME.jpg                                 input | reconstructions
+and summary.json (counts, failures with reasons, images/s). Re-running skips finished images.
+
+Examples:
+  python scripts/invert.py                        # shipped SynthFaces CLCAE model on examples/ -> outputs/invert
+  python scripts/invert.py --checkpoint ffhq_inversion.pt --generator stylegan2-ffhq-config-f.pt \\
+      --avg-image image_avg.png --input photos/ --out out/clcae
+  python scripts/invert.py --method projection --generator stylegan2-ffhq-config-f.pt --steps 500 \\
+      --input photos/ --out out/projection
+
+Exit status: 0 when the run completed (bad input files are reported, not fatal); 1 when every image failed;
+2 for a problem with the arguments (missing or invalid checkpoint, no images, ...); 130 when interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from clcae.inversion.runner import (FORMATS, METHODS, RESIZE_POLICIES, SIZES, ProjectionOptions, RunnerError,
+                                    format_summary, invert_folder, load_method, resolve_device)
+from clcae.pretrained import pretrained_dir
+
+#: The shipped SynthFaces CLCAE inverter (in the pretrained folder once it is trained).
+DEFAULT_CHECKPOINT_NAME = "synthfaces64_clcae.pt"
+#: Example images that ship with the repository.
+DEFAULT_INPUT = Path(__file__).resolve().parents[1] / "examples"
+DEFAULT_OUT = Path("outputs/invert")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'256' -> (256, 256); '192x256' or '192,256' -> (192, 256) (height, width)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected S or HxW, got {text!r}") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected S or HxW with positive sides, got {text!r}")
+    return values[0], values[1]
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("method")
+    g.add_argument("--checkpoint", type=Path, default=None,
+                   help="inverter file: ours, or an official CLCAE / pSp / e4e checkpoint (default: the shipped "
+                        f"pretrained/{DEFAULT_CHECKPOINT_NAME}); with --method projection it starts the codes")
+    g.add_argument("--method", choices=METHODS, default="auto",
+                   help="auto: the checkpoint's arch (clcae/psp/e4e also check it); projection: optimisation")
+    g.add_argument("--generator", type=Path, default=None,
+                   help="StyleGAN2 file (rosinality .pt, NVIDIA .pkl, ours): the latent_avg for an official CLCAE "
+                        "checkpoint whose opts['stylegan_weights'] cannot be found; the generator for projection")
+    g.add_argument("--avg-image", type=Path, default=None,
+                   help="average-image PNG (the official image_avg.png) for CLCAE, instead of the stored one or "
+                        "the one rendered from latent_avg")
+    g.add_argument("--input-size", type=parse_size, default=None,
+                   help="network input size S or HxW (default: the checkpoint's; projection: the generator's)")
+    g = p.add_argument_group("projection (--method projection)")
+    g.add_argument("--space", choices=["w", "wplus"], default="w", help="optimised code (default w)")
+    g.add_argument("--steps", type=positive_int, default=1000, help="optimisation steps per image (default 1000)")
+    g.add_argument("--perceptual", choices=["lpips", "domain", "none"], default="lpips",
+                   help="image loss: LPIPS (needs local AlexNet weights), the SynthFaces domain network, or none "
+                        "(pixel MSE)")
+    g.add_argument("--domain-net", type=Path, default=None,
+                   help="domain network for --perceptual domain (default: the shipped one)")
+    g.add_argument("--lpips-weights", type=Path, default=None,
+                   help="torchvision AlexNet weights for --perceptual lpips (default: the torch hub cache)")
+    g.add_argument("--seed", type=int, default=0, help="projection seed (the same for every image)")
+    g = p.add_argument_group("input and output")
+    g.add_argument("--input", type=Path, default=None,
+                   help="image folder (searched recursively) or one image (default: examples/)")
+    g.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    g.add_argument("--resize", choices=RESIZE_POLICIES, default="resize",
+                   help="to the input size: resize (squash, as the official transform) or center_crop")
+    g.add_argument("--size", choices=SIZES, default="official",
+                   help="saved image size: official (256 px, cars 192x256; smaller generators at their size) or "
+                        "full (the generator's resolution)")
+    g.add_argument("--format", choices=FORMATS, default="png", help="reconstruction image format")
+    g.add_argument("--no-strips", action="store_true", help="do not write strips/NAME.jpg")
+    g.add_argument("--overwrite", action="store_true",
+                   help="recompute finished images (default: skip them, so an interrupted run resumes)")
+    g = p.add_argument_group("execution")
+    g.add_argument("--batch", type=positive_int, default=4, help="images per batch (default 4)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster; results differ slightly)")
+    g.add_argument("--impl", choices=["auto", "cuda", "fast", "ref"], default="auto",
+                   help="generator op implementation")
+    g.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _defaults(args: argparse.Namespace) -> None:
+    """Fill in the shipped checkpoint and examples/ when they were not given; RunnerError if they are missing."""
+    if args.checkpoint is None and args.method != "projection":
+        path = pretrained_dir() / DEFAULT_CHECKPOINT_NAME
+        if not path.is_file():
+            raise RunnerError(
+                f"no --checkpoint given, and the shipped SynthFaces CLCAE model {path} does not exist yet (it has "
+                "not been trained into pretrained/). Pass an inverter checkpoint: --checkpoint FILE (ours, or an "
+                "official CLCAE / pSp / e4e file; see docs/INVERSION.md), or project with --method projection "
+                "--generator FILE.")
+        args.checkpoint = path
+    if args.input is None:
+        if not DEFAULT_INPUT.is_dir():
+            raise RunnerError(f"no --input given, and the default example folder {DEFAULT_INPUT} does not exist; "
+                              "pass --input FOLDER (or one image file)")
+        args.input = DEFAULT_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    try:
+        _defaults(args)
+        device = resolve_device(args.device)
+        projection = ProjectionOptions(space=args.space, steps=args.steps, perceptual=args.perceptual,
+                                       lpips_weights=None if args.lpips_weights is None else str(args.lpips_weights),
+                                       domain_net=None if args.domain_net is None else str(args.domain_net),
+                                       seed=args.seed)
+        loaded = load_method(args.checkpoint, method=args.method, generator=args.generator, device=device,
+                             impl=args.impl, input_size=args.input_size, projection=projection,
+                             avg_image=args.avg_image, resize=args.resize, progress=not args.no_progress)
+        summary = invert_folder(loaded.inverter, args.input, args.out, batch=args.batch, size=args.size,
+                                fmt=args.format, strips=not args.no_strips, overwrite=args.overwrite,
+                                resize=args.resize, bf16=args.bf16, method=loaded.method,
+                                checkpoint=loaded.checkpoint, settings=loaded.settings,
+                                progress=not args.no_progress)
+    except RunnerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted before the run started", file=sys.stderr)
+        return 130
+    print(format_summary(summary))
+    if summary["interrupted"]:
+        return 130
+    if summary["failed"] and not summary["done"] and not summary["skipped"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
