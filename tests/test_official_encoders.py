@@ -393,3 +393,51 @@ def test_clcae_car512_loads_and_runs(compat_dir, tmp_path):
         assert out[name].shape == (1, 3, 512, 512) and torch.isfinite(out[name]).all()
         assert inv.official_output(out[name]).shape == (1, 3, 192, 256)
     assert not torch.equal(out["image_wplus_f"], out["image_wplus"])  # f changes the image
+
+
+@pytest.mark.slow
+def test_invert_script_on_the_official_clcae_checkpoint(compat_dir, tmp_path):
+    """issue 10 (4): scripts/invert.py takes the official CLCAE file with --generator and --avg-image and writes the
+    same codes as load_inverter + invert on the same (8-bit) inputs."""
+    import importlib.util
+
+    from PIL import Image
+
+    from clcae.inversion.runner import load_avg_image, read_input
+
+    d = tmp_path / "official"
+    _regen(compat_dir, "regen_clcae_checkpoint.py", "keys_clcae_afpsp_ffhq1024.tsv", 20231, "ffhq1024", d)
+    stylegan = d / "pretrained" / "stylegan2-ffhq-config-f.pt"
+    ckpt = d / "moved" / "ckpt_ffhq1024.pt"  # away from the generator: --generator must supply latent_avg
+    ckpt.parent.mkdir()
+    (d / "ckpt_ffhq1024.pt").rename(ckpt)
+    cases = torch.load(compat_dir / "clcae_official_ffhq1024_cases.pt", weights_only=True)
+
+    def png(t: torch.Tensor, path: Path) -> None:
+        a = ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(a).save(path)
+
+    (tmp_path / "in").mkdir()
+    png(cases["x"][0], tmp_path / "in" / "face.png")
+    png(cases["x_avg"][0], tmp_path / "image_avg.png")
+    spec = importlib.util.spec_from_file_location("invert_script", Path(__file__).resolve().parents[1] / "scripts"
+                                                  / "invert.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(ckpt), "--input", str(tmp_path / "in"), "--out", str(out), "--no-progress"]
+    assert mod.main(argv) == 2  # latent_avg cannot be resolved without the generator: a clear refusal
+    rc = mod.main(argv + ["--generator", str(stylegan), "--avg-image", str(tmp_path / "image_avg.png")])
+    assert rc == 0
+    saved = torch.load(out / "latents" / "face.pt", weights_only=True)
+    inv = load_inverter(ckpt, generator=stylegan)
+    x = read_input(tmp_path / "in" / "face.png", inv.input_size)[None]
+    avg = load_avg_image(tmp_path / "image_avg.png", inv.input_size)
+    with torch.no_grad():
+        dw, offsets, f = inv.encoder(x - avg)
+    w = dw + inv.latent_avg
+    torch.testing.assert_close(saved["w"], w[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(saved["wplus"], (offsets + w[:, None])[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(saved["f"], f[0], rtol=1e-5, atol=1e-5)
+    for kind in ("w", "wplus", "wplus_f"):
+        assert Image.open(out / kind / "face.png").size == (256, 256)
