@@ -1,0 +1,616 @@
+#!/usr/bin/env python
+"""Edit inverted images: InterFaceGAN directions, GANSpace components or SeFa directions, swept over strengths.
+
+Input: the latents that scripts/invert.py writes (one .pt per image: {'w' [D], 'wplus' [n, D], 'f' [C, h, w],
+'method', 'checkpoint', 'input_size', 'idx_k', ...}; give the run folder, its latents/ folder or one file), or
+images with an inverter (--input IMAGES --checkpoint INVERTER; inverted on the fly, nothing else stored).
+
+--edit (repeatable), STRENGTHS being a list "-3,0,3" or a range "A:B:N" (N values, both ends included):
+  interfacegan:PATH:STRENGTHS                direction file (official age.pt / smile.pt / pose.pt, .npy, or ours)
+  ganspace:PCA:COMP:FIRST:LAST:STRENGTHS     PCA file (ours or the official ffhq_pca.pt); layers FIRST..LAST
+                                             inclusive; strength in standard deviations (--ganspace-mode)
+  sefa:K:STRENGTHS                           the K-th SeFa direction of the generator (0 = strongest)
+
+Writes to --out, per edit LABEL and image NAME:
+  LABEL/grids/NAME.jpg                 rows: w / wplus / wplus_f (those the latents have), columns: strengths
+  LABEL/KIND/NAME/s+3.png, ...         every edited image
+and summary.json. For W+F the feature follows the edit: f + G_k(W+_edited) - G_k(W+) (docs/EDITING.md).
+Re-running skips finished (image, edit) pairs; a bad latents file is reported by name and skipped.
+
+Examples:
+  python scripts/edit.py --latents out/clcae --edit interfacegan:editings/smile.pt:-3:3:7 --out out/edit
+  python scripts/edit.py --latents out/clcae --generator G.pt --edit ganspace:ffhq_pca.pt:54:7:7:-10:10:5 \\
+      --edit sefa:0:-15:15:7 --out out/edit
+  python scripts/edit.py --input photos/ --checkpoint clcae.pt --edit interfacegan:age.pt:-3,0,3 --out out/edit
+
+Exit status: 0 when the run completed (bad files are reported, not fatal); 1 when every image failed; 2 for a
+problem with the arguments; 130 when interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from clcae.checkpoints import CheckpointError, load_file, load_generator, load_inverter
+from clcae.data.images import ImageReadError, display_path, save_image
+from clcae.editing import (GANSPACE_MODES, REPRESENTATIONS, apply_direction, apply_ganspace, apply_sefa,
+                           edit_and_render, encoder_edit, feature_at, load_direction, load_pca, representations_of,
+                           sefa_directions)
+from clcae.fileio import atomic_write
+from clcae.inversion.inverters import official_output
+from clcae.inversion.runner import FORMATS, OFFICIAL_SIDE, SIZES, RunnerError, resolve_device
+from clcae.sampling import image_grid
+
+EDIT_KINDS = ("interfacegan", "ganspace", "sefa")
+GRID_PADDING = 2
+DEFAULT_IDX_K = 5
+
+
+class UsageError(Exception):
+    """A problem with the arguments or the files they name (exit status 2)."""
+
+
+# ---------------------------------------------------------------------------------------------------- parsing
+def parse_strengths(text: str) -> list[float]:
+    """``'-3,0,3'`` -> [-3, 0, 3]; ``'-3:3:7'`` -> 7 values from -3 to 3, both ends included; ``'2'`` -> [2]."""
+    text = text.strip()
+    if ":" in text:
+        parts = text.split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            a, b, n = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise ValueError(f"strength range {text!r}: expected A:B:N (numbers A, B and an integer N)") from None
+        if n < 2:
+            raise ValueError(f"strength range {text!r}: N must be >= 2 (for one value write it alone)")
+        values = [round(a + (b - a) * i / (n - 1), 10) for i in range(n)]
+    else:
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"strengths {text!r}: expected numbers separated by commas, or A:B:N") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"strengths {text!r}: need at least one finite value")
+    return [0.0 if v == 0 else v for v in values]
+
+
+def parse_layers(text: str) -> list[int]:
+    """``'2,3,4,5'`` or ``'2-5'`` (inclusive) or a mix -> W+ layer indices."""
+    layers: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)-(\d+)", part)
+        if m:
+            layers.extend(range(int(m.group(1)), int(m.group(2)) + 1))
+        elif part.isdigit():
+            layers.append(int(part))
+        elif part:
+            raise argparse.ArgumentTypeError(f"layers {text!r}: expected indices like 2,3,4 or 2-5")
+    if not layers:
+        raise argparse.ArgumentTypeError(f"layers {text!r}: no index")
+    return layers
+
+
+def _is_range(fields: list[str]) -> bool:
+    try:
+        float(fields[0]), float(fields[1])
+        return int(fields[2]) >= 2
+    except (ValueError, IndexError):
+        return False
+
+
+@dataclass
+class EditSpec:
+    """One ``--edit`` argument, parsed."""
+
+    kind: str
+    text: str
+    strengths: list[float]
+    path: Path | None = None
+    component: int = 0
+    first: int = 0
+    last: int = 0
+    index: int = 0
+    label: str = ""
+    cache: dict = field(default_factory=dict)  # per generator: the callable that applies the edit
+
+
+def parse_edit(text: str) -> EditSpec:
+    """Parse an ``--edit`` value (see the module docstring); ValueError says what is wrong."""
+    kind, sep, rest = text.partition(":")
+    kind = kind.strip().lower()
+    if kind not in EDIT_KINDS or not sep:
+        raise ValueError(f"--edit {text!r}: expected interfacegan:PATH:STRENGTHS, "
+                         "ganspace:PCA:COMP:FIRST:LAST:STRENGTHS or sefa:K:STRENGTHS")
+    fields = rest.split(":")
+    head_len = {"interfacegan": 1, "ganspace": 4, "sefa": 1}[kind]
+    if len(fields) >= head_len + 3 and _is_range(fields[-3:]):
+        head, strengths = fields[:-3], parse_strengths(":".join(fields[-3:]))
+    elif len(fields) >= head_len + 1:
+        head, strengths = fields[:-1], parse_strengths(fields[-1])
+    else:
+        raise ValueError(f"--edit {text!r}: too few fields for {kind}")
+    spec = EditSpec(kind=kind, text=text, strengths=strengths)
+    try:
+        if kind == "interfacegan":
+            spec.path = Path(":".join(head))
+            spec.label = f"interfacegan_{spec.path.stem}"
+        elif kind == "ganspace":
+            spec.path = Path(":".join(head[:-3]))
+            spec.component, spec.first, spec.last = (int(v) for v in head[-3:])
+            if spec.component < 0 or not 0 <= spec.first <= spec.last:
+                raise ValueError
+            spec.label = f"ganspace_{spec.path.stem}_c{spec.component}_l{spec.first}-{spec.last}"
+        else:
+            if len(head) != 1:
+                raise ValueError
+            spec.index = int(head[0])
+            if spec.index < 0:
+                raise ValueError
+            spec.label = f"sefa_k{spec.index}"
+    except ValueError:
+        raise ValueError(f"--edit {text!r}: bad {kind} fields {head} (component / layers / K are integers >= 0, "
+                         "FIRST <= LAST)") from None
+    if spec.path is not None and not str(spec.path):
+        raise ValueError(f"--edit {text!r}: no file given")
+    return spec
+
+
+def strength_label(s: float) -> str:
+    """File-name form of a strength: ``+3``, ``-1.5``, ``+0``."""
+    return f"{s:+g}"
+
+
+# ---------------------------------------------------------------------------------------------------- edits
+def edit_function(spec: EditSpec, generator, args: argparse.Namespace) -> Callable[[torch.Tensor, torch.Tensor],
+                                                                                  torch.Tensor]:
+    """``fn(wplus [B, n, D], strengths [B]) -> edited`` for ``spec`` on ``generator`` (cached per generator).
+
+    Raises :class:`CheckpointError` / ValueError when the edit's file does not fit the generator.
+    """
+    key = id(generator)
+    if key in spec.cache:
+        return spec.cache[key]
+    layers = args.layers
+    if spec.kind == "interfacegan":
+        direction = load_direction(spec.path, generator=generator, per_layer=args.per_layer)
+        use_layers = layers if layers is not None else direction.layers
+        vec = direction.vector.to(generator.latent_avg.device)
+        spec.cache[("direction", key)] = direction
+
+        def fn(codes, s):
+            return apply_direction(codes, vec, s, use_layers)
+    elif spec.kind == "ganspace":
+        pca = load_pca(spec.path, generator=generator)
+        if spec.component >= pca.n_components:
+            raise ValueError(f"{spec.text}: component {spec.component} does not exist ({spec.path} has "
+                             f"{pca.n_components})")
+        if spec.last >= generator.n_latent:
+            raise ValueError(f"{spec.text}: layer {spec.last} does not exist (the generator has "
+                             f"{generator.n_latent} W+ layers, 0..{generator.n_latent - 1})")
+
+        def fn(codes, s):
+            return apply_ganspace(codes, pca, [(spec.component, spec.first, spec.last, s)], mode=args.ganspace_mode)
+    else:
+        if spec.index >= generator.style_dim:
+            raise ValueError(f"{spec.text}: SeFa direction {spec.index} does not exist (W has {generator.style_dim} "
+                             "dimensions)")
+        sefa = sefa_directions(generator, layers="all" if layers is None else layers, k=spec.index + 1,
+                               include_torgb=args.sefa_torgb)
+        sefa.directions = sefa.directions.to(generator.latent_avg.device)
+
+        def fn(codes, s):
+            return apply_sefa(codes, sefa, spec.index, s)
+    spec.cache[key] = fn
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+@dataclass
+class Item:
+    """One image to edit: its output name and where its codes come from."""
+
+    name: str
+    path: Path
+
+
+def list_latents(source: Path) -> list[Item]:
+    """The ``.pt`` files of a latents folder (recursive; an invert.py run folder means its ``latents/``) or one
+    file; names are paths relative to the folder without ``.pt``."""
+    if source.is_file():
+        return [Item(source.stem, source)]
+    if not source.is_dir():
+        raise UsageError(f"--latents {display_path(source)}: no such file or folder")
+    root = source / "latents" if (source / "latents").is_dir() else source
+    files = sorted(p for p in root.rglob("*.pt") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise UsageError(f"--latents {display_path(source)}: no .pt files found")
+    return [Item(p.relative_to(root).with_suffix("").as_posix(), p) for p in files]
+
+
+def read_latents(path: Path) -> dict[str, Any]:
+    """Read and check one latents file: ``{'w' [D]?, 'wplus' [n, D]?, 'f' [C, h, w]?, 'noise'?, meta...}``.
+
+    Raises ValueError / CheckpointError (with the reason) for anything unusable.
+    """
+    obj = load_file(path)
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a dict of tensors (as scripts/invert.py writes), got {type(obj).__name__}")
+    out: dict[str, Any] = {k: v for k, v in obj.items() if k not in ("w", "wplus", "f", "noise")}
+    want = {"w": 1, "wplus": 2, "f": 3}
+    for key, ndim in want.items():
+        if key not in obj or obj[key] is None:
+            continue
+        t = obj[key]
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise ValueError(f"'{key}' is not a floating-point tensor")
+        if t.ndim == ndim + 1 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim != ndim:
+            raise ValueError(f"'{key}' has shape {list(t.shape)}; expected {ndim} dimensions")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"'{key}' has NaN or Inf values")
+        out[key] = t.float()
+    if "w" not in out and "wplus" not in out:
+        raise ValueError(f"no 'w' or 'wplus' code (keys: {sorted(map(str, obj))})")
+    if "f" in out and "wplus" not in out:
+        raise ValueError("'f' without 'wplus'")
+    noise = obj.get("noise")
+    if noise is not None:
+        if not isinstance(noise, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in noise):
+            raise ValueError("'noise' must be a list of tensors")
+        out["noise"] = [t.float().reshape(1, 1, *t.shape[-2:]) for t in noise]
+    return out
+
+
+def check_against_generator(latents: dict[str, Any], generator) -> None:
+    """ValueError when the codes do not fit the generator (dimension, layer count, noise count)."""
+    d, n = generator.style_dim, generator.n_latent
+    if "w" in latents and latents["w"].shape != (d,):
+        raise ValueError(f"'w' has shape {list(latents['w'].shape)}; the generator needs [{d}]")
+    if "wplus" in latents and latents["wplus"].shape != (n, d):
+        raise ValueError(f"'wplus' has shape {list(latents['wplus'].shape)}; the generator needs [{n}, {d}]")
+    if "noise" in latents and len(latents["noise"]) != generator.num_layers:
+        raise ValueError(f"'noise' has {len(latents['noise'])} maps; the generator has {generator.num_layers}")
+
+
+class GeneratorSource:
+    """The generator for each latents file: ``--generator`` if given, else the checkpoint the file names
+    (a generator file, an official pSp / e4e / CLCAE checkpoint, or our inverter), loaded once per path."""
+
+    def __init__(self, generator: Path | None, device: torch.device, impl: str):
+        self.device, self.impl = device, impl
+        self.fixed = None
+        if generator is not None:
+            if not generator.is_file():
+                raise UsageError(f"--generator {display_path(generator)}: no such file")
+            try:
+                self.fixed = load_generator(generator, device=device, impl=impl)
+            except CheckpointError as e:
+                raise UsageError(f"--generator {e}") from None
+        self._cache: dict[str, Any] = {}
+
+    def get(self, latents: dict[str, Any]):
+        if self.fixed is not None:
+            return self.fixed
+        ckpt = latents.get("checkpoint")
+        if not isinstance(ckpt, str) or ckpt in ("", "None"):
+            raise ValueError("the file names no checkpoint to take the generator from; pass --generator")
+        if ckpt not in self._cache:
+            self._cache[ckpt] = self._load(ckpt)
+        got = self._cache[ckpt]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def _load(self, ckpt: str):
+        path = Path(ckpt)
+        if not path.is_file():
+            return ValueError(f"its checkpoint {ckpt} does not exist here; pass --generator")
+        try:
+            return load_generator(path, device=self.device, impl=self.impl)
+        except CheckpointError as e:
+            if "'inverter' checkpoint" not in str(e):
+                return ValueError(f"cannot take the generator from {ckpt}: {e}")
+        except Exception as e:  # noqa: BLE001 - reported for the files that name it; the run goes on
+            return ValueError(f"cannot take the generator from {ckpt}: {type(e).__name__}: {e}")
+        try:
+            return load_inverter(path, device=self.device, impl=self.impl).decoder
+        except Exception as e:  # noqa: BLE001 - as above
+            return ValueError(f"cannot take the generator from {ckpt}: {e}")
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+def edit_paths(out: Path, label: str, name: str, kinds: list[str], strengths: list[float],
+               fmt: str) -> tuple[Path, dict[tuple[str, float], Path]]:
+    """``(grid path, {(kind, strength): image path})`` of one image under one edit."""
+    images = {(k, s): out / label / k / name / f"s{strength_label(s)}.{fmt}" for k in kinds for s in strengths}
+    return out / label / "grids" / f"{name}.jpg", images
+
+
+def _finished(paths: list[Path]) -> bool:
+    try:
+        return all(os.stat(p).st_size > 0 for p in paths)
+    except OSError:
+        return False
+
+
+def to_output_size(images: torch.Tensor, input_size: tuple[int, int], size: str) -> torch.Tensor:
+    """``'full'``: unchanged; ``'official'``: pooled to 256 px (cars: rows cropped to 192x256), as invert.py."""
+    if size == "full":
+        return images
+    return official_output(images, input_size, size=min(OFFICIAL_SIDE, images.shape[-1]))
+
+
+def _unique_labels(specs: list[EditSpec]) -> None:
+    seen: dict[str, int] = {}
+    for spec in specs:
+        base = re.sub(r"[^\w.+-]", "_", spec.label)
+        seen[base] = seen.get(base, 0) + 1
+        spec.label = base if seen[base] == 1 else f"{base}_{seen[base]}"
+
+
+# ---------------------------------------------------------------------------------------------------- running
+@torch.no_grad()
+def edit_one(generator, latents: dict[str, Any], spec: EditSpec, args: argparse.Namespace, idx_k: int,
+             feature_scale: float, input_size: tuple[int, int], kinds: list[str], f_gen: torch.Tensor | None,
+             out: Path, name: str, inverter=None, x: torch.Tensor | None = None) -> None:
+    """Render the sweep of one edit for one image and write its images and grid (grid last)."""
+    fn = edit_function(spec, generator, args)
+    device = generator.latent_avg.device
+    noise = latents.get("noise")
+    if noise is not None:
+        noise = [t.to(device) for t in noise]
+    rendered: dict[tuple[str, float], torch.Tensor] = {}
+    strengths = spec.strengths
+    for start in range(0, len(strengths), args.batch):
+        chunk = strengths[start:start + args.batch]
+        b = len(chunk)
+        s = torch.tensor(chunk, dtype=torch.float32, device=device)
+        if inverter is not None and args.encoder_edit and spec.kind == "interfacegan":
+            direction = spec.cache[("direction", id(generator))]
+            if direction.per_layer or direction.layers is not None or args.layers is not None:
+                raise ValueError("--encoder-edit moves the foundation code (every layer): it takes one [D] direction "
+                                 "and no layer choice (--layers, --per-layer, or layers stored in the file)")
+            res = encoder_edit(inverter, x.expand(b, -1, -1, -1), s[:, None] * direction.vector.to(device))
+        else:
+            batch = {k: latents[k].to(device).unsqueeze(0).expand(b, *latents[k].shape)
+                     for k in ("w", "wplus", "f") if k in latents}
+            if f_gen is not None:
+                batch["f_gen"] = f_gen.expand(b, *f_gen.shape[1:])
+            res = edit_and_render(generator, batch, lambda c: fn(c, s), idx_k=idx_k, feature_scale=feature_scale,
+                                  noise=noise, representations=kinds)
+        for kind in kinds:
+            imgs = to_output_size(res[f"image_{kind}"].float(), input_size, args.size).cpu()
+            for j, sv in enumerate(chunk):
+                rendered[(kind, sv)] = imgs[j]
+    grid_path, image_paths = edit_paths(out, spec.label, name, kinds, strengths, args.format)
+    for key, path in image_paths.items():
+        save_image(rendered[key], path)
+    grid = image_grid(torch.stack([rendered[(k, sv)].clamp(-1, 1) for k in kinds for sv in strengths]),
+                      nrow=len(strengths), padding=GRID_PADDING)
+    save_image(grid, grid_path)
+
+
+def _latents_meta(latents: dict[str, Any], args: argparse.Namespace, generator) -> tuple[int, float, tuple[int, int]]:
+    idx_k = args.idx_k if args.idx_k is not None else int(latents.get("idx_k", DEFAULT_IDX_K))
+    scale = args.feature_scale if args.feature_scale is not None else float(latents.get("feature_scale", 1.0))
+    size = latents.get("input_size") or [generator.size, generator.size]
+    try:
+        input_size = (int(size[0]), int(size[1]))
+    except (TypeError, ValueError, IndexError):
+        input_size = (generator.size, generator.size)
+    return idx_k, scale, input_size
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Edit every image; returns the summary (also written to ``OUT/summary.json``)."""
+    from tqdm.auto import tqdm
+
+    specs = []
+    for text in args.edit:
+        try:
+            specs.append(parse_edit(text))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    for spec in specs:
+        if spec.path is not None and not spec.path.is_file():
+            raise UsageError(f"--edit {spec.text!r}: no such file {display_path(spec.path)}")
+    _unique_labels(specs)
+    try:
+        device = resolve_device(args.device)
+    except RunnerError as e:
+        raise UsageError(str(e)) from None
+    out: Path = args.out
+    inverter = None
+    if args.input is not None:
+        from clcae.inversion.runner import list_inputs, load_method, read_input
+
+        if args.checkpoint is None:
+            raise UsageError("--input needs --checkpoint (an inverter file)")
+        try:
+            loaded = load_method(args.checkpoint, generator=args.generator, device=device, impl=args.impl)
+            items_in, _ = list_inputs(args.input, exclude=out)
+        except RunnerError as e:
+            raise UsageError(str(e)) from None
+        inverter = loaded.inverter
+        if args.encoder_edit and inverter.arch != "clcae":
+            raise UsageError(f"--encoder-edit needs a CLCAE inverter; {args.checkpoint} holds {inverter.arch}")
+        items = [Item(it.name, it.path) for it in items_in]
+        generators = None
+    else:
+        if args.latents is None:
+            raise UsageError("give --latents (files written by scripts/invert.py) or --input with --checkpoint")
+        if args.encoder_edit:
+            raise UsageError("--encoder-edit needs the images (--input with a CLCAE --checkpoint)")
+        items = list_latents(args.latents)
+        generators = GeneratorSource(args.generator, device, args.impl)
+
+    done = skipped = 0
+    failures: list[dict[str, str]] = []
+    start = time.perf_counter()
+    interrupted = False
+
+    def fail(item: Item, reason: str) -> None:
+        shown = display_path(item.path)
+        for prefix in (f"{shown}: ", f"{item.path}: "):  # checkpoint errors start with the file name already
+            reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+        failures.append({"name": item.name, "path": shown, "reason": reason})
+        print(f"skipped {display_path(item.path)}: {reason}", file=sys.stderr)
+
+    bar = tqdm(items, disable=args.no_progress, desc="editing", unit="image")
+    try:
+        for item in bar:
+            x = None
+            try:
+                if inverter is not None:
+                    generator = inverter.decoder
+                    x = read_input(item.path, inverter.input_size).unsqueeze(0).to(device)
+                    res = inverter.invert(x, images=())
+                    latents = {k: res[k][0] for k in ("w", "wplus", "f") if k in res}
+                    latents.update(idx_k=getattr(inverter, "idx_k", DEFAULT_IDX_K),
+                                   feature_scale=getattr(inverter, "feature_scale", 1.0),
+                                   input_size=list(inverter.input_size))
+                else:
+                    latents = read_latents(item.path)
+                    generator = generators.get(latents)
+                check_against_generator(latents, generator)
+                idx_k, scale, input_size = _latents_meta(latents, args, generator)
+            except (ImageReadError, CheckpointError, ValueError) as e:
+                fail(item, getattr(e, "reason", None) or str(e))
+                continue
+            kinds = representations_of(latents)
+            todo = []
+            for spec in specs:
+                grid_path, image_paths = edit_paths(out, spec.label, item.name, kinds, spec.strengths, args.format)
+                if not args.overwrite and _finished([*image_paths.values(), grid_path]):
+                    continue
+                todo.append(spec)
+            if not todo:
+                skipped += 1
+                continue
+            try:
+                f_gen = None
+                if "f" in latents:
+                    noise = [t.to(device) for t in latents["noise"]] if "noise" in latents else None
+                    f_gen, _ = feature_at(generator, latents["wplus"].to(device)[None], idx_k, noise=noise)
+                    if f_gen.shape[1:] != latents["f"].shape:
+                        raise ValueError(f"'f' has shape {list(latents['f'].shape)}; the generator's activation at "
+                                         f"idx_k={idx_k} has {list(f_gen.shape[1:])} (wrong --idx-k?)")
+                for spec in todo:
+                    edit_one(generator, latents, spec, args, idx_k, scale, input_size, kinds, f_gen, out, item.name,
+                             inverter=inverter, x=x)
+            except (CheckpointError, ValueError) as e:
+                fail(item, str(e))
+                continue
+            done += 1
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    summary = {"done": done, "skipped": skipped, "failed": len(failures), "total": len(items),
+               "failures": failures, "interrupted": interrupted,
+               "seconds": round(time.perf_counter() - start, 3),
+               "edits": [{"label": s.label, "edit": s.text, "strengths": s.strengths} for s in specs],
+               "rows": list(REPRESENTATIONS), "size": args.size, "ganspace_mode": args.ganspace_mode,
+               "encoder_edit": bool(args.encoder_edit)}
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "summary.json", "w", fsync=False, encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("input")
+    g.add_argument("--latents", type=Path, default=None,
+                   help="latents written by scripts/invert.py: its output folder, its latents/ folder or one .pt")
+    g.add_argument("--input", type=Path, default=None, help="images to invert and edit (folder or file)")
+    g.add_argument("--checkpoint", type=Path, default=None, help="inverter for --input (ours, official CLCAE/pSp/e4e)")
+    g.add_argument("--generator", type=Path, default=None,
+                   help="with --latents: the generator (default: the checkpoint named in each latents file); with "
+                        "--input: the StyleGAN2 file that supplies an official CLCAE checkpoint's latent_avg")
+    g = p.add_argument_group("edits")
+    g.add_argument("--edit", action="append", required=True, metavar="SPEC",
+                   help="interfacegan:PATH:STRENGTHS | ganspace:PCA:COMP:FIRST:LAST:STRENGTHS | sefa:K:STRENGTHS "
+                        "(repeatable); STRENGTHS '-3,0,3' or 'A:B:N'")
+    g.add_argument("--layers", type=parse_layers, default=None,
+                   help="W+ layers that InterFaceGAN and SeFa edits move, e.g. 0-5 (default: all; a direction "
+                        "file may name its own); SeFa directions are computed from these layers")
+    g.add_argument("--per-layer", action="store_true",
+                   help="use every row of a per-layer direction ([n, D], e.g. pose.pt) on its layer, as e4e does "
+                        "(default: row 0 on every layer, as the official CLCAE script)")
+    g.add_argument("--ganspace-mode", choices=GANSPACE_MODES, default="relative",
+                   help="relative: add strength * std * component (0 = no edit); absolute: set the coordinate to "
+                        "strength std (e4e/CLCAE)")
+    g.add_argument("--sefa-torgb", action="store_true", help="SeFa: also factorise the ToRGB modulations")
+    g.add_argument("--encoder-edit", action="store_true",
+                   help="with --input and a CLCAE inverter: add InterFaceGAN directions inside the encoder (the "
+                        "official CLCAE path, which re-predicts W+ and f) instead of to the inverted codes")
+    g.add_argument("--idx-k", type=int, default=None,
+                   help=f"activation index of f (default: the latents file's, else {DEFAULT_IDX_K})")
+    g.add_argument("--feature-scale", type=float, default=None,
+                   help="blend scale of f (default: the latents file's, else 1.0)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", type=Path, required=True, help="output folder")
+    g.add_argument("--size", choices=SIZES, default="official",
+                   help="official: as invert.py saves (256 px; cars 192x256; smaller generators at their size); "
+                        "full: the generator's resolution")
+    g.add_argument("--format", choices=FORMATS, default="png", help="format of the individual images")
+    g.add_argument("--overwrite", action="store_true", help="redo finished (image, edit) pairs")
+    g = p.add_argument_group("execution")
+    g.add_argument("--batch", type=positive_int, default=8, help="strengths rendered per generator pass")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    g.add_argument("--impl", choices=["auto", "cuda", "fast", "ref"], default="auto", help="generator ops")
+    g.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.latents is not None and args.input is not None:
+        print("error: give --latents or --input, not both", file=sys.stderr)
+        return 2
+    try:
+        summary = run(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{summary['done']} edited, {summary['skipped']} skipped (already finished), {summary['failed']} failed "
+          f"of {summary['total']} in {summary['seconds']:.1f} s -> {display_path(args.out)}")
+    if summary["interrupted"]:
+        return 130
+    if summary["failed"] and not summary["done"] and not summary["skipped"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
