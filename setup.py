@@ -29,7 +29,7 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "scikit-image"],
         "align": ["dlib-bin", "face_recognition_models"],
     },
 )

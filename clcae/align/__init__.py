@@ -1,0 +1,22 @@
+"""FFHQ face alignment for real photographs (the optional ``[align]`` extra: ``pip install -e .[align]``).
+
+- :mod:`clcae.align.detect`: dlib face detection and 68 landmarks (:class:`FaceDetector`); the model files come
+  from ``face_recognition_models``. Without the extra, using it raises :class:`AlignExtraMissing` naming the
+  install command.
+- :mod:`clcae.align.ffhq`: FFHQ's crop procedure (:func:`ffhq_quad`, :func:`align_face`, :func:`align_faces`),
+  the crop transform and its inverse (:func:`crop_to_source_matrix`, :func:`source_to_crop`), pasting an edited
+  crop back into the photo (:func:`paste_back`), and the per-crop JSON (:func:`save_alignment`,
+  :func:`load_alignment`), and a whole folder (:func:`align_folder`). Pure numpy / scipy / Pillow: importable
+  without dlib.
+
+``scripts/align.py`` aligns a folder; docs/REAL_PHOTOS.md walks through align -> invert -> edit -> paste back.
+"""
+from .detect import INSTALL_HINT, AlignExtraMissing, DetectedFace, FaceDetector
+from .ffhq import (ALIGNMENT_FORMAT, FFHQ_TRANSFORM_SIZE, AlignedFace, align_face, align_faces, align_folder,
+                   crop_to_source, crop_to_source_matrix, feather_mask, ffhq_quad, format_align_summary,
+                   load_alignment, paste_back, save_alignment, source_to_crop)
+
+__all__ = ["AlignExtraMissing", "INSTALL_HINT", "DetectedFace", "FaceDetector", "FFHQ_TRANSFORM_SIZE",
+           "ALIGNMENT_FORMAT", "AlignedFace", "ffhq_quad", "align_face", "align_faces", "crop_to_source_matrix",
+           "crop_to_source", "source_to_crop", "feather_mask", "paste_back", "save_alignment", "load_alignment",
+           "align_folder", "format_align_summary"]
