@@ -20,6 +20,7 @@ import sys
 
 import torch
 
+from clcae import cli
 from clcae.checkpoints import CheckpointError, atomic_save, generator_checkpoint, load_generator
 
 
@@ -38,8 +39,7 @@ def main(argv=None) -> int:
     try:
         G = load_generator(args.input, key=args.key, **overrides)
     except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.report_error(e)
     if args.to == "clcae":
         atomic_save(generator_checkpoint(G, {"converted_from": str(args.input)}), args.output)
     else:
@@ -57,8 +57,7 @@ def main(argv=None) -> int:
             err = (G(z, noise_mode="const") - G2(z, noise_mode="const")).abs().max().item()
         print(f"check: {args.check_samples} images from input and output differ by at most {err:.3g}")
         if err > 1e-4:
-            print("error: the converted generator does not reproduce the input", file=sys.stderr)
-            return 1
+            return cli.report_error("the converted generator does not reproduce the input", cli.EXIT_FAILED)
     return 0
 
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 
 from clcae.checkpoints import load_generator
+from clcae.inversion.runner import resolve_device
 from clcae.networks.stylegan2 import Generator
 from clcae.pretrained import SYNTHFACES_GENERATOR, pretrained_dir, shipped
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import generate, resolve_device  # noqa: E402
+from generate import generate  # noqa: E402
 
 
 def main(argv=None) -> int:

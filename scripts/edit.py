@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import torch
 
+from clcae import cli
 from clcae.checkpoints import CheckpointError, load_file, load_generator, load_inverter
 from clcae.data.images import ImageReadError, display_path, save_image
 from clcae.editing import (GANSPACE_MODES, REPRESENTATIONS, apply_direction, apply_ganspace, apply_sefa,
@@ -531,17 +532,6 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def positive_int(text: str) -> int:
-    """An int >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -582,34 +572,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--format", choices=FORMATS, default="png", help="format of the individual images")
     g.add_argument("--overwrite", action="store_true", help="redo finished (image, edit) pairs")
     g = p.add_argument_group("execution")
-    g.add_argument("--batch", type=positive_int, default=8, help="strengths rendered per generator pass")
+    g.add_argument("--batch", type=cli.positive_int, default=8, help="strengths rendered per generator pass")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--impl", choices=["auto", "cuda", "fast", "ref"], default="auto", help="generator ops")
-    g.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    g.add_argument("--threads", type=cli.positive_int, default=None, help="CPU threads for torch")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
+@cli.exit_statuses(usage=(UsageError,))
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.latents is not None and args.input is not None:
-        print("error: give --latents or --input, not both", file=sys.stderr)
-        return 2
-    try:
-        summary = run(args)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.report_error("give --latents or --input, not both")
+    summary = run(args)
     print(f"{summary['done']} edited, {summary['skipped']} skipped (already finished), {summary['failed']} failed "
           f"of {summary['total']} in {summary['seconds']:.1f} s -> {display_path(args.out)}")
-    if summary["interrupted"]:
-        return 130
-    if summary["failed"] and not summary["done"] and not summary["skipped"]:
-        return 1
-    return 0
+    return cli.summary_exit_status(summary)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 import clcae
+from clcae import cli
 from clcae.metrics.evaluation import (PROTOCOLS, EditSpec, EvalMethod, EvaluationError, FolderSource,
                                       SynthFacesSource, build_metric_suite, evaluate)
 from clcae.metrics.tables import markdown_report, write_all
@@ -78,25 +79,6 @@ def edit_arg(text: str) -> tuple[str, str]:
     return _named(text, "--edit")
 
 
-def non_negative_int(text: str) -> int:
-    """An int >= 0 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An int >= 1 (argparse type)."""
-    value = non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,11 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--projection-seed", type=int, default=0, help="seed of the projection's noise")
     d = p.add_argument_group("data and protocol")
     d.add_argument("--data", required=True, help="'synthfaces' (the SynthFaces test split) or an image folder")
-    d.add_argument("--n", type=positive_int, default=None,
+    d.add_argument("--n", type=cli.positive_int, default=None,
                    help=f"images to evaluate (default: {DEFAULT_SYNTHFACES_N} on synthfaces, every file of a folder)")
-    d.add_argument("--res", type=positive_int, default=None,
+    d.add_argument("--res", type=cli.positive_int, default=None,
                    help="SynthFaces render size (default: the methods' generator resolution)")
-    d.add_argument("--synthfaces-seed", type=non_negative_int, default=0, help="SynthFaces dataset seed")
+    d.add_argument("--synthfaces-seed", type=cli.non_negative_int, default=0, help="SynthFaces dataset seed")
     d.add_argument("--protocol", choices=sorted(PROTOCOLS), default="default",
                    help="'default': metrics at min(256, generator size); 'celebahq': the paper's protocol on a "
                         "CelebA-HQ-style test folder (256 px, outputs as saved 8-bit images)")
@@ -136,18 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure an InterFaceGAN direction on each method's W+ codes; repeatable")
     e.add_argument("--edit-strengths", type=float, nargs="+", default=[-2.0, -1.0, 0.0, 1.0, 2.0],
                    metavar="S", help="edit strengths, at least two distinct (default: -2 -1 0 1 2)")
-    e.add_argument("--edit-n", type=positive_int, default=None, help="images per edit (default: all)")
+    e.add_argument("--edit-n", type=cli.positive_int, default=None, help="images per edit (default: all)")
     e.add_argument("--edit-ignore", default=",".join(DEFAULT_EDIT_IGNORE),
                    help="attributes left out of the 'other attributes' change (comma-separated; default "
                         f"{','.join(DEFAULT_EDIT_IGNORE)}, which the shipped domain network predicts poorly)")
     o = p.add_argument_group("output and running")
     o.add_argument("--out", required=True, type=Path, help="output folder")
     o.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
-    o.add_argument("--save-images", type=non_negative_int, default=8,
+    o.add_argument("--save-images", type=cli.non_negative_int, default=8,
                    help="inputs and outputs of the first N images for the report's grid (default 8)")
     o.add_argument("--embed-images", action="store_true",
                    help="embed the grid images in report.html (base64) instead of referencing images/")
-    o.add_argument("--batch", type=positive_int, default=8, help="images per inversion call")
+    o.add_argument("--batch", type=cli.positive_int, default=8, help="images per inversion call")
     o.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     o.add_argument("--title", default="Inversion evaluation", help="report title")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -291,18 +273,14 @@ def run(args) -> int:
     return 0
 
 
+@cli.exit_statuses(interrupted="interrupted")
 def main(argv=None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)
     except EvaluationError as e:
-        msg = str(e)
-        print(f"error: {msg}", file=sys.stderr)
-        return 1 if msg.startswith("no image could be read") else 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return cli.report_error(e, cli.EXIT_FAILED if str(e).startswith("no image could be read") else cli.EXIT_USAGE)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from clcae import cli
 from clcae.checkpoints import CheckpointError, load_generator
 from clcae.fileio import atomic_write
 from clcae.metrics.generator import generator_fd_report
@@ -38,8 +39,7 @@ def main(argv=None) -> int:
         G = load_generator(args.generator, device=args.device)
         net = load_domain_net(args.domain_net, device=args.device)
     except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.report_error(e)
     t = time.time()
     report = generator_fd_report(G, net.features, args.n, args.truncation, args.seed, batch=args.batch,
                                  device=args.device, progress=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from clcae import cli
 from clcae.checkpoints import CheckpointError, atomic_save, load_file, load_generator
 from clcae.editing import (LEARN_METHODS, apply_direction, generator_fingerprint, learn_direction, load_direction,
                            sample_scores, save_direction)
@@ -128,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         direction, info = learn_direction(w, scores[:, attr], method=args.method, fraction=args.fraction,
                                           split=args.split, c=args.c, condition_on=conditions or None, seed=args.seed)
     except (CheckpointError, RunnerError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.report_error(e)
     info.update(attribute_network=str(args.domain_net), truncation=args.truncation, seed=args.seed,
                 conditioned_on=[str(p) for p in args.condition_on],
                 score_mean=float(scores[:, attr].mean()), score_std=float(scores[:, attr].std()))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from clcae import cli
 from clcae.checkpoints import CheckpointError, load_generator
 from clcae.editing import compute_pca, save_pca
 from clcae.inversion.runner import RunnerError, resolve_device
@@ -50,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         pca = compute_pca(generator, n_samples=args.n, seed=args.seed, n_components=args.components,
                           batch=args.batch, device=device, progress=not args.no_progress)
     except (CheckpointError, RunnerError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.report_error(e)
     save_pca(pca, args.out, layout=args.layout)
     ratio = pca.meta["explained_variance_ratio"]
     lead = ", ".join(f"{float(r):.3f}" for r in ratio[:10])

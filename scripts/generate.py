@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 
+from clcae import cli
 from clcae.checkpoints import CheckpointError, atomic_save, load_generator
 from clcae.data.images import save_image
+from clcae.inversion.runner import RunnerError, resolve_device
 from clcae.sampling import image_grid, sample_images
 
 
@@ -32,12 +34,6 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
     return seeds
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,14 +60,12 @@ def generate(G, seeds, out: Path, truncation=1.0, noise_mode="const", batch=8, d
     return grid
 
 
+@cli.exit_statuses(usage=(CheckpointError, RunnerError))
 def main(argv=None) -> int:
+    """Run the command line; returns 0 on success, 2 for a bad --generator or --device."""
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
-    try:
-        G = load_generator(args.generator, device=device)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    G = load_generator(args.generator, device=device)
     t = time.time()
     grid = generate(G, args.seeds, args.out, args.truncation, args.noise_mode, args.batch, device)
     print(f"{len(args.seeds)} images ({G.size}px) in {time.time() - t:.1f}s -> {args.out} (grid: {grid})")

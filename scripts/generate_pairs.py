@@ -16,74 +16,47 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
+from clcae import cli
 from clcae.checkpoints import CheckpointError, load_generator
 from clcae.data.pairs import PairsError, write_pairs
+from clcae.inversion.runner import RunnerError, resolve_device
 
 TRAIN_STREAM, TEST_STREAM = 0, 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", required=True, type=Path, help="generator file (.pt / .pkl)")
     p.add_argument("--out", required=True, type=Path, help="output folder (gets train/ and test/)")
-    p.add_argument("--n", type=_non_negative, default=50000, help="training pairs (default 50000)")
-    p.add_argument("--n-test", type=_non_negative, default=1000, help="test pairs (default 1000)")
+    p.add_argument("--n", type=cli.non_negative_int, default=50000, help="training pairs (default 50000)")
+    p.add_argument("--n-test", type=cli.non_negative_int, default=1000, help="test pairs (default 1000)")
     p.add_argument("--psi", type=float, default=1.0, help="truncation towards latent_avg (1 = none; default 1)")
     p.add_argument("--noise", choices=["const", "random", "none"], default="const",
                    help="noise when rendering: stored buffers (default), seeded per pair, or zero")
-    p.add_argument("--seed", type=_non_negative, default=0, help="seed of both splits' streams (default 0)")
-    p.add_argument("--batch", type=_positive, default=16, help="pairs per generator call (default 16)")
-    p.add_argument("--workers", type=_positive, default=4, help="PNG writer threads (default 4)")
+    p.add_argument("--seed", type=cli.non_negative_int, default=0, help="seed of both splits' streams (default 0)")
+    p.add_argument("--batch", type=cli.positive_int, default=16, help="pairs per generator call (default 16)")
+    p.add_argument("--workers", type=cli.positive_int, default=4, help="PNG writer threads (default 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--image-size", type=_positive, default=None,
+    p.add_argument("--image-size", type=cli.positive_int, default=None,
                    help="save images at this square size (antialiased resize) instead of the generator's")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
+@cli.exit_statuses(usage=(CheckpointError, RunnerError, PairsError))
 def main(argv=None) -> int:
+    """Run the command line; returns 0 on success, 2 for a bad --generator, --device or output folder."""
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
-    try:
-        G = load_generator(args.generator, device=device)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    G = load_generator(args.generator, device=device)
     if getattr(G, "latent_avg_source", "file") != "file":
         print(f"note: {args.generator} has no latent_avg; using the mean of 4096 mapped samples", file=sys.stderr)
     t = time.time()
     summaries = []
     for split, n, stream in (("train", args.n, TRAIN_STREAM), ("test", args.n_test, TEST_STREAM)):
-        try:
-            summary = write_pairs(G, args.out / split, n, seed=args.seed, psi=args.psi, noise_mode=args.noise,
-                                  batch=args.batch, image_size=args.image_size, progress=not args.no_progress,
-                                  stream=stream, generator_name=args.generator.name, workers=args.workers)
-        except PairsError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        summary = write_pairs(G, args.out / split, n, seed=args.seed, psi=args.psi, noise_mode=args.noise,
+                              batch=args.batch, image_size=args.image_size, progress=not args.no_progress,
+                              stream=stream, generator_name=args.generator.name, workers=args.workers)
         summaries.append((split, summary))
     size = args.image_size or G.size
     print(f"generator {args.generator.name}: {G.size}px, style_dim {G.style_dim}; psi {args.psi}, noise "

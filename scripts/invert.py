@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from clcae import cli
 from clcae.inversion.runner import (FORMATS, METHODS, RESIZE_POLICIES, SIZES, ProjectionOptions, RunnerError,
                                     format_summary, invert_folder, load_method, resolve_device)
 from clcae.pretrained import pretrained_dir
@@ -51,17 +52,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def positive_int(text: str) -> int:
-    """An int >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network input size S or HxW (default: the checkpoint's; projection: the generator's)")
     g = p.add_argument_group("projection (--method projection)")
     g.add_argument("--space", choices=["w", "wplus"], default="w", help="optimised code (default w)")
-    g.add_argument("--steps", type=positive_int, default=1000, help="optimisation steps per image (default 1000)")
+    g.add_argument("--steps", type=cli.positive_int, default=1000, help="optimisation steps per image (default 1000)")
     g.add_argument("--perceptual", choices=["lpips", "domain", "none"], default="lpips",
                    help="image loss: LPIPS (needs local AlexNet weights), the SynthFaces domain network, or none "
                         "(pixel MSE)")
@@ -104,12 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true",
                    help="recompute finished images (default: skip them, so an interrupted run resumes)")
     g = p.add_argument_group("execution")
-    g.add_argument("--batch", type=positive_int, default=4, help="images per batch (default 4)")
+    g.add_argument("--batch", type=cli.positive_int, default=4, help="images per batch (default 4)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster; results differ slightly)")
     g.add_argument("--impl", choices=["auto", "cuda", "fast", "ref"], default="auto",
                    help="generator op implementation")
-    g.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    g.add_argument("--threads", type=cli.positive_int, default=None, help="CPU threads for torch")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -132,39 +122,29 @@ def _defaults(args: argparse.Namespace) -> None:
         args.input = DEFAULT_INPUT
 
 
+@cli.exit_statuses(usage=(RunnerError,), interrupted="interrupted before the run started")
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    try:
-        _defaults(args)
-        device = resolve_device(args.device)
-        projection = ProjectionOptions(space=args.space, steps=args.steps, perceptual=args.perceptual,
-                                       lpips_weights=None if args.lpips_weights is None else str(args.lpips_weights),
-                                       domain_net=None if args.domain_net is None else str(args.domain_net),
-                                       seed=args.seed)
-        loaded = load_method(args.checkpoint, method=args.method, generator=args.generator, device=device,
-                             impl=args.impl, input_size=args.input_size, projection=projection,
-                             avg_image=args.avg_image, resize=args.resize, progress=not args.no_progress)
-        summary = invert_folder(loaded.inverter, args.input, args.out, batch=args.batch, size=args.size,
-                                fmt=args.format, strips=not args.no_strips, overwrite=args.overwrite,
-                                resize=args.resize, bf16=args.bf16, method=loaded.method,
-                                checkpoint=loaded.checkpoint, settings=loaded.settings,
-                                progress=not args.no_progress)
-    except RunnerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted before the run started", file=sys.stderr)
-        return 130
+    _defaults(args)
+    device = resolve_device(args.device)
+    projection = ProjectionOptions(space=args.space, steps=args.steps, perceptual=args.perceptual,
+                                   lpips_weights=None if args.lpips_weights is None else str(args.lpips_weights),
+                                   domain_net=None if args.domain_net is None else str(args.domain_net),
+                                   seed=args.seed)
+    loaded = load_method(args.checkpoint, method=args.method, generator=args.generator, device=device,
+                         impl=args.impl, input_size=args.input_size, projection=projection,
+                         avg_image=args.avg_image, resize=args.resize, progress=not args.no_progress)
+    summary = invert_folder(loaded.inverter, args.input, args.out, batch=args.batch, size=args.size,
+                            fmt=args.format, strips=not args.no_strips, overwrite=args.overwrite,
+                            resize=args.resize, bf16=args.bf16, method=loaded.method,
+                            checkpoint=loaded.checkpoint, settings=loaded.settings,
+                            progress=not args.no_progress)
     print(format_summary(summary))
-    if summary["interrupted"]:
-        return 130
-    if summary["failed"] and not summary["done"] and not summary["skipped"]:
-        return 1
-    return 0
+    return cli.summary_exit_status(summary)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,10 @@ SIGINT/SIGTERM after saving.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from clcae import cli
 from clcae.checkpoints import CheckpointError
-from clcae.training.distributed import DistributedError
 from clcae.training.encoder_options import OPTION_CHOICES, OPTION_GROUPS, EncoderTrainOptions
 from clcae.training.encoders import NonFiniteLossError, run_encoder_training
 from clcae.training.options import ConfigError, add_dataclass_arguments
@@ -53,27 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.exit_statuses(usage=(ConfigError, CheckpointError, RunDirError), failure=(NonFiniteLossError,),
+                   interrupted=cli.ABORTED_WITHOUT_SAVING)
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit status (see the module docstring)."""
     args = vars(build_parser().parse_args(argv))
     config = args.pop("config", None)
     resume = args.pop("resume", None)
     tensorboard = args.pop("tensorboard", True)
-    try:
-        result = run_encoder_training(args, config=config, resume=resume, tensorboard=tensorboard)
-    except (ConfigError, CheckpointError, RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except DistributedError as e:
-        print(f"error (rank {os.environ.get('RANK', '0')}): {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("aborted without saving (the last checkpoint is intact)", file=sys.stderr)
-        return 130
+    result = run_encoder_training(args, config=config, resume=resume, tensorboard=tensorboard)
     if result.stopped_early:
-        return {"SIGINT": 130, "SIGTERM": 143}.get(result.stop_reason or "", 0)
+        return cli.stop_exit_status(result.stop_reason)
     if result.rank == 0 and result.checkpoint is not None:
         print(f"finished: {result.step} steps; best validation loss {result.best_loss} (step {result.best_step}); "
               f"checkpoints in {result.checkpoint.parent}")

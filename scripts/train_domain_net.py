@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from clcae import cli
 from clcae.checkpoints import CheckpointError
 from clcae.training.domain import (OPTIONS, ConfigError, NonFiniteLossError, evaluate_model_file, format_metrics,
                                    train)
@@ -71,26 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.exit_statuses(usage=(ConfigError, CheckpointError, RunDirError), failure=(NonFiniteLossError,))
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit status (see the module docstring)."""
     args = vars(build_parser().parse_args(argv))
     resume, eval_only, eval_json = args.pop("resume", None), args.pop("eval_only", None), args.pop("eval_json", None)
     tensorboard = args.pop("tensorboard", True)
-    try:
-        if eval_only:
-            metrics, out = evaluate_model_file(eval_only, args, eval_json, progress=True)
-            print(format_metrics(metrics))
-            print(f"wrote {out}")
-            return 0
-        result = train(args, resume=resume, tensorboard=tensorboard)
-    except (ConfigError, CheckpointError, RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if eval_only:
+        metrics, out = evaluate_model_file(eval_only, args, eval_json, progress=True)
+        print(format_metrics(metrics))
+        print(f"wrote {out}")
+        return 0
+    result = train(args, resume=resume, tensorboard=tensorboard)
     if result.stopped_early:
-        return {"SIGINT": 130, "SIGTERM": 143}.get(result.stop_reason or "", 0)
+        return cli.stop_exit_status(result.stop_reason)
     print(f"finished: {result.step} steps in {result.seconds / 60:.1f} min; model {result.model_path}")
     return 0
 

@@ -20,14 +20,13 @@ SIGINT/SIGTERM after saving.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 import sys
 
+from clcae import cli
 from clcae.checkpoints import CheckpointError
-from clcae.training.distributed import DistributedError
 from clcae.training.gan import (OPTION_CHOICES, OPTION_GROUPS, ConfigError, GANTrainOptions, NonFiniteLossError,
                                 run_training)
+from clcae.training.options import add_dataclass_arguments
 from clcae.training.state import RunDirError
 
 
@@ -45,43 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
                    help="write TensorBoard event files under OUT/tensorboard (default: on; stats.jsonl is always "
                         "written)")
-    fields = {f.name: f for f in dataclasses.fields(GANTrainOptions)}
-    for title, names in OPTION_GROUPS.items():
-        group = p.add_argument_group(title)
-        for name in names:
-            f = fields[name]
-            flag = GANTrainOptions.flag(name)
-            default = f.default
-            help_text = f.metadata["help"] + (f" (default: {default})" if default not in ("", None) else "")
-            if isinstance(default, bool):
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-            else:
-                metavar = {int: "N", float: "X"}.get(type(default), name.upper())
-                group.add_argument(flag, type=type(default), choices=OPTION_CHOICES.get(name),
-                                   metavar=None if name in OPTION_CHOICES else metavar, help=help_text)
+    add_dataclass_arguments(p, GANTrainOptions, OPTION_GROUPS, OPTION_CHOICES)
     return p
 
 
+@cli.exit_statuses(usage=(ConfigError, CheckpointError, RunDirError), failure=(NonFiniteLossError,),
+                   interrupted=cli.ABORTED_WITHOUT_SAVING)
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit status (see the module docstring)."""
     args = vars(build_parser().parse_args(argv))
     resume = args.pop("resume", None)
     tensorboard = args.pop("tensorboard", True)
-    try:
-        result = run_training(args, resume=resume, tensorboard=tensorboard)
-    except (ConfigError, CheckpointError, RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except DistributedError as e:
-        print(f"error (rank {os.environ.get('RANK', '0')}): {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("aborted without saving (the last checkpoint is intact)", file=sys.stderr)
-        return 130
+    result = run_training(args, resume=resume, tensorboard=tensorboard)
     if result.stopped_early:
-        return {"SIGINT": 130, "SIGTERM": 143}.get(result.stop_reason or "", 0)
+        return cli.stop_exit_status(result.stop_reason)
     if result.rank == 0:
         print(f"finished: {result.step} steps, {result.nimg / 1000:.3f} kimg, {result.img_per_s:.1f} img/s; "
               f"latest checkpoint {result.checkpoint}")

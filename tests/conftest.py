@@ -27,3 +27,14 @@ def compat_dir() -> Path:
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test with one torch CPU thread (small tensors: no thread overhead, and the machine stays free for
+    other work); the previous thread count is restored afterwards. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

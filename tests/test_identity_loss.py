@@ -21,12 +21,7 @@ TINY_DOMAIN = dict(input_size=32, stem_channels=8, channels=(8, 16, 16, 32), emb
                    attr_hidden=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise_bn(net: torch.nn.Module) -> None:

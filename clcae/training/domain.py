@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,10 +38,10 @@ from ..metrics.frechet import feature_statistics, frechet_distance
 from ..metrics.verification import attribute_errors, verification_metrics
 from ..networks.domain import DomainNet, load_domain_net, save_domain_net
 from .logger import TrainLogger
+from .runs import make_run_dir, merge_resume_options, resolve_run_dir, stop_on_signals, write_options_record
 from .sampler import InfiniteSampler, derive_seed
-from .state import (CHECKPOINT_DIR, CheckpointWriter, RunDirError, capture_rng_state, check_new_run_dir,
-                    create_run_dir, load_training_checkpoint, resolve_resume_path, restore_rng_state,
-                    run_dir_of_checkpoint, seed_everything, to_jsonable, write_json_new)
+from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, load_training_checkpoint,
+                    resolve_resume_path, restore_rng_state, seed_everything, to_jsonable)
 
 __all__ = [
     "OPTIONS", "RESUME_MAY_CHANGE", "ConfigError", "NonFiniteLossError", "net_kwargs", "validate_options",
@@ -451,32 +450,9 @@ def resolve_options(given: Mapping[str, Any], resume: str | None) -> tuple[dict,
         return opts, None, None
     path = resolve_resume_path(resume)
     state = load_training_checkpoint(path, FORMAT_KEY, TRAIN_FORMAT, TRAIN_FORMAT_VERSION)
-    saved = state.get("options") or {}
-    opts.update({k: v for k, v in saved.items() if k in OPTIONS})
-    bad = {k: (opts[k], v) for k, v in given.items()
-           if k not in RESUME_MAY_CHANGE and to_jsonable(v) != to_jsonable(opts[k])}
-    if bad:
-        raise ConfigError(f"--resume {path}: these options cannot change on resume: " + ", ".join(
-            f"--{k.replace('_', '-')} (checkpoint {a!r}, given {b!r})" for k, (a, b) in bad.items()))
-    opts.update(given)
-    return opts, state, path
-
-
-def _resolve_run_dir(opts: dict, resume_path: Path | None) -> tuple[Path, bool]:
-    if resume_path is not None:
-        source = run_dir_of_checkpoint(resume_path)
-        if not opts["out"] or (source is not None and Path(opts["out"]).resolve() == source.resolve()):
-            if source is None:
-                raise ConfigError(f"--resume {resume_path}: not inside a run directory; pass --out NEW_DIR")
-            return source, True
-    elif not opts["out"]:
-        raise ConfigError("--out is required: a new (or empty) run directory")
-    out = Path(opts["out"])
-    try:
-        check_new_run_dir(out)
-    except RunDirError as e:
-        raise ConfigError(str(e)) from e
-    return out, False
+    # the checkpoint's options over the defaults (which fill in options newer than the checkpoint)
+    opts.update({k: v for k, v in (state.get("options") or {}).items() if k in OPTIONS})
+    return merge_resume_options(opts, given, OPTIONS, RESUME_MAY_CHANGE, path, ConfigError), state, path
 
 
 def train(given: Mapping[str, Any], resume: str | None = None, tensorboard: bool = True,
@@ -494,16 +470,14 @@ def train(given: Mapping[str, Any], resume: str | None = None, tensorboard: bool
     t_start = time.time()
     opts, resume_state, resume_path = resolve_options(given, resume)
     validate_options(opts)
-    run_dir, in_place = _resolve_run_dir(opts, resume_path)
+    run_dir, in_place = resolve_run_dir(opts["out"], resume_path, ConfigError)
     opts["out"] = str(run_dir)
     torch.set_num_threads(int(opts["threads"]))
     data = load_train_data(opts, progress=bool(progress))
     class_person_ids = np.unique(data.person_ids.numpy())
     if len(class_person_ids) < 2:
         raise ConfigError("the training data holds fewer than two persons")
-    if not in_place:
-        create_run_dir(run_dir)
-    (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    make_run_dir(run_dir, in_place)
     batch, steps = int(opts["batch"]), int(opts["steps"])
     logger = TrainLogger(run_dir, total_kimg=steps * batch / 1000, tensorboard=tensorboard, progress=progress,
                          start_kimg=(resume_state or {}).get("step", 0) * batch / 1000, desc=f"train {run_dir.name}")
@@ -516,14 +490,10 @@ def train(given: Mapping[str, Any], resume: str | None = None, tensorboard: bool
                                            else None}}
         if resume_state is not None:
             trainer.load_state_dict(resume_state, str(resume_path))
-            name, n = "options.json", 0
-            while in_place and (n == 0 or (run_dir / name).exists()):
-                n += 1
-                name = f"options-resume-{n}.json"
-            write_json_new(run_dir / name, dict(record, resumed_at={"step": trainer.step}))
+            write_options_record(run_dir, dict(record, resumed_at={"step": trainer.step}), in_place)
             logger.info(f"resumed from {resume_path} at step {trainer.step}")
         else:
-            write_json_new(run_dir / "options.json", record)
+            write_options_record(run_dir, record, in_place=False)
         resume_state = None
         n_params = sum(p.numel() for p in trainer.net.parameters())
         logger.info(f"run {run_dir}: {len(data)} train images of {len(class_person_ids)} persons "
@@ -544,15 +514,13 @@ def _loop(trainer: DomainNetTrainer, data: LabelledImages, opts: dict, logger: T
         val = load_eval_data(opts, min(opts["val_n"], opts["eval_n"]), trainer.net.input_size)
     stop: dict[str, str | None] = {"reason": None}
 
-    def handler(signum, frame):
-        stop["reason"] = signal.Signals(signum).name
-        logger.info(f"{stop['reason']} received: saving a checkpoint after this step, then exiting")
+    def request_stop(reason: str) -> None:  # the latest signal names the stop
+        stop["reason"] = reason
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     history: list[dict] = []
     sums: dict[str, float] = {}
     count, t_interval, t_train = 0, time.time(), 0.0
-    try:
+    with stop_on_signals(request_stop, logger.info):
         if not writer.latest_path.exists():
             writer.save(trainer.state_dict(), 0)
         while trainer.step < steps:
@@ -596,9 +564,6 @@ def _loop(trainer: DomainNetTrainer, data: LabelledImages, opts: dict, logger: T
             if stop["reason"] is not None and step < steps:
                 logger.info(f"stopped at step {step} ({stop['reason']}); continue with --resume {run_dir}")
                 return TrainResult(run_dir, step, True, stop["reason"], None, None, history, time.time() - t_start)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
     logger.info(f"training done: {steps} steps; {t_train:.0f} s in training steps this session")
     model_path = run_dir / "domain_net.pt"

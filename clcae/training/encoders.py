@@ -27,11 +27,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -43,11 +40,12 @@ from ..checkpoints import CheckpointError
 from . import distributed as du
 from .encoder_options import RESUME_MAY_CHANGE, EncoderTrainOptions, parse_size
 from .logger import TrainLogger
-from .options import ConfigError, flag, load_config
+from .options import ConfigError, load_config
+from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
+                   write_options_record)
 from .sampler import InfiniteSampler, derive_seed
-from .state import (CHECKPOINT_DIR, CheckpointWriter, RunDirError, capture_rng_state, check_new_run_dir,
-                    create_run_dir, diff_options, load_training_checkpoint, resolve_resume_path, restore_rng_state,
-                    run_dir_of_checkpoint, seed_everything, write_json_new)
+from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, cpu_copy, load_training_checkpoint,
+                    resolve_resume_path, restore_rng_state, seed_everything)
 
 __all__ = ["run_encoder_training", "resolve_encoder_options", "EncoderTask", "EncoderTrainResult",
            "NonFiniteLossError", "TRAIN_FORMAT", "FORMAT_KEY"]
@@ -154,8 +152,8 @@ class EncoderTask:
                 offset += b.numel()
 
     def state_dict(self) -> dict:
-        return {"modules": {k: _cpu(m.state_dict()) for k, m in self.trainable.items()},
-                "optimizers": {k: _cpu(o.state_dict()) for k, o in self.optimizers.items()},
+        return {"modules": {k: cpu_copy(m.state_dict()) for k, m in self.trainable.items()},
+                "optimizers": {k: cpu_copy(o.state_dict()) for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
                 "extra": self.extra_state()}
 
@@ -187,16 +185,6 @@ class EncoderTask:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.opts.bf16)
 
 
-def _cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
-    return obj
-
-
 # ---------------------------------------------------------------------------------------------------- options
 def _names() -> list[str]:
     return [f.name for f in dataclasses.fields(EncoderTrainOptions)]
@@ -219,13 +207,7 @@ def resolve_encoder_options(given: Mapping[str, Any], config: str | None = None,
             raise ConfigError("--config and --resume together: a resumed run takes its options from the checkpoint")
         path = resolve_resume_path(resume)
         state = load_training_checkpoint(path, FORMAT_KEY, TRAIN_FORMAT, TRAIN_FORMAT_VERSION)
-        saved = {k: v for k, v in (state.get("args") or {}).items() if k in names}
-        conflicts = {k: v for k, v in diff_options(saved, given).items() if k not in RESUME_MAY_CHANGE}
-        if conflicts:
-            lines = [f"  {flag(k)}: checkpoint has {a!r}, you passed {b!r}" for k, (a, b) in sorted(conflicts.items())]
-            raise ConfigError(f"--resume {path}: these options cannot change on resume:\n" + "\n".join(lines)
-                              + "\ndrop them or start a new run with --out NEW_DIR")
-        merged = {**saved, **dict(given)}
+        merged = merge_resume_options(state.get("args") or {}, given, names, RESUME_MAY_CHANGE, path, ConfigError)
         if "out" not in given:
             merged["out"] = ""
         return EncoderTrainOptions(**merged), state, path
@@ -253,35 +235,8 @@ def run_encoder_training(given: Mapping[str, Any], config: str | None = None,
         NonFiniteLossError: a NaN/Inf loss (with ``--on-nan stop`` or when rollbacks are exhausted).
     """
     opts, resume_state, resume_path = resolve_encoder_options(given, config, resume)
-    world_size_env = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    opts.validate(world_size_env)
-    try:
-        info = du.init_distributed(opts.device, timeout_s=opts.dist_timeout)
-    except du.DistributedError as e:
-        raise ConfigError(str(e)) from e
-    try:
+    with process_group(opts, ConfigError) as info:
         return _run(opts, info, resume_state, resume_path, tensorboard, progress, config)
-    finally:
-        du.cleanup()
-
-
-def _resolve_run_dir(opts: EncoderTrainOptions, resume_path: Path | None) -> tuple[Path, bool]:
-    if resume_path is not None:
-        source = run_dir_of_checkpoint(resume_path)
-        if not opts.out:
-            if source is None:
-                raise ConfigError(f"--resume {resume_path}: not inside a run directory; pass --out NEW_DIR")
-            return source, True
-        if source is not None and Path(opts.out).resolve() == source.resolve():
-            return source, True
-    elif not opts.out:
-        raise ConfigError("--out is required: a new (or empty) run directory")
-    out = Path(opts.out)
-    try:
-        check_new_run_dir(out)
-    except RunDirError as e:
-        raise ConfigError(str(e)) from e
-    return out, False
 
 
 def build_task(opts: EncoderTrainOptions, device: torch.device, rank: int, world_size: int,
@@ -309,7 +264,7 @@ def _run(opts: EncoderTrainOptions, info: du.DistInfo, resume_state: dict | None
     decision: tuple[Any, ...] = ("", False, "")
     if main:
         try:
-            rd, in_place = _resolve_run_dir(opts, resume_path)
+            rd, in_place = resolve_run_dir(opts.out, resume_path, ConfigError)
             decision = (str(rd), in_place, "")
         except ConfigError as e:
             decision = ("", False, str(e))
@@ -319,9 +274,7 @@ def _run(opts: EncoderTrainOptions, info: du.DistInfo, resume_state: dict | None
     run_dir, in_place = Path(decision[0]), bool(decision[1])
     opts.out = str(run_dir)
     if main:
-        if not in_place:
-            create_run_dir(run_dir)
-        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        make_run_dir(run_dir, in_place)
     du.barrier("run directory", opts.dist_timeout)
     logger = TrainLogger(run_dir, enabled=main, total_kimg=opts.steps, tensorboard=tensorboard, progress=progress,
                          start_kimg=float((resume_state or {}).get("step", 0)), desc=f"{opts.method}-{opts.stage}",
@@ -339,14 +292,10 @@ def _run(opts: EncoderTrainOptions, info: du.DistInfo, resume_state: dict | None
         if resume_state is not None:
             loop.load(resume_state, str(resume_path))
             if main:
-                name, n = "options.json", 0
-                while in_place and (n == 0 or (run_dir / name).exists()):
-                    n += 1
-                    name = f"options-resume-{n}.json"
-                write_json_new(run_dir / name, dict(record, resumed_at={"step": loop.step}))
+                write_options_record(run_dir, dict(record, resumed_at={"step": loop.step}), in_place)
             logger.info(f"resumed from {resume_path} at step {loop.step}")
         elif main:
-            write_json_new(run_dir / "options.json", record)
+            write_options_record(run_dir, record, in_place=False)
         resume_state = None
         logger.info(f"run {run_dir}: {opts.method} {opts.stage}; {task.describe()}; {info.world_size} process(es) "
                     f"on {info.device}, batch {opts.batch}")
@@ -497,7 +446,7 @@ class _Loop:
         t_total, imgs_total = 0.0, 0
         values: dict[str, float] = {}
         stopped_early = False
-        with _stop_on_signals(self):
+        with stop_on_signals(self.request_stop, self.logger.info, stopping=lambda: self.stop_reason is not None):
             while self.step < opts.steps:
                 t0 = time.perf_counter()
                 batch = next(loader)
@@ -574,30 +523,6 @@ class _Loop:
                                   best_step=self.best_step, checkpoint=self.last_ckpt, stopped_early=stopped_early,
                                   stop_reason=self.stop_reason, last_values=values, last_val=self.last_val,
                                   rank=task.rank, world_size=task.world_size, img_per_s=ips)
-
-
-@contextmanager
-def _stop_on_signals(loop: _Loop) -> Iterator[None]:
-    """SIGINT / SIGTERM: save after the current step and exit; a second SIGINT aborts without saving."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handler(signum, frame):
-        name = signal.Signals(signum).name
-        if loop.stop_reason is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        loop.request_stop(name)
-        loop.logger.info(f"{name} received: saving a checkpoint after this step, then exiting")
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
 
 
 def input_size_of(opts: EncoderTrainOptions) -> tuple[int, int]:

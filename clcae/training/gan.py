@@ -29,14 +29,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -50,10 +48,12 @@ from ..networks.stylegan2 import Discriminator, Generator
 from . import distributed as du
 from .augment import AdaptiveAugment
 from .logger import TrainLogger
+from .options import flag
+from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
+                   write_options_record)
 from .sampler import InfiniteSampler, ShardedRandom, derive_seed
-from .state import (CHECKPOINT_DIR, CheckpointWriter, RunDirError, capture_rng_state, check_new_run_dir,
-                    create_run_dir, diff_options, load_training_checkpoint, resolve_resume_path, restore_rng_state,
-                    run_dir_of_checkpoint, seed_everything, write_json_new)
+from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, cpu_copy, load_training_checkpoint,
+                    resolve_resume_path, restore_rng_state, seed_everything)
 
 __all__ = [
     "GANTrainOptions", "ConfigError", "NonFiniteLossError", "TrainerCallback", "TrainResult", "StyleGAN2Trainer",
@@ -145,10 +145,8 @@ class GANTrainOptions:
     threads: int = _opt(0, "torch CPU threads per process (0: torch's default)")
     dist_timeout: float = _opt(600.0, "seconds a collective may wait for another process before the job fails")
 
-    @staticmethod
-    def flag(name: str) -> str:
-        """The command-line flag of option ``name`` (``r1_interval`` -> ``--r1-interval``)."""
-        return "--" + name.replace("_", "-")
+    #: The command-line flag of option ``name`` (``r1_interval`` -> ``--r1-interval``).
+    flag = staticmethod(flag)
 
     def validate(self, world_size: int = 1) -> None:
         """Raise :class:`ConfigError` for any bad value (the message names the flag and a valid choice)."""
@@ -258,16 +256,7 @@ def resolve_options(given: Mapping[str, Any], resume: str | os.PathLike | None =
         return GANTrainOptions(**dict(given)), None, None
     path = resolve_resume_path(resume)
     state = load_training_checkpoint(path, FORMAT_KEY, TRAIN_FORMAT, TRAIN_FORMAT_VERSION)
-    saved = dict(state.get("args") or {})
-    saved = {k: v for k, v in saved.items() if k in names}
-    conflicts = {k: v for k, v in diff_options(saved, given).items() if k not in RESUME_MAY_CHANGE}
-    if conflicts:
-        lines = [f"  {GANTrainOptions.flag(k)}: checkpoint has {a!r}, you passed {b!r}"
-                 for k, (a, b) in sorted(conflicts.items())]
-        raise ConfigError(f"--resume {path}: these options differ from the checkpoint's and cannot change on "
-                          "resume:\n" + "\n".join(lines) + "\ndrop them (the checkpoint's values are used) or start a "
-                          "new run with --out NEW_DIR")
-    merged = {**saved, **dict(given)}
+    merged = merge_resume_options(state.get("args") or {}, given, names, RESUME_MAY_CHANGE, path, ConfigError)
     if "out" not in given:
         merged["out"] = ""  # decided by run_training from the checkpoint's location
     return GANTrainOptions(**merged), state, path
@@ -590,11 +579,11 @@ class StyleGAN2Trainer:
         aug_state = self.augment.state_dict() if self.augment is not None else None
         du.check_consistency({"g": self.G, "d": self.D, "g_ema": self.G_ema})
         return {
-            "g": _to_cpu(self.G.state_dict()),
-            "d": _to_cpu(self.D.state_dict()),
-            "g_ema": _to_cpu(self.G_ema.state_dict()),
-            "g_optim": _to_cpu(self.g_optim.state_dict()),
-            "d_optim": _to_cpu(self.d_optim.state_dict()),
+            "g": cpu_copy(self.G.state_dict()),
+            "d": cpu_copy(self.D.state_dict()),
+            "g_ema": cpu_copy(self.G_ema.state_dict()),
+            "g_optim": cpu_copy(self.g_optim.state_dict()),
+            "d_optim": cpu_copy(self.d_optim.state_dict()),
             "latent_avg": self.G_ema.mean_latent(4096).detach().cpu(),
             "step": self.step,
             "nimg": self.nimg,
@@ -653,48 +642,11 @@ class StyleGAN2Trainer:
         return warnings_
 
 
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_to_cpu(v) for v in obj)
-    return obj
-
-
 # ---------------------------------------------------------------------------------------------------- the run
 def _crossed(interval_kimg: float, before: int, after: int) -> bool:
     """True when the image count passed a multiple of ``interval_kimg`` thousand images during a step."""
     interval = max(1, int(round(interval_kimg * 1000)))
     return before // interval != after // interval
-
-
-@contextmanager
-def _stop_on_signals(trainer: StyleGAN2Trainer, log: Callable[[str], None]) -> Iterator[None]:
-    """SIGINT / SIGTERM ask the trainer to save and stop after the current step; a second SIGINT aborts."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handler(signum, frame):
-        name = signal.Signals(signum).name
-        if trainer.stop_reason is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: abort without saving
-        trainer.request_stop(name)
-        log(f"{name} received: saving a checkpoint after this step, then exiting "
-            "(press Ctrl-C again to abort without saving)")
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
 
 
 def _set_backend_flags(opts: GANTrainOptions, device: torch.device) -> None:
@@ -740,43 +692,13 @@ def run_training(given: Mapping[str, Any], resume: str | os.PathLike | None = No
         DistributedError: another process died or timed out.
     """
     opts, resume_state, resume_path = resolve_options(given, resume)
-    world_size_env = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    opts.validate(world_size_env)
-    try:
-        info = du.init_distributed(opts.device, timeout_s=opts.dist_timeout)
-    except du.DistributedError as e:
-        raise ConfigError(str(e)) from e
-    try:
+    with process_group(opts, ConfigError) as info:
         return _run(opts, info, resume_state, resume_path, callbacks, tensorboard, progress)
-    finally:
-        du.cleanup()
-
-
-def _resolve_run_dir(opts: GANTrainOptions, resume_path: Path | None) -> tuple[Path, bool]:
-    """``(run_dir, in_place)``; checks that a new run directory is new or empty."""
-    if resume_path is not None:
-        source = run_dir_of_checkpoint(resume_path)
-        if not opts.out:
-            if source is None:
-                raise ConfigError(f"--resume {resume_path}: the checkpoint is not inside a run directory; pass --out "
-                                  "NEW_DIR for the continued run")
-            return source, True
-        out = Path(opts.out)
-        if source is not None and out.resolve() == source.resolve():
-            return source, True
-    elif not opts.out:
-        raise ConfigError("--out is required: a new (or empty) run directory")
-    out = Path(opts.out)
-    try:
-        check_new_run_dir(out)
-    except RunDirError as e:
-        raise ConfigError(str(e)) from e
-    return out, False
 
 
 def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, resume_path: Path | None,
          callbacks: Sequence[TrainerCallback], tensorboard: bool, progress: bool | None) -> TrainResult:
-    run_dir, in_place = _resolve_run_dir(opts, resume_path)
+    run_dir, in_place = resolve_run_dir(opts.out, resume_path, ConfigError)
     opts.out = str(run_dir)
     dataset, data_desc = build_dataset(opts)  # fails fast on a bad folder, on every rank
     if len(dataset) < 1:
@@ -785,9 +707,7 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
     _set_backend_flags(opts, info.device)
 
     if main:
-        if not in_place:
-            create_run_dir(run_dir)
-        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        make_run_dir(run_dir, in_place)
     du.barrier("run directory", opts.dist_timeout)
 
     logger = TrainLogger(run_dir, enabled=main, total_kimg=opts.kimg, tensorboard=tensorboard, progress=progress,
@@ -815,15 +735,11 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
             for w in trainer.load_state_dict(resume_state, str(resume_path)):
                 logger.info(f"warning: {w}")
             if main:  # a fork into a new directory gets its own options.json
-                record = dict(run_record, resumed_at={"step": trainer.step, "nimg": trainer.nimg})
-                name, n = "options.json", 0
-                while in_place and (n == 0 or (run_dir / name).exists()):
-                    n += 1
-                    name = f"options-resume-{n}.json"
-                write_json_new(run_dir / name, record)
+                write_options_record(run_dir, dict(run_record, resumed_at={"step": trainer.step, "nimg": trainer.nimg}),
+                                     in_place)
             logger.info(f"resumed from {resume_path} at step {trainer.step} ({trainer.kimg:.3f} kimg)")
         elif main:
-            write_json_new(run_dir / "options.json", run_record)
+            write_options_record(run_dir, run_record, in_place=False)
         fresh = resume_state is None
         resume_state = None  # free the memory
         n_g = sum(p.numel() for p in trainer.G.parameters())
@@ -873,7 +789,7 @@ def _loop(trainer: StyleGAN2Trainer, dataset, writer: CheckpointWriter, logger: 
     last_values: dict[str, float] = {}
     stopped_early = False
 
-    with _stop_on_signals(trainer, logger.info):
+    with stop_on_signals(trainer.request_stop, logger.info, stopping=lambda: trainer.stop_reason is not None):
         while trainer.nimg < total_nimg:
             t0 = time.perf_counter()
             real = next(data)

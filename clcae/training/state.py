@@ -8,7 +8,8 @@ Generic pieces shared by every trainer (the StyleGAN2 trainer of :mod:`clcae.tra
 - :func:`write_json_new`: write the options JSON once (refuses to replace an existing file);
 - :class:`CheckpointWriter`: ``latest.pt`` plus kept periodic snapshots, each written atomically
   (:func:`clcae.checkpoints.atomic_save`); :func:`resolve_resume_path`, :func:`load_training_checkpoint`;
-- :func:`diff_options`: which options a resume changes, and whether it may.
+- :func:`diff_options`: which options a resume changes, and whether it may;
+- :func:`cpu_copy`: a state dict (or any nest of dicts, lists and tuples) with every tensor copied to the CPU.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from ..fileio import atomic_write
 __all__ = [
     "RunDirError", "seed_everything", "capture_rng_state", "restore_rng_state", "check_new_run_dir",
     "create_run_dir", "write_json_new", "to_jsonable", "CheckpointWriter", "resolve_resume_path",
-    "load_training_checkpoint", "run_dir_of_checkpoint", "diff_options", "LATEST_NAME", "CHECKPOINT_DIR",
+    "load_training_checkpoint", "run_dir_of_checkpoint", "diff_options", "cpu_copy", "LATEST_NAME", "CHECKPOINT_DIR",
 ]
 
 CHECKPOINT_DIR = "checkpoints"
@@ -257,3 +258,17 @@ def diff_options(saved: Mapping[str, Any], given: Mapping[str, Any], keys: Itera
         if a != b:
             out[name] = (saved.get(name), given[name])
     return out
+
+
+def cpu_copy(obj: Any) -> Any:
+    """``obj`` with every tensor detached and cloned onto the CPU, through nested dicts, lists and tuples (kept as
+    such); anything else is returned as is. For checkpoints: the copy no longer aliases the training state."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [cpu_copy(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(cpu_copy(v) for v in obj)
+    return obj

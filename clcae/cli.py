@@ -1,0 +1,127 @@
+"""What the command-line scripts in ``scripts/`` share: argparse types, error reporting and exit statuses.
+
+Every script returns its exit status from ``main(argv) -> int``:
+
+===========  ========================================================================================
+status       meaning
+===========  ========================================================================================
+0            done (:data:`EXIT_OK`)
+1            the work failed: a NaN/Inf loss, a dead process, every input bad (:data:`EXIT_FAILED`)
+2            a problem with the arguments or the files they name (:data:`EXIT_USAGE`)
+130 / 143    stopped by SIGINT / SIGTERM (:data:`EXIT_SIGINT`, :data:`EXIT_SIGTERM`)
+===========  ========================================================================================
+
+- :func:`positive_int`, :func:`non_negative_int`: argparse ``type=`` functions with a clear message;
+- :func:`report_error`: print ``error: MESSAGE`` to stderr and return a status;
+- :func:`exit_statuses`: a decorator that turns a ``main``'s exceptions into those statuses and messages;
+- :func:`stop_exit_status`: the status of a training run that stopped early (on a signal);
+- :func:`summary_exit_status`: the status of a per-image run from its summary (``invert.py``, ``edit.py``).
+
+Devices: :func:`clcae.inversion.runner.resolve_device` turns ``--device`` (``auto``, ``cpu``, ``cuda:N``) into a
+``torch.device`` for every script.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from typing import Any, Callable, Mapping, TypeVar
+
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "ABORTED_WITHOUT_SAVING",
+           "positive_int", "non_negative_int", "report_error", "exit_statuses", "stop_exit_status",
+           "summary_exit_status"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+#: What the training scripts print when a second Ctrl-C aborts a run without saving.
+ABORTED_WITHOUT_SAVING = "aborted without saving (the last checkpoint is intact)"
+
+MainFunction = TypeVar("MainFunction", bound=Callable[..., int])
+
+
+# ---------------------------------------------------------------------------------------------------- argparse types
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1 (argparse ``type=``); anything else is a usage error naming the value."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An int >= 0 (argparse ``type=``); anything else is a usage error naming the value."""
+    return _int_at_least(text, 0)
+
+
+# ---------------------------------------------------------------------------------------------------- exit statuses
+def report_error(error: object, status: int = EXIT_USAGE) -> int:
+    """Print ``error: ERROR`` to stderr and return ``status`` (default :data:`EXIT_USAGE`), as in
+    ``return report_error(e)``."""
+    print(f"error: {error}", file=sys.stderr)
+    return status
+
+
+def exit_statuses(usage: tuple[type[BaseException], ...] = (), failure: tuple[type[BaseException], ...] = (),
+                  interrupted: str | None = None) -> Callable[[MainFunction], MainFunction]:
+    """Decorate a script's ``main(argv) -> int`` so that its exceptions end it with a message and a status.
+
+    Args:
+        usage: exceptions for bad arguments or input files: ``error: MESSAGE`` on stderr, status 2 (checked
+            first).
+        failure: exceptions for work that failed (e.g. a NaN loss): ``error: MESSAGE``, status 1.
+        interrupted: with a message, ``KeyboardInterrupt`` prints it to stderr and returns 130; ``None`` lets it
+            propagate.
+    A :class:`~clcae.training.distributed.DistributedError` (another process died or timed out) always prints
+    ``error (rank R): MESSAGE`` and returns 1. Any other exception propagates; ``SystemExit`` from argparse too.
+    """
+    from .training.distributed import DistributedError
+
+    def decorate(main: MainFunction) -> MainFunction:
+        @functools.wraps(main)
+        def wrapped(*args: Any, **kwargs: Any) -> int:
+            try:
+                return main(*args, **kwargs)
+            except usage as e:
+                return report_error(e, EXIT_USAGE)
+            except failure as e:
+                return report_error(e, EXIT_FAILED)
+            except DistributedError as e:
+                print(f"error (rank {os.environ.get('RANK', '0')}): {e}", file=sys.stderr)
+                return EXIT_FAILED
+            except KeyboardInterrupt:
+                if interrupted is None:
+                    raise
+                print(interrupted, file=sys.stderr)
+                return EXIT_SIGINT
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
+
+
+def stop_exit_status(stop_reason: str | None) -> int:
+    """The status of a training run that stopped before its end: 130 after SIGINT, 143 after SIGTERM, 0 for any
+    other reason (e.g. a requested stop after N steps)."""
+    return {"SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM}.get(stop_reason or "", EXIT_OK)
+
+
+def summary_exit_status(summary: Mapping[str, Any]) -> int:
+    """The status of a run over many inputs, from its summary (``interrupted``, ``failed``, ``done``, ``skipped``):
+    130 when interrupted, 1 when every input failed (none done or skipped), else 0 (bad inputs are reported, not
+    fatal)."""
+    if summary["interrupted"]:
+        return EXIT_SIGINT
+    if summary["failed"] and not summary["done"] and not summary["skipped"]:
+        return EXIT_FAILED
+    return EXIT_OK
