@@ -20,7 +20,7 @@ from clcae.training.options import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = dict(input_size="32", num_layers=18, widths="8,8,16,16", nhead=2, dim_feedforward=32, projection_dim=16,
+TINY = dict(input_size="32", num_layers=18, widths="8,8,16,24", nhead=2, dim_feedforward=32, projection_dim=16,
             idx_k=3, val_n=4, synth_n=64, perceptual="none", identity="none", threads=1, log_interval=1,
             image_interval=2, sample_n=2, optimizer="adam", lr=1e-3)
 

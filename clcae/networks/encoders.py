@@ -79,6 +79,8 @@ class GradualFeatureBlock(nn.Module):
     """CLCAE's ``content_layer``: ``num_down`` x [3x3 conv stride 2 (bias) + LeakyReLU 0.01].
 
     [B, in_c, 64, 64] -> [B, out_c, 16, 16] with the default two convs. Keys ``convs.{0,2}``.
+    ``num_down=0`` (small domains whose p1 map already has the generator's feature size, e.g. a 64 px input and
+    a 64 px generator) keeps one 3x3 conv with stride 1, so the branch still maps ``in_c`` to ``out_c`` channels.
     """
 
     def __init__(self, in_c: int, out_c: int, num_down: int = 2):
@@ -86,6 +88,8 @@ class GradualFeatureBlock(nn.Module):
         layers: list[nn.Module] = []
         for i in range(num_down):
             layers += [nn.Conv2d(in_c if i == 0 else out_c, out_c, 3, 2, 1), nn.LeakyReLU(HEAD_SLOPE)]
+        if num_down == 0:
+            layers += [nn.Conv2d(in_c, out_c, 3, 1, 1), nn.LeakyReLU(HEAD_SLOPE)]
         self.convs = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
