@@ -17,42 +17,59 @@ Writes to --out, per edit LABEL and image NAME:
 and summary.json. For W+F the feature follows the edit: f + G_k(W+_edited) - G_k(W+) (docs/EDITING.md).
 Re-running skips finished (image, edit) pairs; a bad latents file is reported by name and skipped.
 
+Real photos (docs/REAL_PHOTOS.md):
+  --paste-back   also write the original photo with each edited crop warped back into it (feathered edge):
+                   pasted/LABEL/KIND/NAME/s+3.png   full size
+                 for latents written by invert.py from aligned crops (invert.py --align, or crops of
+                 scripts/align.py: they name their alignment record) and, with --input, for crops whose record
+                 (NAME.json) lies beside them. Without a record the edit is still written, and a line says why
+                 nothing was pasted.
+  --align        with --input PHOTOS: FFHQ-align the faces first (into OUT/aligned/), then invert and edit the
+                 crops (needs the [align] extra).
+
 Examples:
   python scripts/edit.py --latents out/clcae --edit interfacegan:editings/smile.pt:-3:3:7 --out out/edit
   python scripts/edit.py --latents out/clcae --generator G.pt --edit ganspace:ffhq_pca.pt:54:7:7:-10:10:5 \\
       --edit sefa:0:-15:15:7 --out out/edit
   python scripts/edit.py --input photos/ --checkpoint clcae.pt --edit interfacegan:age.pt:-3,0,3 --out out/edit
+  python scripts/edit.py --latents out/photos --edit interfacegan:smile.pt:-2,2 --paste-back --out out/edit
+  python scripts/edit.py --input photos/ --align --checkpoint clcae.pt --edit interfacegan:age.pt:3 --paste-back \\
+      --out out/edit
 
-Exit status: 0 when the run completed (bad files are reported, not fatal); 1 when every image failed; 2 for a
-problem with the arguments; 130 when interrupted.
+Exit status: 0 when the run completed (bad files, and photos without a face or paste-back, are reported, not
+fatal); 1 when every image failed (with --align: or no photo had a face); 2 for a problem with the arguments (or
+the [align] extra missing); 130 when interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from clcae import cli
+from clcae.align.detect import AlignExtraMissing, FaceDetector
+from clcae.align.ffhq import alignment_record_for, format_align_summary
+from clcae.align.pipeline import (ALIGNED_DIR, EDIT_KINDS, PASTED_DIR, EditOptions, EditSpec, PasteTarget,
+                                  align_inputs, edit_function, load_paste_target, parse_edit, parse_strengths,
+                                  render_edit, strength_label, unique_labels)
+from clcae.align.pipeline import parse_layers as pipeline_parse_layers
 from clcae.checkpoints import CheckpointError, load_file, load_generator, load_inverter
 from clcae.data.images import ImageReadError, display_path, save_image
-from clcae.editing import (GANSPACE_MODES, REPRESENTATIONS, apply_direction, apply_ganspace, apply_sefa,
-                           edit_and_render, encoder_edit, feature_at, load_direction, load_pca, representations_of,
-                           sefa_directions)
+from clcae.editing import GANSPACE_MODES, REPRESENTATIONS, encoder_edit, feature_at, representations_of
 from clcae.fileio import atomic_write
 from clcae.inversion.inverters import official_output
 from clcae.inversion.runner import FORMATS, OFFICIAL_SIDE, SIZES, RunnerError, resolve_device
 from clcae.sampling import image_grid
 
-EDIT_KINDS = ("interfacegan", "ganspace", "sefa")
+__all__ = ["EDIT_KINDS", "EditSpec", "parse_edit", "parse_strengths", "parse_layers", "strength_label", "main"]
+
 GRID_PADDING = 2
 DEFAULT_IDX_K = 5
 
@@ -62,159 +79,18 @@ class UsageError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------- parsing
-def parse_strengths(text: str) -> list[float]:
-    """``'-3,0,3'`` -> [-3, 0, 3]; ``'-3:3:7'`` -> 7 values from -3 to 3, both ends included; ``'2'`` -> [2]."""
-    text = text.strip()
-    if ":" in text:
-        parts = text.split(":")
-        try:
-            if len(parts) != 3:
-                raise ValueError
-            a, b, n = float(parts[0]), float(parts[1]), int(parts[2])
-        except ValueError:
-            raise ValueError(f"strength range {text!r}: expected A:B:N (numbers A, B and an integer N)") from None
-        if n < 2:
-            raise ValueError(f"strength range {text!r}: N must be >= 2 (for one value write it alone)")
-        values = [round(a + (b - a) * i / (n - 1), 10) for i in range(n)]
-    else:
-        try:
-            values = [float(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"strengths {text!r}: expected numbers separated by commas, or A:B:N") from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"strengths {text!r}: need at least one finite value")
-    return [0.0 if v == 0 else v for v in values]
-
-
 def parse_layers(text: str) -> list[int]:
-    """``'2,3,4,5'`` or ``'2-5'`` (inclusive) or a mix -> W+ layer indices."""
-    layers: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)-(\d+)", part)
-        if m:
-            layers.extend(range(int(m.group(1)), int(m.group(2)) + 1))
-        elif part.isdigit():
-            layers.append(int(part))
-        elif part:
-            raise argparse.ArgumentTypeError(f"layers {text!r}: expected indices like 2,3,4 or 2-5")
-    if not layers:
-        raise argparse.ArgumentTypeError(f"layers {text!r}: no index")
-    return layers
-
-
-def _is_range(fields: list[str]) -> bool:
+    """``'2,3,4,5'`` or ``'2-5'`` (inclusive) or a mix -> W+ layer indices (argparse type of ``--layers``)."""
     try:
-        float(fields[0]), float(fields[1])
-        return int(fields[2]) >= 2
-    except (ValueError, IndexError):
-        return False
+        return pipeline_parse_layers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-@dataclass
-class EditSpec:
-    """One ``--edit`` argument, parsed."""
-
-    kind: str
-    text: str
-    strengths: list[float]
-    path: Path | None = None
-    component: int = 0
-    first: int = 0
-    last: int = 0
-    index: int = 0
-    label: str = ""
-    cache: dict = field(default_factory=dict)  # per generator: the callable that applies the edit
-
-
-def parse_edit(text: str) -> EditSpec:
-    """Parse an ``--edit`` value (see the module docstring); ValueError says what is wrong."""
-    kind, sep, rest = text.partition(":")
-    kind = kind.strip().lower()
-    if kind not in EDIT_KINDS or not sep:
-        raise ValueError(f"--edit {text!r}: expected interfacegan:PATH:STRENGTHS, "
-                         "ganspace:PCA:COMP:FIRST:LAST:STRENGTHS or sefa:K:STRENGTHS")
-    fields = rest.split(":")
-    head_len = {"interfacegan": 1, "ganspace": 4, "sefa": 1}[kind]
-    if len(fields) >= head_len + 3 and _is_range(fields[-3:]):
-        head, strengths = fields[:-3], parse_strengths(":".join(fields[-3:]))
-    elif len(fields) >= head_len + 1:
-        head, strengths = fields[:-1], parse_strengths(fields[-1])
-    else:
-        raise ValueError(f"--edit {text!r}: too few fields for {kind}")
-    spec = EditSpec(kind=kind, text=text, strengths=strengths)
-    try:
-        if kind == "interfacegan":
-            spec.path = Path(":".join(head))
-            spec.label = f"interfacegan_{spec.path.stem}"
-        elif kind == "ganspace":
-            spec.path = Path(":".join(head[:-3]))
-            spec.component, spec.first, spec.last = (int(v) for v in head[-3:])
-            if spec.component < 0 or not 0 <= spec.first <= spec.last:
-                raise ValueError
-            spec.label = f"ganspace_{spec.path.stem}_c{spec.component}_l{spec.first}-{spec.last}"
-        else:
-            if len(head) != 1:
-                raise ValueError
-            spec.index = int(head[0])
-            if spec.index < 0:
-                raise ValueError
-            spec.label = f"sefa_k{spec.index}"
-    except ValueError:
-        raise ValueError(f"--edit {text!r}: bad {kind} fields {head} (component / layers / K are integers >= 0, "
-                         "FIRST <= LAST)") from None
-    if spec.path is not None and not str(spec.path):
-        raise ValueError(f"--edit {text!r}: no file given")
-    return spec
-
-
-def strength_label(s: float) -> str:
-    """File-name form of a strength: ``+3``, ``-1.5``, ``+0``."""
-    return f"{s:+g}"
-
-
-# ---------------------------------------------------------------------------------------------------- edits
-def edit_function(spec: EditSpec, generator, args: argparse.Namespace) -> Callable[[torch.Tensor, torch.Tensor],
-                                                                                  torch.Tensor]:
-    """``fn(wplus [B, n, D], strengths [B]) -> edited`` for ``spec`` on ``generator`` (cached per generator).
-
-    Raises :class:`CheckpointError` / ValueError when the edit's file does not fit the generator.
-    """
-    key = id(generator)
-    if key in spec.cache:
-        return spec.cache[key]
-    layers = args.layers
-    if spec.kind == "interfacegan":
-        direction = load_direction(spec.path, generator=generator, per_layer=args.per_layer)
-        use_layers = layers if layers is not None else direction.layers
-        vec = direction.vector.to(generator.latent_avg.device)
-        spec.cache[("direction", key)] = direction
-
-        def fn(codes, s):
-            return apply_direction(codes, vec, s, use_layers)
-    elif spec.kind == "ganspace":
-        pca = load_pca(spec.path, generator=generator)
-        if spec.component >= pca.n_components:
-            raise ValueError(f"{spec.text}: component {spec.component} does not exist ({spec.path} has "
-                             f"{pca.n_components})")
-        if spec.last >= generator.n_latent:
-            raise ValueError(f"{spec.text}: layer {spec.last} does not exist (the generator has "
-                             f"{generator.n_latent} W+ layers, 0..{generator.n_latent - 1})")
-
-        def fn(codes, s):
-            return apply_ganspace(codes, pca, [(spec.component, spec.first, spec.last, s)], mode=args.ganspace_mode)
-    else:
-        if spec.index >= generator.style_dim:
-            raise ValueError(f"{spec.text}: SeFa direction {spec.index} does not exist (W has {generator.style_dim} "
-                             "dimensions)")
-        sefa = sefa_directions(generator, layers="all" if layers is None else layers, k=spec.index + 1,
-                               include_torgb=args.sefa_torgb)
-        sefa.directions = sefa.directions.to(generator.latent_avg.device)
-
-        def fn(codes, s):
-            return apply_sefa(codes, sefa, spec.index, s)
-    spec.cache[key] = fn
-    return fn
+def edit_options(args: argparse.Namespace) -> EditOptions:
+    """The edit options of the command line."""
+    return EditOptions(layers=None if args.layers is None else tuple(args.layers), per_layer=args.per_layer,
+                       ganspace_mode=args.ganspace_mode, sefa_torgb=args.sefa_torgb)
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -340,6 +216,13 @@ def edit_paths(out: Path, label: str, name: str, kinds: list[str], strengths: li
     return out / label / "grids" / f"{name}.jpg", images
 
 
+def paste_paths(out: Path, label: str, name: str, kinds: list[str], strengths: list[float],
+                fmt: str) -> dict[tuple[str, float], Path]:
+    """``{(kind, strength): OUT/pasted/LABEL/KIND/NAME/s+3.FMT}``: the full-size photos of ``--paste-back``."""
+    return {(k, s): out / PASTED_DIR / label / k / name / f"s{strength_label(s)}.{fmt}"
+            for k in kinds for s in strengths}
+
+
 def _finished(paths: list[Path]) -> bool:
     try:
         return all(os.stat(p).st_size > 0 for p in paths)
@@ -354,51 +237,67 @@ def to_output_size(images: torch.Tensor, input_size: tuple[int, int], size: str)
     return official_output(images, input_size, size=min(OFFICIAL_SIDE, images.shape[-1]))
 
 
-def _unique_labels(specs: list[EditSpec]) -> None:
-    seen: dict[str, int] = {}
-    for spec in specs:
-        base = re.sub(r"[^\w.+-]", "_", spec.label)
-        seen[base] = seen.get(base, 0) + 1
-        spec.label = base if seen[base] == 1 else f"{base}_{seen[base]}"
+def alignment_record(item: Item, latents: dict[str, Any] | None) -> tuple[Path | None, str]:
+    """``(record, why_not)``: the alignment record of an input, or ``None`` and the reason.
+
+    Latents name their record (``'alignment'``, written by invert.py for aligned crops); when that path no longer
+    exists, ``RUN/aligned/NAME.json`` is tried for a latents file at ``RUN/latents/NAME.pt`` (a moved run folder).
+    An image input (``--input``) uses the record beside it (``NAME.json``, as scripts/align.py writes it).
+    """
+    if latents is None:
+        found = alignment_record_for(item.path)
+        if found is None:
+            return None, (f"no alignment record {display_path(item.path.with_suffix('.json'))} beside the image "
+                          "(align the photos with --align, or give the crops of scripts/align.py)")
+        return found, ""
+    named = latents.get("alignment")
+    if not isinstance(named, str) or not named:
+        return None, ("its latents carry no alignment record (invert the photos with scripts/invert.py --align, "
+                      "or invert the crops of scripts/align.py)")
+    if Path(named).is_file():
+        return Path(named), ""
+    latents_root = item.path.parents[len(Path(item.name).parts) - 1]
+    moved = latents_root.parent / ALIGNED_DIR / f"{item.name}.json"
+    if latents_root.name == "latents" and moved.is_file():
+        return moved, ""
+    return None, f"its alignment record {named} does not exist here"
 
 
 # ---------------------------------------------------------------------------------------------------- running
 @torch.no_grad()
 def edit_one(generator, latents: dict[str, Any], spec: EditSpec, args: argparse.Namespace, idx_k: int,
              feature_scale: float, input_size: tuple[int, int], kinds: list[str], f_gen: torch.Tensor | None,
-             out: Path, name: str, inverter=None, x: torch.Tensor | None = None) -> None:
-    """Render the sweep of one edit for one image and write its images and grid (grid last)."""
-    fn = edit_function(spec, generator, args)
-    device = generator.latent_avg.device
-    noise = latents.get("noise")
-    if noise is not None:
-        noise = [t.to(device) for t in noise]
-    rendered: dict[tuple[str, float], torch.Tensor] = {}
+             out: Path, name: str, inverter=None, x: torch.Tensor | None = None,
+             paste: PasteTarget | None = None) -> None:
+    """Render the sweep of one edit for one image and write its images and grid (grid last); with ``paste``, also
+    the photo with each edited crop (at the generator's resolution) pasted back, under ``OUT/pasted/``."""
+    fn = edit_function(spec, generator, edit_options(args))
     strengths = spec.strengths
-    for start in range(0, len(strengths), args.batch):
-        chunk = strengths[start:start + args.batch]
-        b = len(chunk)
-        s = torch.tensor(chunk, dtype=torch.float32, device=device)
-        if inverter is not None and args.encoder_edit and spec.kind == "interfacegan":
-            direction = spec.cache[("direction", id(generator))]
-            if direction.per_layer or direction.layers is not None or args.layers is not None:
-                raise ValueError("--encoder-edit moves the foundation code (every layer): it takes one [D] direction "
-                                 "and no layer choice (--layers, --per-layer, or layers stored in the file)")
-            res = encoder_edit(inverter, x.expand(b, -1, -1, -1), s[:, None] * direction.vector.to(device))
-        else:
-            batch = {k: latents[k].to(device).unsqueeze(0).expand(b, *latents[k].shape)
-                     for k in ("w", "wplus", "f") if k in latents}
-            if f_gen is not None:
-                batch["f_gen"] = f_gen.expand(b, *f_gen.shape[1:])
-            res = edit_and_render(generator, batch, lambda c: fn(c, s), idx_k=idx_k, feature_scale=feature_scale,
-                                  noise=noise, representations=kinds)
-        for kind in kinds:
-            imgs = to_output_size(res[f"image_{kind}"].float(), input_size, args.size).cpu()
-            for j, sv in enumerate(chunk):
-                rendered[(kind, sv)] = imgs[j]
+    if inverter is not None and args.encoder_edit and spec.kind == "interfacegan":
+        direction = spec.loaded_direction(generator)
+        if direction.per_layer or direction.layers is not None or args.layers is not None:
+            raise ValueError("--encoder-edit moves the foundation code (every layer): it takes one [D] direction "
+                             "and no layer choice (--layers, --per-layer, or layers stored in the file)")
+        device = generator.latent_avg.device
+        full: dict[tuple[str, float], torch.Tensor] = {}
+        for start in range(0, len(strengths), args.batch):
+            chunk = strengths[start:start + args.batch]
+            s = torch.tensor(chunk, dtype=torch.float32, device=device)
+            res = encoder_edit(inverter, x.expand(len(chunk), -1, -1, -1), s[:, None] * direction.vector.to(device))
+            for kind in kinds:
+                images = res[f"image_{kind}"].float().cpu()
+                for j, value in enumerate(chunk):
+                    full[(kind, value)] = images[j]
+    else:
+        full = render_edit(generator, latents, fn, strengths, kinds=kinds, idx_k=idx_k, feature_scale=feature_scale,
+                           f_gen=f_gen, noise=latents.get("noise"), batch=args.batch)
+    rendered = {key: to_output_size(image[None], input_size, args.size)[0] for key, image in full.items()}
     grid_path, image_paths = edit_paths(out, spec.label, name, kinds, strengths, args.format)
     for key, path in image_paths.items():
         save_image(rendered[key], path)
+    if paste is not None:
+        for key, path in paste_paths(out, spec.label, name, kinds, strengths, args.format).items():
+            save_image(paste.paste(full[key], args.feather), path)
     grid = image_grid(torch.stack([rendered[(k, sv)].clamp(-1, 1) for k in kinds for sv in strengths]),
                       nrow=len(strengths), padding=GRID_PADDING)
     save_image(grid, grid_path)
@@ -415,6 +314,19 @@ def _latents_meta(latents: dict[str, Any], args: argparse.Namespace, generator) 
     return idx_k, scale, input_size
 
 
+def _align_photos(args: argparse.Namespace, inverter) -> tuple[Path, dict]:
+    """``--align``: the photos of ``--input`` aligned into ``OUT/aligned/``; ``(crop folder, align summary)``."""
+    crops = args.out / ALIGNED_DIR
+    size = args.align_size or max(inverter.input_size)
+    try:
+        summary = align_inputs(args.input, crops, size=size, all_faces=args.all_faces,
+                               detector=FaceDetector(min_score=args.min_score), overwrite=args.overwrite,
+                               progress=not args.no_progress, exclude=args.out)
+    except RunnerError as e:
+        raise UsageError(str(e)) from None
+    return crops, summary
+
+
 def run(args: argparse.Namespace) -> dict:
     """Edit every image; returns the summary (also written to ``OUT/summary.json``)."""
     from tqdm.auto import tqdm
@@ -428,26 +340,46 @@ def run(args: argparse.Namespace) -> dict:
     for spec in specs:
         if spec.path is not None and not spec.path.is_file():
             raise UsageError(f"--edit {spec.text!r}: no such file {display_path(spec.path)}")
-    _unique_labels(specs)
+    unique_labels(specs)
+    if not 0.0 <= args.feather <= 0.5:
+        raise UsageError(f"--feather must be in [0, 0.5] (a fraction of the crop side); got {args.feather}")
+    if not args.align and (args.align_size is not None or args.all_faces):
+        raise UsageError("--align-size and --all-faces need --align")
     try:
         device = resolve_device(args.device)
     except RunnerError as e:
         raise UsageError(str(e)) from None
     out: Path = args.out
     inverter = None
+    align_summary = None
     if args.input is not None:
         from clcae.inversion.runner import list_inputs, load_method, read_input
 
         if args.checkpoint is None:
             raise UsageError("--input needs --checkpoint (an inverter file)")
+        if args.align:
+            FaceDetector(min_score=args.min_score)  # fails before the model is loaded when the extra is missing
         try:
             loaded = load_method(args.checkpoint, generator=args.generator, device=device, impl=args.impl)
-            items_in, _ = list_inputs(args.input, exclude=out)
         except RunnerError as e:
             raise UsageError(str(e)) from None
         inverter = loaded.inverter
         if args.encoder_edit and inverter.arch != "clcae":
             raise UsageError(f"--encoder-edit needs a CLCAE inverter; {args.checkpoint} holds {inverter.arch}")
+        source = args.input
+        if args.align:
+            source, align_summary = _align_photos(args, inverter)
+            print(format_align_summary(align_summary))
+            no_crop = not align_summary["aligned"] and not align_summary["skipped"]
+            if align_summary["interrupted"] or no_crop:
+                return _write_summary(out, {"done": 0, "skipped": 0, "failed": 0, "total": 0, "failures": [],
+                                            "interrupted": align_summary["interrupted"], "seconds": 0.0,
+                                            "no_crop": no_crop, "no_face": align_summary["no_face"],
+                                            "align": align_summary})
+        try:
+            items_in, _ = list_inputs(source, exclude=None if args.align else out)
+        except RunnerError as e:
+            raise UsageError(str(e)) from None
         items = [Item(it.name, it.path) for it in items_in]
         generators = None
     else:
@@ -455,11 +387,15 @@ def run(args: argparse.Namespace) -> dict:
             raise UsageError("give --latents (files written by scripts/invert.py) or --input with --checkpoint")
         if args.encoder_edit:
             raise UsageError("--encoder-edit needs the images (--input with a CLCAE --checkpoint)")
+        if args.align:
+            raise UsageError("--align needs the photos (--input with --checkpoint); latents from invert.py --align "
+                             "already name their alignment")
         items = list_latents(args.latents)
         generators = GeneratorSource(args.generator, device, args.impl)
 
-    done = skipped = 0
+    done = skipped = pasted = 0
     failures: list[dict[str, str]] = []
+    not_pasted: list[dict[str, str]] = []
     start = time.perf_counter()
     interrupted = False
 
@@ -469,6 +405,10 @@ def run(args: argparse.Namespace) -> dict:
             reason = reason[len(prefix):] if reason.startswith(prefix) else reason
         failures.append({"name": item.name, "path": shown, "reason": reason})
         print(f"skipped {display_path(item.path)}: {reason}", file=sys.stderr)
+
+    def no_paste(item: Item, reason: str) -> None:
+        not_pasted.append({"name": item.name, "path": display_path(item.path), "reason": reason})
+        print(f"no paste-back for {display_path(item.path)}: {reason}", file=sys.stderr)
 
     bar = tqdm(items, disable=args.no_progress, desc="editing", unit="image")
     try:
@@ -492,15 +432,30 @@ def run(args: argparse.Namespace) -> dict:
                 fail(item, getattr(e, "reason", None) or str(e))
                 continue
             kinds = representations_of(latents)
+            record, why_not = (None, "")
+            if args.paste_back:
+                record, why_not = alignment_record(item, None if inverter is not None else latents)
             todo = []
             for spec in specs:
                 grid_path, image_paths = edit_paths(out, spec.label, item.name, kinds, spec.strengths, args.format)
-                if not args.overwrite and _finished([*image_paths.values(), grid_path]):
+                wanted = [*image_paths.values(), grid_path]
+                if record is not None:
+                    wanted += paste_paths(out, spec.label, item.name, kinds, spec.strengths, args.format).values()
+                if not args.overwrite and _finished(wanted):
                     continue
                 todo.append(spec)
             if not todo:
                 skipped += 1
                 continue
+            paste = None
+            if args.paste_back:
+                if record is not None:
+                    try:
+                        paste = load_paste_target(record)
+                    except ValueError as e:
+                        why_not = str(e)
+                if paste is None:
+                    no_paste(item, why_not)
             try:
                 f_gen = None
                 if "f" in latents:
@@ -511,11 +466,13 @@ def run(args: argparse.Namespace) -> dict:
                                          f"idx_k={idx_k} has {list(f_gen.shape[1:])} (wrong --idx-k?)")
                 for spec in todo:
                     edit_one(generator, latents, spec, args, idx_k, scale, input_size, kinds, f_gen, out, item.name,
-                             inverter=inverter, x=x)
+                             inverter=inverter, x=x, paste=paste)
             except (CheckpointError, ValueError) as e:
                 fail(item, str(e))
                 continue
             done += 1
+            if paste is not None:
+                pasted += 1
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -526,6 +483,14 @@ def run(args: argparse.Namespace) -> dict:
                "edits": [{"label": s.label, "edit": s.text, "strengths": s.strengths} for s in specs],
                "rows": list(REPRESENTATIONS), "size": args.size, "ganspace_mode": args.ganspace_mode,
                "encoder_edit": bool(args.encoder_edit)}
+    if args.paste_back:
+        summary.update(pasted=pasted, not_pasted=not_pasted, feather=args.feather)
+    if align_summary is not None:
+        summary.update(no_face=align_summary["no_face"], align=align_summary)
+    return _write_summary(out, summary)
+
+
+def _write_summary(out: Path, summary: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "summary.json", "w", fsync=False, encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
@@ -540,6 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latents written by scripts/invert.py: its output folder, its latents/ folder or one .pt")
     g.add_argument("--input", type=Path, default=None, help="images to invert and edit (folder or file)")
     g.add_argument("--checkpoint", type=Path, default=None, help="inverter for --input (ours, official CLCAE/pSp/e4e)")
+    g.add_argument("--align", action="store_true",
+                   help=f"with --input: FFHQ-align the faces of the photos first (into OUT/{ALIGNED_DIR}/), then "
+                        "invert and edit the crops (needs the [align] extra)")
+    g.add_argument("--align-size", type=cli.positive_int, default=None,
+                   help="side of the aligned crops (default: the encoder's input side)")
+    g.add_argument("--all-faces", action="store_true", help="with --align: every face (default: the largest)")
+    g.add_argument("--min-score", type=float, default=0.3,
+                   help="with --align: the face detector's score threshold (default 0.3)")
     g.add_argument("--generator", type=Path, default=None,
                    help="with --latents: the generator (default: the checkpoint named in each latents file); with "
                         "--input: the StyleGAN2 file that supplies an official CLCAE checkpoint's latent_avg")
@@ -571,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "full: the generator's resolution")
     g.add_argument("--format", choices=FORMATS, default="png", help="format of the individual images")
     g.add_argument("--overwrite", action="store_true", help="redo finished (image, edit) pairs")
+    g.add_argument("--paste-back", action="store_true",
+                   help=f"also write the original photo with each edited crop pasted back ({PASTED_DIR}/LABEL/KIND/"
+                        "NAME/s+3.png, full size) for inputs that carry an alignment record")
+    g.add_argument("--feather", type=float, default=0.1,
+                   help="soft edge of the paste-back, a fraction of the crop side in [0, 0.5] (default 0.1)")
     g = p.add_argument_group("execution")
     g.add_argument("--batch", type=cli.positive_int, default=8, help="strengths rendered per generator pass")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -580,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli.exit_statuses(usage=(UsageError,))
+@cli.exit_statuses(usage=(UsageError, AlignExtraMissing))
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
@@ -589,8 +567,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.latents is not None and args.input is not None:
         return cli.report_error("give --latents or --input, not both")
     summary = run(args)
+    if summary.get("no_crop") and not summary["interrupted"]:
+        return cli.report_error("no photo gave a face crop: nothing to edit", cli.EXIT_FAILED)
     print(f"{summary['done']} edited, {summary['skipped']} skipped (already finished), {summary['failed']} failed "
           f"of {summary['total']} in {summary['seconds']:.1f} s -> {display_path(args.out)}")
+    if args.paste_back:
+        print(f"pasted back into the photos of {summary['pasted']} image(s) ({display_path(args.out / PASTED_DIR)}); "
+              f"{len(summary['not_pasted'])} without an alignment record or photo (listed in summary.json)")
     return cli.summary_exit_status(summary)
 
 

@@ -8,15 +8,25 @@ Writes to --out, per image NAME (its path under --input without the extension):
   strips/NAME.jpg                                 input | reconstructions
 and summary.json (counts, failures with reasons, images/s). Re-running skips finished images.
 
+Real photos (--align; needs the [align] extra, see docs/REAL_PHOTOS.md): the faces are FFHQ-aligned first, into
+  aligned/NAME.png, aligned/NAME.json   the crop (--align-size, default the encoder's input side) and its record
+and the crops are inverted; each latents file names its record ('alignment'), so scripts/edit.py --paste-back
+can put an edit back into the photo. Photos without a face are reported one line each and counted in summary.json.
+Crops made by scripts/align.py can also be inverted directly (--input aligned/): their records are found beside
+them.
+
 Examples:
   python scripts/invert.py                        # shipped SynthFaces CLCAE model on examples/ -> outputs/invert
   python scripts/invert.py --checkpoint ffhq_inversion.pt --generator stylegan2-ffhq-config-f.pt \\
       --avg-image image_avg.png --input photos/ --out out/clcae
   python scripts/invert.py --method projection --generator stylegan2-ffhq-config-f.pt --steps 500 \\
       --input photos/ --out out/projection
+  python scripts/invert.py --checkpoint ffhq_inversion.pt --generator stylegan2-ffhq-config-f.pt \\
+      --avg-image image_avg.png --input photos/ --align --out out/photos --size full
 
-Exit status: 0 when the run completed (bad input files are reported, not fatal); 1 when every image failed;
-2 for a problem with the arguments (missing or invalid checkpoint, no images, ...); 130 when interrupted.
+Exit status: 0 when the run completed (bad input files are reported, not fatal); 1 when every image failed (with
+--align: or no photo had a face); 2 for a problem with the arguments (missing or invalid checkpoint, no images, the
+[align] extra missing, ...); 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -27,12 +37,15 @@ from pathlib import Path
 import torch
 
 from clcae import cli
+from clcae.align.detect import AlignExtraMissing, FaceDetector
+from clcae.align.ffhq import format_align_summary
+from clcae.align.pipeline import ALIGNED_DIR, SYNTHFACES_CLCAE, align_inputs
 from clcae.inversion.runner import (FORMATS, METHODS, RESIZE_POLICIES, SIZES, ProjectionOptions, RunnerError,
-                                    format_summary, invert_folder, load_method, resolve_device)
+                                    format_summary, invert_folder, list_inputs, load_method, resolve_device)
 from clcae.pretrained import pretrained_dir
 
 #: The shipped SynthFaces CLCAE inverter (in the pretrained folder once it is trained).
-DEFAULT_CHECKPOINT_NAME = "synthfaces64_clcae.pt"
+DEFAULT_CHECKPOINT_NAME = SYNTHFACES_CLCAE
 #: Example images that ship with the repository.
 DEFAULT_INPUT = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_OUT = Path("outputs/invert")
@@ -93,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-strips", action="store_true", help="do not write strips/NAME.jpg")
     g.add_argument("--overwrite", action="store_true",
                    help="recompute finished images (default: skip them, so an interrupted run resumes)")
+    g = p.add_argument_group("real photos (needs the [align] extra: pip install -e .[align])")
+    g.add_argument("--align", action="store_true",
+                   help=f"FFHQ-align the faces of the inputs first (crops and records in OUT/{ALIGNED_DIR}/), then "
+                        "invert the crops; the latents name the records, for edit.py --paste-back")
+    g.add_argument("--align-size", type=cli.positive_int, default=None,
+                   help="side of the aligned crops (default: the encoder's input side; larger crops are resized "
+                        "to it when read)")
+    g.add_argument("--all-faces", action="store_true",
+                   help="with --align: one crop per face (NAME_face0, NAME_face1, ...; default: the largest)")
+    g.add_argument("--min-score", type=float, default=0.3,
+                   help="with --align: the face detector's score threshold (default 0.3)")
     g = p.add_argument_group("execution")
     g.add_argument("--batch", type=cli.positive_int, default=4, help="images per batch (default 4)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -122,14 +146,17 @@ def _defaults(args: argparse.Namespace) -> None:
         args.input = DEFAULT_INPUT
 
 
-@cli.exit_statuses(usage=(RunnerError,), interrupted="interrupted before the run started")
+@cli.exit_statuses(usage=(RunnerError, AlignExtraMissing), interrupted="interrupted before the run started")
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if not args.align and (args.align_size is not None or args.all_faces):
+        raise RunnerError("--align-size and --all-faces need --align")
     torch.manual_seed(args.seed)
     _defaults(args)
+    detector = FaceDetector(min_score=args.min_score) if args.align else None  # fails early without the extra
     device = resolve_device(args.device)
     projection = ProjectionOptions(space=args.space, steps=args.steps, perceptual=args.perceptual,
                                    lpips_weights=None if args.lpips_weights is None else str(args.lpips_weights),
@@ -138,11 +165,25 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_method(args.checkpoint, method=args.method, generator=args.generator, device=device,
                          impl=args.impl, input_size=args.input_size, projection=projection,
                          avg_image=args.avg_image, resize=args.resize, progress=not args.no_progress)
-    summary = invert_folder(loaded.inverter, args.input, args.out, batch=args.batch, size=args.size,
+    inputs, settings, align_summary = args.input, dict(loaded.settings), None
+    if args.align:
+        crops = args.out / ALIGNED_DIR
+        size = args.align_size or max(loaded.inverter.input_size)
+        align_summary = align_inputs(args.input, crops, size=size, all_faces=args.all_faces, detector=detector,
+                                     overwrite=args.overwrite, progress=not args.no_progress, exclude=args.out)
+        settings["align"] = align_summary["settings"]
+        if align_summary["interrupted"]:
+            print(format_align_summary(align_summary))
+            return cli.EXIT_SIGINT
+        if not align_summary["aligned"] and not align_summary["skipped"]:
+            print(format_align_summary(align_summary))
+            return cli.report_error("no photo gave a face crop: nothing to invert", cli.EXIT_FAILED)
+        inputs, _ = list_inputs(crops)
+    summary = invert_folder(loaded.inverter, inputs, args.out, batch=args.batch, size=args.size,
                             fmt=args.format, strips=not args.no_strips, overwrite=args.overwrite,
                             resize=args.resize, bf16=args.bf16, method=loaded.method,
-                            checkpoint=loaded.checkpoint, settings=loaded.settings,
-                            progress=not args.no_progress)
+                            checkpoint=loaded.checkpoint, settings=settings,
+                            progress=not args.no_progress, align_summary=align_summary)
     print(format_summary(summary))
     return cli.summary_exit_status(summary)
 

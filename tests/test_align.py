@@ -355,3 +355,58 @@ def test_id_dlib_same_face_high_different_faces_lower(detector, astronaut, align
     detected = dlib_identity_similarity([astronaut, flat], [astronaut, astronaut], face_region="detect")
     assert detected.similarity[0] == pytest.approx(1.0, abs=1e-6) and detected.no_face_indices == [1]
     assert detected.mean() == pytest.approx(1.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------------- the real-photo pipeline (no dlib)
+def test_paste_back_of_a_small_crop_changes_nothing_outside_the_square():
+    """A 16 px crop of a ~220 px square: one crop pixel covers 14 photo pixels, yet nothing outside the square
+    may change, whatever the feather (the blend weight is evaluated in the photo, not interpolated)."""
+    photo = smooth_image(300, 400)
+    face = align_face(photo, synthetic_landmarks(200, 130, 55, 60, angle=0.3), 16)
+    white = Image.new("RGB", (16, 16), (255, 255, 255))
+    a = np.asarray(photo, np.int16)
+    outside = ~quad_mask(face.quad, (300, 400))
+    for feather in (0.0, 0.1, 0.5):
+        back = np.asarray(paste_back(photo, white, face.quad, feather=feather), np.int16)
+        assert np.array_equal(back[outside], a[outside]), feather
+        if feather < 0.5:  # inside the ramp the crop alone shows (0.5: the ramp reaches the centre)
+            assert (back[quad_mask(face.quad, (300, 400), shrink=0.5)] == 255).all(), feather
+    hard = np.asarray(paste_back(photo, white, face.quad, feather=0.0), np.int16)
+    assert (hard[quad_mask(face.quad, (300, 400), shrink=0.02)] == 255).all()  # a hard edge up to the border
+
+
+def test_alignment_record_for_finds_only_alignment_records(tmp_path):
+    from clcae.align import alignment_record_for
+
+    face = align_face(smooth_image(300, 400), synthetic_landmarks(200, 130, 50, 55), 32)
+    png, record = save_alignment(face, tmp_path / "a.png", source=tmp_path / "photo.png")
+    assert alignment_record_for(png) == record
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    assert alignment_record_for(tmp_path / "b.png") is None  # no JSON beside it
+    Image.new("RGB", (8, 8)).save(tmp_path / "c.png")
+    (tmp_path / "c.json").write_text('{"caption": "not an alignment record"}')
+    assert alignment_record_for(tmp_path / "c.png") is None
+
+
+class _CentreFaceDetector:
+    """A stand-in detector without dlib: one frontal face in the middle of every image."""
+
+    def detect(self, image: np.ndarray) -> list:
+        height, width = image.shape[:2]
+        lm = synthetic_landmarks(width / 2, height / 2 - 10, width / 8, width / 7)
+        return [detect_module.DetectedFace(box=(0, 0, width - 1, height - 1), score=1.0, landmarks=lm)]
+
+
+def test_align_folder_leaves_an_excluded_output_folder_alone(tmp_path):
+    from clcae.align import align_folder
+
+    photos = tmp_path / "photos"
+    (photos / "run" / "w").mkdir(parents=True)
+    smooth_image(120, 160).save(photos / "a.png")
+    smooth_image(32, 32, seed=1).save(photos / "run" / "w" / "a.png")  # a reconstruction of an earlier run
+    summary = align_folder(photos, photos / "run" / "aligned", _CentreFaceDetector(), output_size=32,
+                           exclude=photos / "run", progress=False)
+    assert (summary["total"], summary["aligned"]) == (1, 1)
+    assert load_alignment(photos / "run" / "aligned" / "a.json")["source_size"] == (120, 160)
+    other = align_folder(photos, tmp_path / "elsewhere", _CentreFaceDetector(), output_size=32, progress=False)
+    assert other["total"] == 3  # without the exclusion the earlier outputs are read as photos

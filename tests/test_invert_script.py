@@ -436,3 +436,36 @@ def test_all_bad_gives_exit_1_and_interrupt_keeps_finished_images(assets, tmp_pa
     inv.invert = original
     summary = invert_folder(inv, assets / "small", out, batch=1, settings=loaded.settings, progress=False)
     assert (summary["done"], summary["skipped"], summary["interrupted"]) == (1, 1, False)
+
+
+# ---------------------------------------------------------------------------------------------------- real photos
+def test_crops_with_an_alignment_record_name_it_in_their_latents(assets, tmp_path):
+    """An aligned crop (scripts/align.py: NAME.png + NAME.json) carries its record into its latents, so edit.py can
+    paste an edit back into the photo; an image without a record (or with another JSON) does not."""
+    from clcae.align import align_face, save_alignment
+
+    rng = np.random.default_rng(5)
+    photo = Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    landmarks = np.zeros((68, 2))
+    landmarks[36:42], landmarks[42:48], landmarks[48], landmarks[54] = [70, 50], [90, 50], [72, 72], [88, 72]
+    crops = tmp_path / "crops"
+    _, record = save_alignment(align_face(photo, landmarks, 32), crops / "face.png", source=tmp_path / "photo.png")
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(crops / "plain.png")
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(crops / "other.png")
+    (crops / "other.json").write_text('{"caption": "a sidecar that is not an alignment record"}')
+    out = tmp_path / "out"
+    assert run("--checkpoint", assets / "clcae.pt", "--input", crops, "--out", out) == 0
+    assert torch.load(out / "latents" / "face.pt", weights_only=True)["alignment"] == str(record.resolve())
+    for name in ("plain", "other"):
+        assert "alignment" not in torch.load(out / "latents" / f"{name}.pt", weights_only=True)
+
+
+def test_align_options_errors(assets, tmp_path, monkeypatch, capsys):
+    base = ("--checkpoint", assets / "clcae.pt", "--input", assets / "small", "--out", tmp_path / "o")
+    assert run(*base, "--align-size", "64") == 2
+    assert "need --align" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as without the [align] extra
+    assert run(*base, "--align") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "pip install -e .[align]" in err
+    assert not (tmp_path / "o").exists()

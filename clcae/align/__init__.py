@@ -13,10 +13,10 @@
 """
 from .detect import INSTALL_HINT, AlignExtraMissing, DetectedFace, FaceDetector
 from .ffhq import (ALIGNMENT_FORMAT, FFHQ_TRANSFORM_SIZE, AlignedFace, align_face, align_faces, align_folder,
-                   crop_to_source, crop_to_source_matrix, feather_mask, ffhq_quad, format_align_summary,
-                   load_alignment, paste_back, save_alignment, source_to_crop)
+                   alignment_record_for, crop_to_source, crop_to_source_matrix, feather_mask, ffhq_quad,
+                   format_align_summary, load_alignment, no_face_reason, paste_back, save_alignment, source_to_crop)
 
 __all__ = ["AlignExtraMissing", "INSTALL_HINT", "DetectedFace", "FaceDetector", "FFHQ_TRANSFORM_SIZE",
            "ALIGNMENT_FORMAT", "AlignedFace", "ffhq_quad", "align_face", "align_faces", "crop_to_source_matrix",
            "crop_to_source", "source_to_crop", "feather_mask", "paste_back", "save_alignment", "load_alignment",
-           "align_folder", "format_align_summary"]
+           "alignment_record_for", "no_face_reason", "align_folder", "format_align_summary"]

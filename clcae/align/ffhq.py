@@ -59,7 +59,8 @@ from ..fileio import atomic_write
 
 __all__ = ["FFHQ_TRANSFORM_SIZE", "ALIGNMENT_FORMAT", "RUN_FILE", "SUMMARY_FILE", "ffhq_quad", "AlignedFace",
            "align_face", "align_faces", "crop_to_source_matrix", "source_to_crop", "crop_to_source", "paste_back",
-           "feather_mask", "save_alignment", "load_alignment", "align_folder", "format_align_summary"]
+           "feather_mask", "save_alignment", "load_alignment", "alignment_record_for", "no_face_reason", "align_folder",
+           "format_align_summary"]
 
 #: FFHQ's supersampled transform size (for its 1024 px images).
 FFHQ_TRANSFORM_SIZE = 4096
@@ -415,14 +416,9 @@ def paste_back(original_image: ImageLike, edited_crop: ImageLike, quad: np.ndarr
     if crop.size[0] > side_u + 1 or crop.size[1] > side_v + 1:
         target = (max(1, min(crop.size[0], math.ceil(side_u))), max(1, min(crop.size[1], math.ceil(side_v))))
         crop = crop.resize(target, Image.Resampling.LANCZOS)
-    weights = feather_mask((crop.size[1], crop.size[0]), feather)
-    if mask is not None:
-        m = np.asarray(mask, dtype=np.float32)
-        if m.ndim != 2:
-            raise ValueError(f"mask must be [h, w]; got shape {m.shape}")
-        if m.shape != weights.shape:
-            m = np.asarray(Image.fromarray(m, "F").resize((crop.size[0], crop.size[1]), Image.Resampling.BILINEAR))
-        weights = weights * np.clip(np.nan_to_num(m), 0.0, 1.0)
+    if not 0.0 <= feather <= 0.5:
+        raise ValueError(f"feather must be in [0, 0.5] (a fraction of the crop side); got {feather}")
+    crop_w, crop_h = crop.size
 
     # The pasted region: the square's bounding box, inside the photo.
     lo = np.maximum(np.floor(q.min(axis=0)).astype(int), 0)
@@ -433,18 +429,40 @@ def paste_back(original_image: ImageLike, edited_crop: ImageLike, quad: np.ndarr
 
     # Photo (pixel corners, relative to the box) -> crop (pixel corners, + the edge padding below).
     edge = 2
-    m = crop_to_source_matrix(q, (crop.size[1], crop.size[0]))
+    m = crop_to_source_matrix(q, (crop_h, crop_w))
     inv = np.linalg.inv(m[:, :2])
     shift = inv @ (lo - m[:, 2])
     coeffs = (inv[0, 0], inv[0, 1], shift[0] + edge, inv[1, 0], inv[1, 1], shift[1] + edge)
 
     # Replicate the crop's edge pixels so the interpolation at the square's border does not pull in black.
     padded = Image.fromarray(np.pad(np.asarray(crop), ((edge, edge), (edge, edge), (0, 0)), mode="edge"), "RGB")
-    padded_weights = Image.fromarray(np.pad(weights, edge, mode="constant"), "F")
     warped = padded.transform((box_w, box_h), Image.Transform.AFFINE, coeffs, Image.Resampling.BICUBIC)
-    alpha = padded_weights.transform((box_w, box_h), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
 
-    a = np.clip(np.asarray(alpha, dtype=np.float32), 0.0, 1.0)[..., None]
+    # The feathered square, evaluated at each photo pixel's centre mapped into the crop (the continuous form of
+    # feather_mask): exactly 0 outside the square at any crop size (interpolating a sampled mask would leak up
+    # to half a crop pixel past the edge, several photo pixels for a small crop).
+    xs = (np.arange(box_w, dtype=np.float64) + 0.5)[None, :]
+    ys = (np.arange(box_h, dtype=np.float64) + 0.5)[:, None]
+    u = (inv[0, 0] * xs + inv[0, 1] * ys + shift[0]).astype(np.float32)
+    v = (inv[1, 0] * xs + inv[1, 1] * ys + shift[1]).astype(np.float32)
+    distance = np.minimum(np.minimum(u, crop_w - u), np.minimum(v, crop_h - v))
+    del u, v
+    if feather == 0.0:
+        a = (distance > 0).astype(np.float32)
+    else:
+        t = np.clip(distance / (feather * min(crop_h, crop_w)), 0.0, 1.0)
+        a = (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+    if mask is not None:
+        weights = np.asarray(mask, dtype=np.float32)
+        if weights.ndim != 2:
+            raise ValueError(f"mask must be [h, w]; got shape {weights.shape}")
+        if weights.shape != (crop_h, crop_w):
+            weights = np.asarray(Image.fromarray(weights, "F").resize((crop_w, crop_h), Image.Resampling.BILINEAR))
+        weights = np.pad(np.clip(np.nan_to_num(weights), 0.0, 1.0), edge, mode="edge")
+        sampled = Image.fromarray(weights, "F").transform((box_w, box_h), Image.Transform.AFFINE, coeffs,
+                                                          Image.Resampling.BILINEAR)
+        a = a * np.clip(np.asarray(sampled, dtype=np.float32), 0.0, 1.0)
+    a = a[..., None]
     out = np.array(photo, dtype=np.uint8)
     region = out[lo[1]:hi[1], lo[0]:hi[0]].astype(np.float32)
     blended = region + (np.asarray(warped, dtype=np.float32) - region) * a
@@ -500,6 +518,20 @@ def load_alignment(json_path: str | os.PathLike) -> dict:
     return record
 
 
+def alignment_record_for(image_path: str | os.PathLike) -> Path | None:
+    """The alignment record of a crop written by :func:`save_alignment` (the ``.json`` beside it, e.g.
+    ``aligned/anna.png`` -> ``aligned/anna.json``), or ``None`` when there is none or that file is not an alignment
+    record. Used to carry the record from a crop to its inversion, so an edit can be pasted back."""
+    path = Path(os.fsdecode(image_path)).with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        load_alignment(path)
+    except ValueError:
+        return None
+    return path
+
+
 # ------------------------------------------------------------------------------------------------- folders
 def _face_paths(out: Path, name: str, index: int | None) -> tuple[Path, Path]:
     stem = name if index is None else f"{name}_face{index}"
@@ -536,7 +568,9 @@ def _write_json(path: Path, obj: Any) -> None:
         fh.write("\n")
 
 
-def _no_face_reason(detector: Any, rejected: list) -> str:
+def no_face_reason(detector: Any, rejected: list) -> str:
+    """The message for a photo without a face: how close the best rejected candidate ``(box, score)`` came to the
+    detector's ``min_score``, when there was one."""
     if rejected:
         (_, score) = rejected[0]
         return (f"no face found (best candidate scored {score:.2f}, below the detection threshold "
@@ -547,7 +581,7 @@ def _no_face_reason(detector: Any, rejected: list) -> str:
 def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: Any = None, *,
                  output_size: int = 1024, all_faces: bool = False, transform_size: int | None = None,
                  padding: bool = True, overwrite: bool = False, progress: bool = True,
-                 report: Callable[[str], None] | None = None) -> dict:
+                 report: Callable[[str], None] | None = None, exclude: str | os.PathLike | None = None) -> dict:
     """Align every photo of a folder (recursive) or one file, writing for each input ``NAME`` (its path under the
     folder without the extension, as :func:`clcae.inversion.runner.list_inputs` names it)::
 
@@ -569,6 +603,8 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
         overwrite: redo finished images (and accept an ``out`` made with other settings).
         progress: show a tqdm bar.
         report: called with each per-file message (default: printed to stderr above the bar).
+        exclude: a folder under ``inputs`` that is not read (default: ``out``); e.g. an inversion's output folder
+            that holds ``out``.
 
     Returns:
         The summary (also in ``OUT/align_summary.json``): ``total``, ``aligned`` (images with a crop written now),
@@ -592,7 +628,7 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
     resolved_transform = 4 * output_size if transform_size is None else int(transform_size)
     if resolved_transform < output_size:
         raise RunnerError(f"--transform-size ({resolved_transform}) must be >= --size ({output_size})")
-    items, renamed = list_inputs(inputs, exclude=out)
+    items, renamed = list_inputs(inputs, exclude=out if exclude is None else exclude)
     reserved = {Path(RUN_FILE).stem.casefold(), Path(SUMMARY_FILE).stem.casefold()}
     items = [type(it)(it.path, f"{it.name}~img") if it.name.casefold() in reserved else it for it in items]
 
@@ -638,7 +674,7 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
                 else:
                     found, rejected = detector.detect(arr), []
                 if not found:
-                    reason = _no_face_reason(detector, rejected)
+                    reason = no_face_reason(detector, rejected)
                     no_face.append({"path": where, "reason": reason})
                     say(f"no face in {where}: {reason}")
                     continue

@@ -12,6 +12,7 @@ this module, so the image preprocessing, the output layout and the resume logic 
 
       OUT/w/NAME.png  OUT/wplus/NAME.png  OUT/wplus_f/NAME.png   reconstructions (only those the method renders)
       OUT/latents/NAME.pt                                        codes: w [D], wplus [n, D], f [C, h, w], ...
+                                                                 (+ 'alignment': the crop's alignment record)
       OUT/strips/NAME.jpg                                        input | w | wplus | wplus_f
       OUT/summary.json, OUT/run.json                             counts and failures; the run's settings
 
@@ -19,6 +20,12 @@ Every file is written atomically (temporary file + rename), the latents last, so
 half-written file, and an image counts as finished only when all of its files exist. A re-run skips finished
 images (one ``stat`` per file); bad input files are reported by name and skipped; nothing stops the run except a
 problem with the settings themselves (:class:`RunnerError`).
+
+An input that is an aligned crop (written by ``scripts/align.py`` / :func:`clcae.align.save_alignment`, with its
+alignment record ``NAME.json`` beside it) gets the record's absolute path in its latents (``'alignment'``), so that
+``scripts/edit.py --paste-back`` can put an edit back into the original photograph. ``scripts/invert.py --align``
+aligns the photos first (into ``OUT/aligned/``) and passes the alignment summary here (``align_summary``) so the
+photos without a face are counted and listed in the run's summary.
 """
 from __future__ import annotations
 
@@ -559,7 +566,7 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
                   batch: int = 4, size: str = "official", fmt: str = "png", strips: bool = True,
                   overwrite: bool = False, resize: str = "resize", bf16: bool = False, method: str | None = None,
                   checkpoint: str = "", settings: Mapping[str, Any] | None = None, progress: bool = True,
-                  io_workers: int = 2) -> dict:
+                  io_workers: int = 2, align_summary: Mapping[str, Any] | None = None) -> dict:
     """Invert every image of ``inputs`` and write the results to ``out`` (layout in the module docstring).
 
     Args:
@@ -580,18 +587,26 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
             refused unless ``overwrite``.
         progress: show a tqdm bar (images/s).
         io_workers: threads that read the next batch and write the finished images meanwhile.
+        align_summary: when the inputs are crops that :func:`clcae.align.align_folder` has just made, its summary:
+            the photos without a face (``no_face``) and the unreadable ones (``failed``) are then reported in this
+            run's summary too.
 
     Returns:
         The summary, also written to ``out/summary.json``: ``done``, ``skipped`` (already finished), ``failed``
         and ``failures`` (``[{'path', 'reason'}]``), ``total``, ``renamed`` (``[{'path', 'name'}]``),
         ``seconds``, ``images_per_s`` (``done / seconds``), ``device``, ``method``, ``checkpoint``, ``size``,
         ``output_size`` ([H, W] of the saved reconstructions, when any was written), ``avg_image_source``
-        (CLCAE), ``interrupted`` (Ctrl-C: finished images are kept, the rest can be resumed), ``out``.
+        (CLCAE), ``interrupted`` (Ctrl-C: finished images are kept, the rest can be resumed), ``out``; with
+        ``align_summary`` also ``no_face`` (``[{'path', 'reason'}]``, photos without a crop) and ``align``
+        (``photos``, ``faces``, ``aligned``, ``skipped``, ``failed``: unreadable photos, ``out``). A latents file
+        whose input had an alignment record beside it holds ``'alignment'`` (that record's absolute path).
 
     Raises :class:`RunnerError` for bad options, a missing or empty input, or an output folder holding results
     of other settings. Bad image files never raise: they are counted and listed with their reason.
     """
     from tqdm.auto import tqdm
+
+    from ..align.ffhq import alignment_record_for
 
     if batch < 1:
         raise RunnerError(f"--batch must be >= 1; got {batch}")
@@ -694,6 +709,9 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
                             continue
                         record.update(method=method, checkpoint=str(checkpoint), input_size=list(input_size),
                                       source=display_path(item.path))
+                        alignment = alignment_record_for(item.path)
+                        if alignment is not None:
+                            record["alignment"] = str(alignment.resolve())
                         if images and output_hw is None:
                             output_hw = list(next(iter(images.values())).shape[-2:])
                         writes.append((item, pool.submit(_write_image_files, paths, images,
@@ -723,6 +741,11 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
         "output_size": output_hw, "avg_image_source": avg_source, "bf16": bool(bf16),
         "interrupted": interrupted, "out": display_path(out),
     }
+    if align_summary is not None:
+        summary["no_face"] = list(align_summary.get("no_face", []))
+        summary["align"] = {"photos": align_summary.get("total", 0), "faces": align_summary.get("faces", 0),
+                            "aligned": align_summary.get("aligned", 0), "skipped": align_summary.get("skipped", 0),
+                            "failed": list(align_summary.get("failed", [])), "out": align_summary.get("out")}
     _write_json(out / _SUMMARY_FILE, summary)
     return summary
 
@@ -747,5 +770,15 @@ def format_summary(summary: Mapping[str, Any], max_listed: int = 20) -> str:
         lines.append(f"  failed: {f['path']}: {f['reason']}")
     if len(summary["failures"]) > max_listed:
         lines.append(f"  ... and {len(summary['failures']) - max_listed} more (see summary.json)")
+    if "align" in summary:
+        align = summary["align"]
+        lines.append(f"aligned: {align['aligned']} photo(s) now ({align['faces']} face crop(s)), {align['skipped']} "
+                     f"already aligned, {len(summary['no_face'])} without a face, {len(align['failed'])} unreadable, "
+                     f"of {align['photos']} photo(s); crops and their records in {align['out']}")
+        listed = [("no face", f) for f in summary["no_face"]] + [("unreadable", f) for f in align["failed"]]
+        for kind, f in listed[:max_listed]:
+            lines.append(f"  {kind}: {f['path']}: {f['reason']}")
+        if len(listed) > max_listed:
+            lines.append(f"  ... and {len(listed) - max_listed} more (see summary.json)")
     lines.append(f"outputs: {summary['out']} (summary.json lists every failure)")
     return "\n".join(lines)
