@@ -68,6 +68,7 @@ from clcae.inversion.inverters import official_output
 from clcae.inversion.runner import FORMATS, OFFICIAL_SIDE, SIZES, RunnerError, resolve_device
 from clcae.sampling import image_grid
 
+# The --edit parsing lives in clcae.align.pipeline (shared with scripts/photo.py); its names stay importable here.
 __all__ = ["EDIT_KINDS", "EditSpec", "parse_edit", "parse_strengths", "parse_layers", "strength_label", "main"]
 
 GRID_PADDING = 2
@@ -314,14 +315,13 @@ def _latents_meta(latents: dict[str, Any], args: argparse.Namespace, generator) 
     return idx_k, scale, input_size
 
 
-def _align_photos(args: argparse.Namespace, inverter) -> tuple[Path, dict]:
+def _align_photos(args: argparse.Namespace, inverter, detector: FaceDetector) -> tuple[Path, dict]:
     """``--align``: the photos of ``--input`` aligned into ``OUT/aligned/``; ``(crop folder, align summary)``."""
     crops = args.out / ALIGNED_DIR
     size = args.align_size or max(inverter.input_size)
     try:
-        summary = align_inputs(args.input, crops, size=size, all_faces=args.all_faces,
-                               detector=FaceDetector(min_score=args.min_score), overwrite=args.overwrite,
-                               progress=not args.no_progress, exclude=args.out)
+        summary = align_inputs(args.input, crops, size=size, all_faces=args.all_faces, detector=detector,
+                               overwrite=args.overwrite, progress=not args.no_progress, exclude=args.out)
     except RunnerError as e:
         raise UsageError(str(e)) from None
     return crops, summary
@@ -357,8 +357,7 @@ def run(args: argparse.Namespace) -> dict:
 
         if args.checkpoint is None:
             raise UsageError("--input needs --checkpoint (an inverter file)")
-        if args.align:
-            FaceDetector(min_score=args.min_score)  # fails before the model is loaded when the extra is missing
+        detector = FaceDetector(min_score=args.min_score) if args.align else None  # fails early without the extra
         try:
             loaded = load_method(args.checkpoint, generator=args.generator, device=device, impl=args.impl)
         except RunnerError as e:
@@ -368,7 +367,7 @@ def run(args: argparse.Namespace) -> dict:
             raise UsageError(f"--encoder-edit needs a CLCAE inverter; {args.checkpoint} holds {inverter.arch}")
         source = args.input
         if args.align:
-            source, align_summary = _align_photos(args, inverter)
+            source, align_summary = _align_photos(args, inverter, detector)
             print(format_align_summary(align_summary))
             no_crop = not align_summary["aligned"] and not align_summary["skipped"]
             if align_summary["interrupted"] or no_crop:
@@ -432,30 +431,28 @@ def run(args: argparse.Namespace) -> dict:
                 fail(item, getattr(e, "reason", None) or str(e))
                 continue
             kinds = representations_of(latents)
-            record, why_not = (None, "")
+
+            def wanted(spec: EditSpec, pasting: bool) -> list[Path]:
+                grid_path, image_paths = edit_paths(out, spec.label, item.name, kinds, spec.strengths, args.format)
+                files = [*image_paths.values(), grid_path]
+                if pasting:
+                    files += paste_paths(out, spec.label, item.name, kinds, spec.strengths, args.format).values()
+                return files
+
+            record, why_not, paste = None, "", None
             if args.paste_back:
                 record, why_not = alignment_record(item, None if inverter is not None else latents)
-            todo = []
-            for spec in specs:
-                grid_path, image_paths = edit_paths(out, spec.label, item.name, kinds, spec.strengths, args.format)
-                wanted = [*image_paths.values(), grid_path]
-                if record is not None:
-                    wanted += paste_paths(out, spec.label, item.name, kinds, spec.strengths, args.format).values()
-                if not args.overwrite and _finished(wanted):
-                    continue
-                todo.append(spec)
+                if record is not None and (args.overwrite or not all(_finished(wanted(s, True)) for s in specs)):
+                    try:  # the photo is read only when something is to be pasted
+                        paste = load_paste_target(record)
+                    except ValueError as e:
+                        record, why_not = None, str(e)
+                if record is None:
+                    no_paste(item, why_not)
+            todo = [spec for spec in specs if args.overwrite or not _finished(wanted(spec, record is not None))]
             if not todo:
                 skipped += 1
                 continue
-            paste = None
-            if args.paste_back:
-                if record is not None:
-                    try:
-                        paste = load_paste_target(record)
-                    except ValueError as e:
-                        why_not = str(e)
-                if paste is None:
-                    no_paste(item, why_not)
             try:
                 f_gen = None
                 if "f" in latents:
@@ -572,8 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{summary['done']} edited, {summary['skipped']} skipped (already finished), {summary['failed']} failed "
           f"of {summary['total']} in {summary['seconds']:.1f} s -> {display_path(args.out)}")
     if args.paste_back:
-        print(f"pasted back into the photos of {summary['pasted']} image(s) ({display_path(args.out / PASTED_DIR)}); "
-              f"{len(summary['not_pasted'])} without an alignment record or photo (listed in summary.json)")
+        print(f"paste-back: {summary['pasted']} image(s) pasted into their photos now "
+              f"({display_path(args.out / PASTED_DIR)}); {len(summary['not_pasted'])} without a usable alignment "
+              "record or photo (listed in summary.json)")
     return cli.summary_exit_status(summary)
 
 

@@ -528,3 +528,67 @@ def test_find_directions_and_ganspace_pca_scripts(tmp_path, G, capsys):
     assert pca.comp.shape == (6, 32) and math.isclose(pca.meta["n_samples"], 1000)
     ref = compute_pca(G, n_samples=1000, n_components=6)
     assert torch.allclose(pca.comp, ref.comp) and torch.allclose(pca.std, ref.std)
+
+
+# ---------------------------------------------------------------------------------------------------- paste-back
+def test_edit_script_pastes_back_into_the_photo(tmp_path, G, capsys):
+    """--paste-back on latents that name an alignment record (made here from synthetic landmarks, no dlib): the
+    full-size photo with each edited crop warped back; a clear message for latents without a usable record."""
+    from clcae.align import align_face, load_alignment, paste_back, save_alignment
+
+    ckpt = tmp_path / "G.pt"
+    save_generator(G, ckpt)
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    photo.save(tmp_path / "photo.png")
+    landmarks = np.zeros((68, 2))  # an upright face: its square is axis-aligned
+    landmarks[36:42], landmarks[42:48], landmarks[48], landmarks[54] = [130, 80], [170, 80], [135, 120], [165, 120]
+    run_dir = tmp_path / "run"
+    _, record = save_alignment(align_face(photo, landmarks, 32), run_dir / "aligned" / "x.png",
+                               source=tmp_path / "photo.png")
+    (run_dir / "aligned" / "moved.json").write_text(record.read_text())
+    _, lost = save_alignment(align_face(photo, landmarks, 32), tmp_path / "lost.png", source=tmp_path / "gone.png")
+    lat = _codes(G, 1)
+    codes = {"w": lat["w"][0], "wplus": lat["wplus"][0], "f": lat["f"][0], "checkpoint": str(ckpt), "idx_k": 5}
+    (run_dir / "latents").mkdir()
+    torch.save(dict(codes, alignment=str(record)), run_dir / "latents" / "x.pt")
+    torch.save(dict(codes, alignment=str(tmp_path / "elsewhere" / "moved.json")), run_dir / "latents" / "moved.pt")
+    torch.save(codes, run_dir / "latents" / "plain.pt")
+    torch.save(dict(codes, alignment=str(lost)), run_dir / "latents" / "lost.pt")
+    out = tmp_path / "out"
+    argv = ["--latents", str(run_dir), "--edit", "sefa:0:-3,3", "--paste-back", "--size", "full", "--out", str(out),
+            "--device", "cpu", "--no-progress"]
+    assert edit_script.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "no paste-back for" in err and "carry no alignment record" in err
+    assert "gone.png named by" in err and "does not exist here" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["pasted"]) == (4, 2)
+    assert sorted(f["name"] for f in summary["not_pasted"]) == ["lost", "plain"]
+
+    quad = load_alignment(record)["quad"]
+    left, top = np.floor(quad.min(0)).astype(int)
+    right, bottom = np.ceil(quad.max(0)).astype(int)
+    original = np.asarray(photo, np.int16)
+    for name in ("x", "moved"):  # 'moved': its record was found in the run's aligned/ folder
+        for kind in ("w", "wplus", "wplus_f"):
+            for s in ("-3", "+3"):
+                pasted = np.asarray(Image.open(out / "pasted" / "sefa_k0" / kind / name / f"s{s}.png"), np.int16)
+                assert pasted.shape == original.shape
+                outside = np.ones(original.shape[:2], bool)
+                outside[top:bottom, left:right] = False
+                assert np.array_equal(pasted[outside], original[outside])
+                edited = Image.open(out / "sefa_k0" / kind / name / f"s{s}.png")
+                expected = np.asarray(paste_back(photo, edited, quad), np.int16)
+                assert np.abs(pasted - expected).max() <= 1  # the edited crop, warped into its square
+                assert np.abs(pasted - original)[top + 20:bottom - 20, left + 20:right - 20].mean() > 10
+    assert not (out / "pasted" / "sefa_k0" / "wplus" / "plain").exists()
+    assert (out / "sefa_k0" / "wplus" / "plain" / "s+3.png").is_file()  # edited all the same
+    # resumable: finished pastes are skipped, a missing pasted file is redone, the others are reported again
+    (out / "pasted" / "sefa_k0" / "w" / "x" / "s+3.png").unlink()
+    assert edit_script.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["skipped"], summary["pasted"]) == (1, 3, 1)
+    assert sorted(f["name"] for f in summary["not_pasted"]) == ["lost", "plain"]
+    assert (out / "pasted" / "sefa_k0" / "w" / "x" / "s+3.png").is_file()
+    assert edit_script.main([*argv, "--feather", "0.7"]) == 2

@@ -9,7 +9,13 @@
   :func:`load_alignment`), and a whole folder (:func:`align_folder`). Pure numpy / scipy / Pillow: importable
   without dlib.
 
-``scripts/align.py`` aligns a folder; docs/REAL_PHOTOS.md walks through align -> invert -> edit -> paste back.
+- :mod:`clcae.align.pipeline` (not imported here: it needs the networks): the whole workflow, align -> invert ->
+  edit -> paste back, for one photo (:func:`~clcae.align.pipeline.process_photo`, which writes an HTML page) and the
+  pieces ``invert.py --align`` and ``edit.py --paste-back`` use; the ``--edit`` specs shared by ``edit.py`` and
+  ``photo.py``.
+
+``scripts/align.py`` aligns a folder; ``scripts/photo.py`` runs the workflow on one photo; docs/REAL_PHOTOS.md walks
+through align -> invert -> edit -> paste back.
 """
 from .detect import INSTALL_HINT, AlignExtraMissing, DetectedFace, FaceDetector
 from .ffhq import (ALIGNMENT_FORMAT, FFHQ_TRANSFORM_SIZE, AlignedFace, align_face, align_faces, align_folder,

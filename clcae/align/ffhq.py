@@ -589,7 +589,8 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
         OUT/NAME_face0.png, OUT/NAME_face0.json, ...     every face, largest first (all_faces=True)
         OUT/align_run.json, OUT/align_summary.json       the settings; counts and the files without a crop
 
-    Each JSON is the record of :func:`save_alignment` plus ``face_index`` and ``faces_found``. Files are written
+    Each JSON is the record of :func:`save_alignment` plus ``face_index`` and ``faces_found``; its ``source`` is the
+    photo's absolute path, so a paste-back finds the photo from any working directory. Files are written
     atomically; an image with its (first) crop on disk is skipped by a later run, which therefore resumes.
     Unreadable files and photos without a face are reported (through ``report``, one line each) and the run goes
     on; they are retried by the next run.
@@ -688,7 +689,7 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
                 # Last face first: the first face's JSON, written last, marks the image as finished.
                 for index in reversed(range(len(crops))):
                     png, record = _face_paths(out, item.name, index if all_faces else None)
-                    save_alignment(crops[index], png, record, source=item.path, face_index=index,
+                    save_alignment(crops[index], png, record, source=os.path.abspath(item.path), face_index=index,
                                    faces_found=len(found))
             except Exception as e:  # degenerate landmarks, disk full, ...: reported, the run goes on
                 failed.append({"path": where, "reason": f"{type(e).__name__}: {e}"})

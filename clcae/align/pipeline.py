@@ -1,0 +1,719 @@
+"""The real-photo workflow as library functions: align -> invert -> edit -> paste back.
+
+``scripts/photo.py`` (one photo, one HTML page), ``scripts/invert.py --align`` and ``scripts/edit.py --align /
+--paste-back`` are thin command lines over this module:
+
+- **edit specs** (:class:`EditSpec`, :func:`parse_edit`, :func:`edit_function`, :func:`render_edit`): the
+  ``--edit`` strings shared by ``edit.py`` and ``photo.py`` (``interfacegan:PATH:STRENGTHS``,
+  ``ganspace:PCA:COMP:FIRST:LAST:STRENGTHS``, ``sefa:K:STRENGTHS``) and the sweep of one edit over strengths for
+  every representation of an inversion (w, W+, W+ with the F-space feature carried through the edit);
+- **alignment of inputs** (:func:`align_inputs`): a folder of photos -> FFHQ crops with their JSON records, with
+  the photos' paths made absolute so a later paste-back finds them from any working directory;
+- **paste-back targets** (:class:`PasteTarget`, :func:`load_paste_target`): the original photo and the quad an
+  inversion's crop came from;
+- **one photo end to end** (:func:`process_photo`) and its page (:func:`write_photo_page`).
+
+Which photos a model can reconstruct: only a generator and an encoder trained on FFHQ-aligned photographs (the
+official FFHQ generator and CLCAE / pSp / e4e checkpoints) reconstruct the person in the photo. The shipped
+SynthFaces models (``pretrained/``) are trained on procedurally drawn 64 px faces: with them the pipeline runs, but
+the reconstruction is the nearest drawn face, not that person (:func:`domain_note`; docs/REAL_PHOTOS.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import math
+import os
+import re
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..checkpoints import CheckpointError
+from ..data.images import ImageReadError, display_path, load_image, save_image
+from ..editing import (apply_direction, apply_ganspace, apply_sefa, edit_and_render, feature_at, load_direction,
+                       load_pca, representations_of, sefa_directions)
+from ..editing.interfacegan import Direction
+from ..fileio import atomic_write
+from .ffhq import AlignedFace, align_face, load_alignment, no_face_reason, paste_back, save_alignment
+
+__all__ = ["EDIT_KINDS", "ALIGNED_DIR", "PASTED_DIR", "SYNTHFACES_CLCAE", "PASTE_ORDER", "EditSpec", "EditOptions",
+           "parse_strengths", "parse_layers", "parse_edit", "unique_labels", "strength_label", "edit_function",
+           "render_edit",
+           "align_inputs", "PasteTarget", "load_paste_target", "best_kind", "PipelineError", "NoFaceError",
+           "domain_note", "PhotoResult", "process_photo", "write_photo_page"]
+
+EDIT_KINDS = ("interfacegan", "ganspace", "sefa")
+#: Sub-folders of an inversion / edit output folder: the aligned crops (+ records), the pasted-back photos.
+ALIGNED_DIR = "aligned"
+PASTED_DIR = "pasted"
+#: The shipped SynthFaces CLCAE inverter (in ``pretrained/`` once trained).
+SYNTHFACES_CLCAE = "synthfaces64_clcae.pt"
+#: Representation pasted back by default: the first one an inversion has.
+PASTE_ORDER = ("wplus_f", "wplus", "w")
+
+
+class PipelineError(Exception):
+    """A problem with the photo or the settings that stops :func:`process_photo` (the message names the file)."""
+
+
+class NoFaceError(Exception):
+    """The detector found no face in the photo (the message says how close the best candidate came); the work
+    failed, the arguments were fine."""
+
+
+# ------------------------------------------------------------------------------------------------ edit specs
+def parse_strengths(text: str) -> list[float]:
+    """``'-3,0,3'`` -> [-3, 0, 3]; ``'-3:3:7'`` -> 7 values from -3 to 3, both ends included; ``'2'`` -> [2].
+
+    Raises ValueError saying what is wrong (no value, a non-number, a range with N < 2, a non-finite value).
+    """
+    text = text.strip()
+    if ":" in text:
+        parts = text.split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            a, b, n = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise ValueError(f"strength range {text!r}: expected A:B:N (numbers A, B and an integer N)") from None
+        if n < 2:
+            raise ValueError(f"strength range {text!r}: N must be >= 2 (for one value write it alone)")
+        values = [round(a + (b - a) * i / (n - 1), 10) for i in range(n)]
+    else:
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"strengths {text!r}: expected numbers separated by commas, or A:B:N") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"strengths {text!r}: need at least one finite value")
+    return [0.0 if v == 0 else v for v in values]
+
+
+def parse_layers(text: str) -> list[int]:
+    """``'2,3,4,5'`` or ``'2-5'`` (inclusive) or a mix -> W+ layer indices; ValueError for anything else."""
+    layers: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)-(\d+)", part)
+        if m:
+            layers.extend(range(int(m.group(1)), int(m.group(2)) + 1))
+        elif part.isdigit():
+            layers.append(int(part))
+        elif part:
+            raise ValueError(f"layers {text!r}: expected indices like 2,3,4 or 2-5")
+    if not layers:
+        raise ValueError(f"layers {text!r}: no index")
+    return layers
+
+
+def _is_range(fields: list[str]) -> bool:
+    try:
+        float(fields[0]), float(fields[1])
+        return int(fields[2]) >= 2
+    except (ValueError, IndexError):
+        return False
+
+
+@dataclasses.dataclass
+class EditSpec:
+    """One ``--edit`` argument, parsed (:func:`parse_edit`).
+
+    Attributes:
+        kind: ``'interfacegan'``, ``'ganspace'`` or ``'sefa'``.
+        text: the argument as given.
+        strengths: the sweep.
+        path: the direction (InterFaceGAN) or PCA (GANSpace) file.
+        component, first, last: GANSpace component and W+ layers (inclusive).
+        index: SeFa direction (0 = strongest).
+        label: output folder name (unique per run after :func:`unique_labels`).
+        cache: per generator, the loaded edit (filled by :func:`edit_function`).
+    """
+
+    kind: str
+    text: str
+    strengths: list[float]
+    path: Path | None = None
+    component: int = 0
+    first: int = 0
+    last: int = 0
+    index: int = 0
+    label: str = ""
+    cache: dict = dataclasses.field(default_factory=dict)
+
+    def loaded_direction(self, generator: torch.nn.Module) -> Direction:
+        """The InterFaceGAN direction :func:`edit_function` loaded for ``generator`` (KeyError before that)."""
+        return self.cache[("direction", id(generator))]
+
+
+def parse_edit(text: str) -> EditSpec:
+    """Parse an ``--edit`` value: ``interfacegan:PATH:STRENGTHS``, ``ganspace:PCA:COMP:FIRST:LAST:STRENGTHS`` or
+    ``sefa:K:STRENGTHS`` (STRENGTHS as :func:`parse_strengths`); ValueError says what is wrong."""
+    kind, sep, rest = text.partition(":")
+    kind = kind.strip().lower()
+    if kind not in EDIT_KINDS or not sep:
+        raise ValueError(f"--edit {text!r}: expected interfacegan:PATH:STRENGTHS, "
+                         "ganspace:PCA:COMP:FIRST:LAST:STRENGTHS or sefa:K:STRENGTHS")
+    fields = rest.split(":")
+    head_len = {"interfacegan": 1, "ganspace": 4, "sefa": 1}[kind]
+    if len(fields) >= head_len + 3 and _is_range(fields[-3:]):
+        head, strengths = fields[:-3], parse_strengths(":".join(fields[-3:]))
+    elif len(fields) >= head_len + 1:
+        head, strengths = fields[:-1], parse_strengths(fields[-1])
+    else:
+        raise ValueError(f"--edit {text!r}: too few fields for {kind}")
+    spec = EditSpec(kind=kind, text=text, strengths=strengths)
+    try:
+        if kind == "interfacegan":
+            spec.path = Path(":".join(head))
+            spec.label = f"interfacegan_{spec.path.stem}"
+        elif kind == "ganspace":
+            spec.path = Path(":".join(head[:-3]))
+            spec.component, spec.first, spec.last = (int(v) for v in head[-3:])
+            if spec.component < 0 or not 0 <= spec.first <= spec.last:
+                raise ValueError
+            spec.label = f"ganspace_{spec.path.stem}_c{spec.component}_l{spec.first}-{spec.last}"
+        else:
+            if len(head) != 1:
+                raise ValueError
+            spec.index = int(head[0])
+            if spec.index < 0:
+                raise ValueError
+            spec.label = f"sefa_k{spec.index}"
+    except ValueError:
+        raise ValueError(f"--edit {text!r}: bad {kind} fields {head} (component / layers / K are integers >= 0, "
+                         "FIRST <= LAST)") from None
+    if spec.path is not None and not str(spec.path):
+        raise ValueError(f"--edit {text!r}: no file given")
+    return spec
+
+
+def unique_labels(specs: Sequence[EditSpec]) -> None:
+    """Make the specs' labels safe file names and unique (``x``, ``x_2``, ...), in place."""
+    seen: dict[str, int] = {}
+    for spec in specs:
+        base = re.sub(r"[^\w.+-]", "_", spec.label)
+        seen[base] = seen.get(base, 0) + 1
+        spec.label = base if seen[base] == 1 else f"{base}_{seen[base]}"
+
+
+def strength_label(s: float) -> str:
+    """File-name form of a strength: ``+3``, ``-1.5``, ``+0``."""
+    return f"{s:+g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EditOptions:
+    """How edits are applied (``edit.py`` / ``photo.py`` options).
+
+    Attributes:
+        layers: W+ layers InterFaceGAN and SeFa edits move (``None``: all, or those a direction file names); SeFa
+            directions are computed from these layers.
+        per_layer: use every row of a per-layer direction ``[n, D]`` on its layer (e4e) instead of row 0.
+        ganspace_mode: ``'relative'`` (add strength x std x component) or ``'absolute'`` (set the coordinate).
+        sefa_torgb: SeFa also factorises the ToRGB modulations.
+    """
+
+    layers: tuple[int, ...] | None = None
+    per_layer: bool = False
+    ganspace_mode: str = "relative"
+    sefa_torgb: bool = False
+
+
+def edit_function(spec: EditSpec, generator: torch.nn.Module, options: EditOptions | None = None
+                  ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``fn(wplus [B, n, D], strengths [B]) -> edited W+`` for ``spec`` on ``generator`` (cached on the spec per
+    generator and options).
+
+    Raises :class:`~clcae.checkpoints.CheckpointError` / ValueError when the edit's file or index does not fit
+    the generator.
+    """
+    options = options or EditOptions()
+    key = (id(generator), options)
+    if key in spec.cache:
+        return spec.cache[key]
+    layers = None if options.layers is None else list(options.layers)
+    if spec.kind == "interfacegan":
+        direction = load_direction(spec.path, generator=generator, per_layer=options.per_layer)
+        use_layers = layers if layers is not None else direction.layers
+        vec = direction.vector.to(generator.latent_avg.device)
+        spec.cache[("direction", id(generator))] = direction
+
+        def fn(codes: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            return apply_direction(codes, vec, s, use_layers)
+    elif spec.kind == "ganspace":
+        pca = load_pca(spec.path, generator=generator)
+        if spec.component >= pca.n_components:
+            raise ValueError(f"{spec.text}: component {spec.component} does not exist ({spec.path} has "
+                             f"{pca.n_components})")
+        if spec.last >= generator.n_latent:
+            raise ValueError(f"{spec.text}: layer {spec.last} does not exist (the generator has "
+                             f"{generator.n_latent} W+ layers, 0..{generator.n_latent - 1})")
+
+        def fn(codes: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            return apply_ganspace(codes, pca, [(spec.component, spec.first, spec.last, s)],
+                                  mode=options.ganspace_mode)
+    elif spec.kind == "sefa":
+        if spec.index >= generator.style_dim:
+            raise ValueError(f"{spec.text}: SeFa direction {spec.index} does not exist (W has {generator.style_dim} "
+                             "dimensions)")
+        sefa = sefa_directions(generator, layers="all" if layers is None else layers, k=spec.index + 1,
+                               include_torgb=options.sefa_torgb)
+        sefa.directions = sefa.directions.to(generator.latent_avg.device)
+
+        def fn(codes: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            return apply_sefa(codes, sefa, spec.index, s)
+    else:
+        raise ValueError(f"unknown edit kind {spec.kind!r}; expected one of {EDIT_KINDS}")
+    spec.cache[key] = fn
+    return fn
+
+
+@torch.no_grad()
+def render_edit(generator: torch.nn.Module, latents: Mapping[str, Any],
+                edit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], strengths: Sequence[float], *,
+                kinds: Sequence[str] | None = None, idx_k: int = 5, feature_scale: float = 1.0,
+                f_gen: torch.Tensor | None = None, noise: Sequence[torch.Tensor] | None = None, batch: int = 8
+                ) -> dict[tuple[str, float], torch.Tensor]:
+    """Render one image's edit at every strength, for every representation it has.
+
+    Args:
+        generator: the generator of the codes (eval mode).
+        latents: one inversion: ``{'w' [D]?, 'wplus' [n, D]?, 'f' [C, h, w]?}`` (as ``scripts/invert.py`` saves).
+        edit: ``fn(wplus [B, n, D], strengths [B]) -> edited`` (:func:`edit_function`).
+        strengths: the sweep.
+        kinds: representations to render (default: all the latents have, :func:`representations_of`).
+        idx_k, feature_scale: where and how strongly ``f`` is blended in.
+        f_gen: ``G_k(W+)`` ``[1, C, h, w]`` when already computed (one pass saved).
+        noise: the generator's noise maps (projection latents); default the constant buffers.
+        batch: strengths per generator pass.
+    Returns:
+        ``{(kind, strength): float32 [3, S, S]}`` on the CPU at the generator's resolution, unclamped. For W+F the
+        feature follows the edit: ``f + G_k(W+_edited) - G_k(W+)`` (strength 0 reproduces the inversion exactly).
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1; got {batch}")
+    device = generator.latent_avg.device
+    kinds = list(kinds) if kinds is not None else representations_of(latents)
+    codes = {k: latents[k].to(device).float() for k in ("w", "wplus", "f") if k in latents}
+    if noise is not None:
+        noise = [t.to(device) for t in noise]
+    if "f" in codes and f_gen is None and "wplus_f" in kinds:
+        f_gen, _ = feature_at(generator, codes["wplus"][None], idx_k, noise=noise)
+    rendered: dict[tuple[str, float], torch.Tensor] = {}
+    for start in range(0, len(strengths), batch):
+        chunk = [float(v) for v in strengths[start:start + batch]]
+        b = len(chunk)
+        s = torch.tensor(chunk, dtype=torch.float32, device=device)
+        batched = {k: v.unsqueeze(0).expand(b, *v.shape) for k, v in codes.items()}
+        if f_gen is not None:
+            batched["f_gen"] = f_gen.to(device).expand(b, *f_gen.shape[1:])
+        res = edit_and_render(generator, batched, lambda c: edit(c, s), idx_k=idx_k, feature_scale=feature_scale,
+                              noise=noise, representations=kinds)
+        for kind in kinds:
+            images = res[f"image_{kind}"].float().cpu()
+            for j, value in enumerate(chunk):
+                rendered[(kind, value)] = images[j]
+    return rendered
+
+
+# ------------------------------------------------------------------------------------------------ alignment
+def align_inputs(inputs: str | os.PathLike, out: str | os.PathLike, *, size: int, all_faces: bool = False,
+                 detector: Any = None, overwrite: bool = False, progress: bool = True,
+                 report: Callable[[str], None] | None = None, exclude: str | os.PathLike | None = None) -> dict:
+    """Align the photos of ``inputs`` (a folder or one file) into ``out`` with :func:`clcae.align.align_folder`
+    (default detector: :class:`~clcae.align.detect.FaceDetector` with its defaults).
+
+    Each crop's record (``out/NAME.json``) names its photo by absolute path, for the paste-back. ``exclude`` is a
+    folder under ``inputs`` that is not read (default ``out``; pass the inversion's output folder when ``out`` lies
+    inside it). Photos without a face and
+    unreadable files are reported through ``report`` and listed in the returned summary (see ``align_folder``).
+
+    Raises :class:`~clcae.align.detect.AlignExtraMissing` without the ``[align]`` extra, and
+    :class:`~clcae.inversion.runner.RunnerError` for a missing input or conflicting settings in ``out``.
+    """
+    from .detect import FaceDetector
+    from .ffhq import align_folder
+
+    detector = FaceDetector() if detector is None else detector
+    return align_folder(inputs, out, detector, output_size=int(size),
+                        all_faces=all_faces, overwrite=overwrite, progress=progress, report=report,
+                        exclude=exclude)
+
+
+@dataclasses.dataclass
+class PasteTarget:
+    """Where an inversion's crop goes back: the original photo and the crop's quad.
+
+    Attributes:
+        photo: the source photo, RGB, EXIF orientation applied (as it was aligned).
+        quad: ``float64 [4, 2]`` pixel-corner corners of the crop in the photo.
+        record: the alignment record's path.
+        source: the photo's path.
+    """
+
+    photo: Image.Image
+    quad: np.ndarray
+    record: Path
+    source: Path
+
+    def paste(self, crop: torch.Tensor | Image.Image, feather: float = 0.1) -> Image.Image:
+        """The full-size photo with ``crop`` (``[3, S, S]`` in [-1, 1] or a PIL image, any size) warped into the
+        quad and blended with a feathered edge (:func:`clcae.align.paste_back`)."""
+        return paste_back(self.photo, crop, self.quad, feather=feather)
+
+
+def load_paste_target(record_path: str | os.PathLike) -> PasteTarget:
+    """Read an alignment record and its source photo.
+
+    Raises ValueError with the reason (the record is unreadable, names no photo, the photo is missing or
+    unreadable, or its size is not the one recorded, i.e. it is another or a modified photo).
+    """
+    record_path = Path(os.fsdecode(record_path))
+    record = load_alignment(record_path)
+    source = record.get("source")
+    if not source:
+        raise ValueError(f"the alignment record {display_path(record_path)} names no source photo")
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"the source photo {source} named by {display_path(record_path)} does not exist here "
+                         "(paste-back needs the original photo at the path it was aligned from)")
+    try:
+        photo = load_image(path)
+    except ImageReadError as e:
+        raise ValueError(f"the source photo {e}") from None
+    if (photo.size[1], photo.size[0]) != tuple(record["source_size"]):
+        raise ValueError(f"the source photo {source} is {photo.size[1]}x{photo.size[0]} (HxW) but was "
+                         f"{record['source_size'][0]}x{record['source_size'][1]} when aligned "
+                         f"({display_path(record_path)}): it has changed")
+    return PasteTarget(photo=photo, quad=record["quad"], record=record_path, source=path)
+
+
+def best_kind(kinds: Sequence[str]) -> str:
+    """The representation pasted back by default: the first of :data:`PASTE_ORDER` in ``kinds``."""
+    for kind in PASTE_ORDER:
+        if kind in kinds:
+            return kind
+    raise ValueError(f"no representation to paste among {list(kinds)}")
+
+
+# --------------------------------------------------------------------------------------------- one photo
+def domain_note(checkpoint: str | os.PathLike | None) -> tuple[str, bool]:
+    """``(text, out_of_domain)``: what a reader of the results must know about the model.
+
+    A SynthFaces checkpoint (its file name says ``synthfaces``; the shipped ones do) is out of domain for real
+    photos: the text says so plainly and ``out_of_domain`` is True. Otherwise the text says which models can
+    reconstruct a real person.
+    """
+    name = "" if checkpoint is None else Path(os.fsdecode(checkpoint)).name.lower()
+    if "synthfaces" in name:
+        return ("Out of domain. This model was trained on SynthFaces, procedurally drawn 64 px faces, not on "
+                "photographs. The pipeline runs (align, invert, edit, paste back), but the reconstruction is the "
+                "nearest drawn SynthFaces face: it is not a photo of this person, and the edits change that drawn "
+                "face. To edit real people use the official FFHQ generator and CLCAE checkpoint (see "
+                "docs/REAL_PHOTOS.md)."), True
+    return ("A reconstruction looks like the person in the photo only when the generator and the encoder were "
+            "trained on FFHQ-aligned photographs of faces (the official FFHQ generator with the CLCAE, pSp or e4e "
+            "checkpoints). With any other model the pipeline runs, but the result is not a photo of this "
+            "person."), False
+
+
+@dataclasses.dataclass
+class PhotoResult:
+    """What :func:`process_photo` wrote (paths inside ``out``).
+
+    Attributes:
+        out: the output folder; index: its ``index.html``.
+        photo: the input photo as given; original: its copy as processed (RGB, EXIF orientation applied).
+        detected: the photo with the crop's square drawn in.
+        aligned, record: the aligned crop and its alignment record (JSON).
+        latents: the codes (as ``scripts/invert.py`` writes them, with the alignment record).
+        reconstructions: ``{kind: path}`` at the generator's resolution.
+        pasted_reconstruction: the photo with the (unedited) reconstruction pasted back.
+        paste_kind: the representation pasted back.
+        edits: per edit ``{'label', 'text', 'images': {(kind, strength): path}, 'pasted': {strength: path}}``.
+        face: the aligned face (quad, landmarks, detector box and score); faces_found: faces the detector saw.
+        method, checkpoint, generator_size, input_size: the model.
+        note, out_of_domain: :func:`domain_note`.
+        seconds: per step.
+    """
+
+    out: Path
+    index: Path
+    photo: Path
+    original: Path
+    detected: Path
+    aligned: Path
+    record: Path
+    latents: Path
+    reconstructions: dict[str, Path]
+    pasted_reconstruction: Path
+    paste_kind: str
+    edits: list[dict]
+    face: AlignedFace
+    faces_found: int
+    method: str
+    checkpoint: str
+    generator_size: int
+    input_size: tuple[int, int]
+    note: str
+    out_of_domain: bool
+    seconds: dict[str, float]
+
+
+def _draw_quad(photo: Image.Image, quad: np.ndarray) -> Image.Image:
+    """A copy of the photo with the crop's square outlined (green) and its top edge marked (red)."""
+    img = photo.copy()
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(min(img.size) / 250))
+    corners = [tuple(float(v) for v in c) for c in quad]  # TL, BL, BR, TR of the crop
+    draw.line([*corners, corners[0]], fill=(40, 220, 60), width=width)
+    draw.line([corners[0], corners[3]], fill=(230, 40, 40), width=width)
+    return img
+
+
+def process_photo(photo: str | os.PathLike, out: str | os.PathLike, loaded: Any,
+                  edits: Sequence[EditSpec] = (), *, detector: Any = None, align_size: int | None = None,
+                  feather: float = 0.1, paste_kind: str | None = None, options: EditOptions | None = None,
+                  fmt: str = "png", batch: int = 8, resize: str = "resize",
+                  log: Callable[[str], None] | None = None) -> PhotoResult:
+    """Align the largest face of one photo, invert it, edit it, paste every result back, and write a page.
+
+    Writes to ``out`` (created)::
+
+        original.FMT, detected.jpg           the photo (as processed) and the same with the crop's square drawn in
+        aligned.png, aligned.json            the FFHQ crop at ``align_size`` and its alignment record
+        latents.pt                           the codes, as scripts/invert.py writes them (+ 'alignment')
+        reconstruction_KIND.FMT              w / wplus / wplus_f, those the method renders, at the generator's size
+        pasted/reconstruction.FMT            the photo with the reconstruction pasted back
+        edits/LABEL/KIND_s+2.FMT             every edited crop
+        pasted/LABEL/s+2.FMT                 the photo with the edited crop pasted back
+        index.html                           the steps side by side (:func:`write_photo_page`)
+
+    Args:
+        photo: the photo file (any format :func:`clcae.data.images.load_image` reads; EXIF orientation applied).
+        out: output folder; files of an earlier run are replaced (each atomically).
+        loaded: a :class:`clcae.inversion.runner.LoadedMethod` (an encoder inverter; its decoder renders edits).
+        edits: parsed ``--edit`` specs (:func:`parse_edit`); checked against the generator before any work.
+        detector: a :class:`~clcae.align.detect.FaceDetector` (default: its defaults; needs the ``[align]`` extra).
+        align_size: side of the aligned crop (default: the inverter's input side, the crop is then read as is).
+        feather: soft edge of the paste-back, a fraction of the crop side in [0, 0.5].
+        paste_kind: representation pasted back (default :func:`best_kind`: W+F for CLCAE).
+        options: how edits are applied (:class:`EditOptions`).
+        fmt: ``'png'`` (lossless; default) or ``'jpg'`` for the written images.
+        batch: strengths per generator pass.
+        resize: how the crop reaches the input size (:func:`clcae.inversion.runner.read_input`).
+        log: called with one line per step (default: silent).
+
+    Returns:
+        :class:`PhotoResult`. Raises :class:`PipelineError` (unreadable photo, bad options, an edit file that is
+        missing or does not fit the generator), :class:`NoFaceError` and
+        :class:`~clcae.align.detect.AlignExtraMissing`.
+    """
+    from ..inversion.runner import IMAGE_KINDS, read_input
+    from .detect import FaceDetector, as_rgb_array
+
+    say = log or (lambda line: None)
+    if fmt not in ("png", "jpg"):
+        raise PipelineError(f"format must be 'png' or 'jpg'; got {fmt!r}")
+    if not 0.0 <= feather <= 0.5:
+        raise PipelineError(f"--feather must be in [0, 0.5] (a fraction of the crop side); got {feather}")
+    photo = Path(os.fsdecode(photo))
+    out = Path(os.fsdecode(out))
+    if out.exists() and not out.is_dir():
+        raise PipelineError(f"--out {display_path(out)}: exists and is not a folder")
+    inverter = loaded.inverter
+    generator = inverter.decoder
+    kinds = [k for k in IMAGE_KINDS if k in inverter.image_names]
+    if paste_kind is None:
+        paste_kind = best_kind(kinds)
+    elif paste_kind not in kinds:
+        raise PipelineError(f"--paste-kind {paste_kind}: the {loaded.method} inverter renders {', '.join(kinds)}")
+    align_size = int(align_size or max(inverter.input_size))
+    if align_size < 1:
+        raise PipelineError(f"--align-size must be >= 1; got {align_size}")
+    edits = list(edits)
+    unique_labels(edits)
+    functions = []
+    for spec in edits:  # fail before any work
+        if spec.path is not None and not spec.path.is_file():
+            raise PipelineError(f"--edit {spec.text!r}: no such file {display_path(spec.path)}")
+        try:
+            functions.append(edit_function(spec, generator, options))
+        except (CheckpointError, ValueError) as e:
+            raise PipelineError(f"--edit {spec.text!r}: {e}") from None
+    idx_k = int(getattr(inverter, "idx_k", 5))
+    feature_scale = float(getattr(inverter, "feature_scale", 1.0))
+    seconds: dict[str, float] = {}
+
+    # 1. align
+    start = time.perf_counter()
+    try:
+        image = load_image(photo)
+    except ImageReadError as e:
+        raise PipelineError(str(e)) from None
+    detector = FaceDetector() if detector is None else detector
+    faces, rejected = detector.detect_with_rejected(as_rgb_array(image))
+    if not faces:
+        raise NoFaceError(f"no face in {display_path(photo)}: {no_face_reason(detector, rejected)}")
+    face = align_face(image, faces[0].landmarks, align_size)
+    face.box, face.score = tuple(int(v) for v in faces[0].box), float(faces[0].score)
+    out.mkdir(parents=True, exist_ok=True)
+    original = save_image(image, out / f"original.{fmt}")
+    detected = save_image(_draw_quad(image, face.quad), out / "detected.jpg")
+    aligned, record = save_alignment(face, out / "aligned.png", source=os.path.abspath(photo), face_index=0,
+                                     faces_found=len(faces))
+    seconds["align"] = time.perf_counter() - start
+    say(f"aligned the largest of {len(faces)} face(s) (detector score {face.score:.2f}) -> {display_path(aligned)}")
+
+    # 2. invert
+    start = time.perf_counter()
+    device = inverter.latent_avg.device
+    x = read_input(aligned, inverter.input_size, resize).unsqueeze(0).to(device)
+    with torch.no_grad():
+        result = inverter.invert(x, images=tuple(kinds))
+    latents = {k: result[k][0].float().cpu() for k in ("w", "wplus", "f") if k in result}
+    bad = [k for k, v in latents.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise PipelineError(f"the inversion of {display_path(photo)} gave non-finite codes ({', '.join(bad)})")
+    saved = dict(latents, method=loaded.method, checkpoint=str(loaded.checkpoint), input_size=list(inverter.input_size),
+                 source=display_path(aligned), alignment=str(record.resolve()))
+    if "f" in latents:
+        saved.update(idx_k=idx_k, feature_scale=feature_scale)
+    latents_path = out / "latents.pt"
+    with atomic_write(latents_path, fsync=False) as fh:
+        torch.save(saved, fh)
+    reconstructions = {kind: save_image(result[f"image_{kind}"][0].float().cpu(), out / f"reconstruction_{kind}.{fmt}")
+                       for kind in kinds}
+    seconds["invert"] = time.perf_counter() - start
+    say(f"inverted with {loaded.method} ({', '.join(kinds)}) -> {display_path(out)}")
+
+    # 3. paste back the reconstruction; 4. edit and paste back
+    start = time.perf_counter()
+    pasted_reconstruction = save_image(paste_back(image, result[f"image_{paste_kind}"][0].float().cpu(), face.quad,
+                                                  feather=feather), out / PASTED_DIR / f"reconstruction.{fmt}")
+    edit_results = []
+    f_gen = result.get("f_gen")
+    for spec, fn in zip(edits, functions):
+        rendered = render_edit(generator, latents, fn, spec.strengths, kinds=kinds, idx_k=idx_k,
+                               feature_scale=feature_scale, f_gen=None if f_gen is None else f_gen[:1],
+                               batch=batch)
+        images, pasted = {}, {}
+        for (kind, value), tensor in rendered.items():
+            images[(kind, value)] = save_image(tensor, out / "edits" / spec.label /
+                                               f"{kind}_s{strength_label(value)}.{fmt}")
+        for value in spec.strengths:
+            pasted[value] = save_image(paste_back(image, rendered[(paste_kind, value)], face.quad, feather=feather),
+                                       out / PASTED_DIR / spec.label / f"s{strength_label(value)}.{fmt}")
+        edit_results.append({"label": spec.label, "text": spec.text, "strengths": list(spec.strengths),
+                             "images": images, "pasted": pasted})
+        say(f"edit {spec.text}: {len(spec.strengths)} strength(s) -> {display_path(out / PASTED_DIR / spec.label)}")
+    seconds["edit_and_paste"] = time.perf_counter() - start
+
+    note, out_of_domain = domain_note(loaded.checkpoint)
+    res = PhotoResult(out=out, index=out / "index.html", photo=photo, original=original, detected=detected,
+                      aligned=aligned, record=record, latents=latents_path, reconstructions=reconstructions,
+                      pasted_reconstruction=pasted_reconstruction, paste_kind=paste_kind, edits=edit_results,
+                      face=face, faces_found=len(faces), method=loaded.method, checkpoint=str(loaded.checkpoint),
+                      generator_size=int(generator.size), input_size=tuple(inverter.input_size), note=note,
+                      out_of_domain=out_of_domain, seconds={k: round(v, 3) for k, v in seconds.items()})
+    write_photo_page(res)
+    return res
+
+
+# --------------------------------------------------------------------------------------------------- the page
+_KIND_TITLES = {"w": "w", "wplus": "W+", "wplus_f": "W+F"}
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; } h3 { font-size: 1em; }
+.note { border-left: 5px solid #888; background: #f3f3f3; padding: .6em 1em; max-width: 60em; }
+.note.warning { border-left-color: #d9480f; background: #fff0e6; font-weight: 600; }
+.row { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-end; }
+figure { margin: 0; text-align: center; }
+figure img { display: block; width: 256px; height: auto; }
+figure img.small { image-rendering: pixelated; }
+figure.photo img { width: auto; height: auto; max-width: 360px; max-height: 360px; }
+figcaption { font-size: .85em; margin-top: 4px; color: #444; }
+table.sweep td { padding: 4px; vertical-align: bottom; text-align: center; }
+table.sweep th { font-weight: 600; font-size: .85em; padding: 4px; }
+table.details td { padding: 2px 10px 2px 0; vertical-align: top; font-size: .9em; }
+code { background: #eee; padding: 0 .2em; }
+"""
+
+
+def _rel(path: Path, root: Path) -> str:
+    return urllib.parse.quote(Path(os.path.relpath(path, root)).as_posix())
+
+
+def _figure(path: Path, root: Path, caption: str, *, photo: bool = False, small: bool = False) -> str:
+    cls = ' class="photo"' if photo else ""
+    img_cls = ' class="small"' if small else ""
+    return (f'<figure{cls}><a href="{_rel(path, root)}"><img src="{_rel(path, root)}"{img_cls} '
+            f'alt="{html.escape(caption)}"></a><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+def write_photo_page(result: PhotoResult) -> Path:
+    """Write ``result.index`` (``index.html``): the model note (out-of-domain warning for SynthFaces), the steps
+    side by side (original with the crop's square | aligned crop | reconstructions | pasted back), one table per
+    edit (rows: strengths; columns: edited crops per representation | pasted back) and the details. Images are
+    referenced by relative paths, so the folder can be moved as a whole. Returns the page's path."""
+    root = result.out
+    small = result.generator_size < 256
+    crop_small = result.face.output_size < 256
+    titles = ", ".join(_KIND_TITLES[k] for k in result.reconstructions)
+    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{html.escape(result.photo.name)}: align, invert, edit, paste back</title>",
+             f"<style>{_STYLE}</style></head><body>",
+             f"<h1>{html.escape(result.photo.name)}: align &rarr; invert &rarr; edit &rarr; paste back</h1>",
+             f'<p class="note{" warning" if result.out_of_domain else ""}">{html.escape(result.note)}</p>',
+             "<h2>Steps</h2>", '<div class="row">',
+             _figure(result.detected, root, "original (crop square in green, its top edge red)", photo=True),
+             _figure(result.aligned, root, f"aligned crop ({result.face.output_size} px)", small=crop_small)]
+    for kind, path in result.reconstructions.items():
+        parts.append(_figure(path, root, f"reconstruction {_KIND_TITLES[kind]}", small=small))
+    parts.append(_figure(result.pasted_reconstruction, root,
+                         f"pasted back ({_KIND_TITLES[result.paste_kind]})", photo=True))
+    parts.append("</div>")
+
+    if result.edits:
+        parts.append("<h2>Edits</h2>")
+    for edit in result.edits:
+        kinds = list(dict.fromkeys(kind for kind, _ in edit["images"]))
+        parts.append(f"<h3>{html.escape(edit['label'])} <code>{html.escape(edit['text'])}</code></h3>")
+        parts.append('<table class="sweep"><tr><th>strength</th>'
+                     + "".join(f"<th>edited {_KIND_TITLES[k]}</th>" for k in kinds)
+                     + f"<th>pasted back ({_KIND_TITLES[result.paste_kind]})</th></tr>")
+        for value in edit["strengths"]:
+            label = strength_label(value)
+            cells = [f"<td>{html.escape(label)}</td>"]
+            cells += [f"<td>{_figure(edit['images'][(k, value)], root, f'{_KIND_TITLES[k]} {label}', small=small)}"
+                      "</td>" for k in kinds]
+            cells.append(f"<td>{_figure(edit['pasted'][value], root, f'pasted {label}', photo=True)}</td>")
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</table>")
+
+    face = result.face
+    rows = [("photo", display_path(result.photo)),
+            ("photo size", f"{face.source_size[1]} x {face.source_size[0]} px"),
+            ("faces found", f"{result.faces_found} (the largest is used)"),
+            ("detector", f"box {list(face.box) if face.box else '-'}, score "
+                         f"{'-' if face.score is None else f'{face.score:.2f}'}"),
+            ("aligned crop", f"{face.output_size} px; record {_rel(result.record, root)}"),
+            ("model", f"{result.method}, checkpoint {result.checkpoint}"),
+            ("generator", f"{result.generator_size} px; encoder input {result.input_size[0]} x "
+                          f"{result.input_size[1]}; reconstructions: {titles}"),
+            ("codes", f"{_rel(result.latents, root)} (scripts/edit.py --latents ... --paste-back reads it)"),
+            ("seconds", ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()))]
+    parts.append("<h2>Details</h2><table class=\"details\">")
+    parts += [f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows]
+    parts.append("</table></body></html>")
+    with atomic_write(result.index, mode="w", fsync=False, encoding="utf-8") as fh:
+        fh.write("\n".join(parts) + "\n")
+    return result.index
+
