@@ -365,10 +365,11 @@ def load_avg_image(path: str | os.PathLike, input_size: Sequence[int], policy: s
 
 
 def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (symlinks followed) lies under ``folder``; a symlink loop or an unresolvable path is not."""
     try:
-        path.resolve().relative_to(folder)
+        Path(os.path.realpath(path)).relative_to(folder)
         return True
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):
         return False
 
 
