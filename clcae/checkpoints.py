@@ -121,9 +121,14 @@ def _fmt_keys(keys: Iterable[str], limit: int = 20) -> str:
 
 
 def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint",
-                           what: str = "network") -> None:
+                           what: str = "network", finite: bool = True) -> None:
     """Load ``state_dict`` into ``module``; any missing/unexpected key or shape mismatch raises
-    :class:`CheckpointError` that names the keys (and shapes) and the source."""
+    :class:`CheckpointError` that names the keys (and shapes) and the source.
+
+    With ``finite`` (default) a floating tensor holding NaN or Inf is refused too (:func:`validate_finite`: the
+    error names the keys, the source and ``what``); pass ``finite=False`` for a module that keeps non-finite values
+    on purpose. Nothing is loaded when the file is refused.
+    """
     expected = module.state_dict()
     missing = set(expected) - set(state_dict)
     unexpected = set(state_dict) - set(expected)
@@ -138,6 +143,8 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Ten
         problems.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched[:20]))
     if problems:
         raise CheckpointError(f"{source}: the {what} does not match the file: " + " | ".join(problems))
+    if finite:
+        validate_finite(state_dict, f"{source} ({what})")
     module.load_state_dict(state_dict, strict=True)
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from clcae.checkpoints import load_generator
-from clcae.inversion.runner import resolve_device
+from clcae import cli
+from clcae.checkpoints import CheckpointError, load_generator
+from clcae.inversion.runner import RunnerError, resolve_device
 from clcae.networks.stylegan2 import Generator
 from clcae.pretrained import SYNTHFACES_GENERATOR, pretrained_dir, shipped
 
@@ -23,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import generate  # noqa: E402
 
 
+@cli.exit_statuses(usage=(CheckpointError, RunnerError))
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)")
-    p.add_argument("--n", type=int, default=16, help="number of images")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--n", type=cli.positive_int, default=16, help="number of images (>= 1)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     t0 = time.time()

@@ -17,6 +17,7 @@ import torch
 
 from clcae import cli
 from clcae.checkpoints import CheckpointError, load_generator
+from clcae.inversion.runner import RunnerError, resolve_device
 from clcae.fileio import atomic_write
 from clcae.metrics.generator import generator_fd_report
 from clcae.networks.domain import load_domain_net
@@ -29,16 +30,17 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=5000, help="images per set")
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=cli.positive_int, default=64, help="images per generator pass (>= 1)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
     if args.n < 2:
         p.error("--n must be at least 2")
     try:
+        args.device = str(resolve_device(args.device))
         G = load_generator(args.generator, device=args.device)
         net = load_domain_net(args.domain_net, device=args.device)
-    except CheckpointError as e:
+    except (CheckpointError, RunnerError) as e:
         return cli.report_error(e)
     t = time.time()
     report = generator_fd_report(G, net.features, args.n, args.truncation, args.seed, batch=args.batch,

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-n", type=int, default=64, help="fresh samples in the effect check (default 64)")
     p.add_argument("--out", type=Path, required=True, help="direction file to write (ours)")
     p.add_argument("--no-raw", action="store_true", help="do not write OUT_STEM_raw.pt (the official raw tensor)")
-    p.add_argument("--batch", type=int, default=64, help="images per generator pass")
+    p.add_argument("--batch", type=cli.positive_int, default=64, help="images per generator pass (>= 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true")

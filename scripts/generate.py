@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-15"), help="e.g. 0-15 or 1,5,9")
     p.add_argument("--truncation", type=float, default=1.0, help="psi towards latent_avg (1 = none)")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=cli.positive_int, default=8, help="images per generator pass (>= 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     return p

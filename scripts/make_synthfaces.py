@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from clcae import cli
 from clcae.data import synthfaces as sf
 
 
@@ -18,8 +19,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="output folder (created; an existing meta.json must match)")
     p.add_argument("--res", type=int, default=64, choices=(64, 128, 256), help="image size in pixels")
-    p.add_argument("--n", type=int, default=50000, help="number of train images")
-    p.add_argument("--test-n", type=int, default=5000, help="number of test images (0: no test split)")
+    p.add_argument("--n", type=cli.non_negative_int, default=50000, help="number of train images")
+    p.add_argument("--test-n", type=cli.non_negative_int, default=5000, help="number of test images (0: no test split)")
     p.add_argument("--persons", type=int, default=sf.DEFAULT_PERSONS["train"], help="train persons")
     p.add_argument("--test-persons", type=int, default=sf.DEFAULT_PERSONS["test"], help="test persons")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (identities, attributes, detail)")
@@ -34,8 +35,8 @@ def main(argv=None):
     splits = [(s, n, p) for s, n, p in (("train", args.n, args.persons), ("test", args.test_n, args.test_persons))
               if n > 0]
     if splits and not args.out:
-        print("error: --out is required to write images (use --n 0 --test-n 0 with --docs for grids only)")
-        return 2
+        return cli.report_error("--out is required to write images (use --n 0 --test-n 0 with --docs for grids "
+                                "only)")
     start = time.time()
     for split, n, persons in splits:
         t0 = time.time()

@@ -532,11 +532,6 @@ def test_eval_empty_folder(tmp_path, assets):
 
 
 @pytest.mark.parametrize("name", [GOOD_NON_UTF8, BAD_NON_UTF8[0]], ids=["good_file", "bad_file"])
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="eval.py crashes writing its report when a file name is not UTF-8: UnicodeEncodeError "
-                          "'utf-8' codec can't encode character '\\udcff' (per_image.csv, good file) / '\\udcfe' "
-                          "(results.json, bad file): surrogates not allowed. The names come from FolderSource.name "
-                          "(clcae/metrics/evaluation.py) without display_path")
 def test_eval_non_utf8_file_names(tmp_path, assets, name):
     data = tmp_path / "photos"
     data.mkdir()
@@ -656,9 +651,6 @@ def test_training_refuses_an_out_folder_with_results(battery, request):
 
 
 @pytest.mark.parametrize("battery", TRAINING_BATTERIES)
-@pytest.mark.xfail(strict=True, reason="the run's record does not count the skipped images: log.txt and the final "
-                   "'done:' / 'finished:' lines say nothing about them (they reach the console only through the "
-                   "logging module), and the data description counts the unreadable files as images")
 def test_training_log_counts_the_skipped_images(battery, request):
     run = request.getfixturevalue(battery)
     log = (run["out"] / "log.txt").read_text(errors="replace")
@@ -686,10 +678,6 @@ def test_training_on_an_empty_folder_names_the_folder(tmp_path, assets, name):
 
 
 @pytest.mark.parametrize("name", ["train", "train_generator"])
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="a folder whose every file is unreadable passes the start-up checks; the first batch then "
-                          "raises RuntimeError('no readable image left in ... (6 files, all unreadable)') from "
-                          "ImageFolderDataset.__getitem__: a traceback, after the run directory was created")
 def test_training_on_an_all_unreadable_folder_fails_before_work(tmp_path, assets, name):
     data = tmp_path / "bad"
     data.mkdir()
@@ -702,15 +690,7 @@ def test_training_on_an_all_unreadable_folder_fails_before_work(tmp_path, assets
 
 
 # ================================================================================ 2. inputs: a file symlink loop
-_LOOP_BUG = ("a file symlink loop in the input folder crashes the run: RuntimeError('Symlink loop from "
-             "...selfloop.png') from Path.resolve() in _within() (clcae/inversion/runner.py), which "
-             "list_inputs(exclude=out) calls for every file")
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param("invert", marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=_LOOP_BUG)),
-    pytest.param("align", marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=_LOOP_BUG)),
-    "eval", "train", "train_generator"])
+@pytest.mark.parametrize("name", ["invert", "align", "eval", "train", "train_generator"])
 def test_file_symlink_loop_is_reported_and_the_run_goes_on(tmp_path, assets, name):
     data = tmp_path / "photos"
     data.mkdir()
@@ -891,9 +871,6 @@ def test_encoder_resume_checks_shapes_and_version(encoder_run, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="train.py creates the fork's run directory (options.json, log.txt, "
-                   "checkpoints/) before it loads the checkpoint's weights into the networks, so a shape mismatch "
-                   "leaves it behind and the corrected command is refused ('already exists and is not empty')")
 def test_encoder_resume_with_mismatched_shapes_creates_nothing(encoder_run, tmp_path):
     _tampered(encoder_run / "checkpoints" / "latest.pt", tmp_path / "shape.pt", _wrong_shape)
     run = run_main("train", ["--resume", tmp_path / "shape.pt", "--out", tmp_path / "a", "--steps", "3"])
@@ -902,9 +879,6 @@ def test_encoder_resume_with_mismatched_shapes_creates_nothing(encoder_run, tmp_
 
 
 @pytest.mark.parametrize("name", ["train", "train_generator"])
-@pytest.mark.xfail(strict=True, reason="a training checkpoint with NaN weights is resumed unchecked: the run starts, "
-                   "saves the NaN weights as its 'last good checkpoint', then stops with 'non-finite loss at step N' "
-                   "(exit 1) instead of refusing the file with the key named (exit 2)")
 def test_resume_refuses_nan_weights_naming_the_key(name, encoder_run, gan_run, tmp_path):
     if name == "train":
         src, extra = encoder_run / "checkpoints" / "latest.pt", ["--steps", "4"]
@@ -1126,21 +1100,12 @@ def test_a_dead_or_stuck_rank_ends_the_encoder_job(rank_faults, mode):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["dies", "hangs"])
-@pytest.mark.xfail(strict=True, reason="rank 0 ends with a raw traceback instead of 'error (rank 0): ... another "
-                   "process probably died': GlobalBatchNorm's differentiable all-reduce (clcae/networks/sync_bn.py, "
-                   "_AllReduceSum.forward/backward) calls dist.all_reduce directly, so gloo's RuntimeError "
-                   "('Connection reset by peer' / 'Timed out waiting 5000ms for recv') is never turned into a "
-                   "DistributedError")
 def test_a_dead_or_stuck_rank_is_reported_in_one_line(rank_faults, mode):
     rc, text, _ = rank_faults[mode]
     assert "error (rank 0)" in text and "Traceback" not in text, text
 
 
 # ================================================================================ 5. arguments
-def _xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 #: ``(script, argv template, words the message must contain)``; ``{out}`` must not exist afterwards.
 ARGUMENT_CASES = [
     ("train_generator", ["--data", "synthfaces", "--size", "48", "--out", "{out}"], "power of two"),
@@ -1156,22 +1121,13 @@ ARGUMENT_CASES = [
     ("train", ["--config", "synthfaces64", "--resume", "{encoder_run}", "--out", "{out}"],
      "--config and --resume together"),
     pytest.param("train", ["--generator", "{missing}", "--data", "synthfaces", "--method", "psp", "--input-size",
-                           "32", "--out", "{out}"], "no such file",
-                 marks=_xfail("train.py creates the run directory (checkpoints/, log.txt, stats.jsonl) before it "
-                              "loads --generator, so a wrong path leaves it behind and the corrected command is "
-                              "then refused: '--out ... already exists and is not empty'")),
+                           "32", "--out", "{out}"], "no such file"),
     pytest.param("train", ["--generator", "{psp}", "--data", "synthfaces", "--method", "psp", "--input-size", "32",
-                           "--out", "{out}"], "not a generator",
-                 marks=_xfail("train.py creates the run directory before it loads --generator (an inverter file "
-                              "here); the directory is left behind")),
+                           "--out", "{out}"], "not a generator"),
     pytest.param("train", ["--generator", "{generator}", "--data", "{missing}", "--method", "psp", "--input-size",
-                           "32", "--out", "{out}"], "no such folder",
-                 marks=_xfail("train.py creates the run directory before it checks --data; it is left behind")),
+                           "32", "--out", "{out}"], "no such folder"),
     pytest.param("train", ["--generator", "{generator}", "--data", "synthfaces", "--method", "psp", "--input-size",
-                           "32", "--lpips-weights", "{missing}", "--out", "{out}"], "--lpips-weights",
-                 marks=_xfail("a missing LPIPS weights file is not a usage error in train.py: MissingWeightsError "
-                              "escapes main() as a traceback (raised in InversionTask._build_losses, "
-                              "clcae/training/inversion.py), after the run directory was created")),
+                           "32", "--lpips-weights", "{missing}", "--out", "{out}"], "--lpips-weights"),
     ("train_domain_net", ["--input-size", "48", "--out", "{out}"], "power of two"),
     ("train_domain_net", ["--batch", "1", "--out", "{out}"], "--batch must be >= 2"),
     ("invert", ["--checkpoint", "{psp}", "--method", "clcae", "--input", "{photos}", "--out", "{out}", "--device",
@@ -1200,40 +1156,26 @@ ARGUMENT_CASES = [
     ("generate", ["--generator", "{psp}", "--out", "{out}", "--device", "cpu"], "not a generator"),
     ("generate", ["--generator", "{generator}", "--seeds", "a-b", "--out", "{out}"], "--seeds"),
     pytest.param("generate", ["--generator", "{generator}", "--seeds", "0-1", "--batch", "0", "--out", "{out}",
-                              "--device", "cpu"], "--batch",
-                 marks=_xfail("generate.py takes --batch 0 (type=int): ValueError 'range() arg 3 must not be zero' "
-                              "escapes as a traceback after --out was created")),
+                              "--device", "cpu"], "--batch"),
     ("convert_checkpoint", ["{psp}", "{out}/g.pt"], "not a generator"),
     ("convert_checkpoint", ["{generator}", "{out}/g.pt", "--to", "nvidia"], "invalid choice"),
     ("make_synthfaces", ["--out", "{out}", "--res", "100", "--n", "2", "--test-n", "0"], "invalid choice"),
-    pytest.param("make_synthfaces", ["--n", "2", "--test-n", "0"], "--out is required",
-                 marks=_xfail("make_synthfaces.py prints 'error: --out is required' to stdout, not stderr")),
-    pytest.param("make_synthfaces", ["--out", "{out}", "--n", "-3", "--test-n", "0"], "--n",
-                 marks=_xfail("make_synthfaces.py accepts --n -3: exit 0, nothing written, no message")),
+    pytest.param("make_synthfaces", ["--n", "2", "--test-n", "0"], "--out is required"),
+    pytest.param("make_synthfaces", ["--out", "{out}", "--n", "-3", "--test-n", "0"], "--n"),
     ("eval_generator", ["--generator", "{generator}", "--domain-net", "{psp}", "--n", "4"], "not a domain_net"),
     pytest.param("eval_generator", ["--generator", "{generator}", "--domain-net", "{domain}", "--n", "4",
-                                    "--batch", "0"], "--batch",
-                 marks=_xfail("eval_generator.py takes --batch 0 (type=int): ValueError 'range() arg 3 must not be "
-                              "zero' escapes as a traceback after the reference images were rendered")),
+                                    "--batch", "0"], "--batch"),
     pytest.param("eval_generator", ["--generator", "{generator}", "--domain-net", "{domain}", "--n", "4",
-                                    "--device", "tpu"], "is not a device",
-                 marks=_xfail("eval_generator.py hands --device to torch unchecked: RuntimeError 'Expected one of "
-                              "cpu, cuda, ... device type at start of device string: tpu' as a traceback")),
+                                    "--device", "tpu"], "is not a device"),
     ("ganspace_pca", ["--generator", "{generator}", "--n", "1", "--out", "{out}/p.pt", "--device", "cpu"],
      "--n must be >= 2"),
     ("find_directions", ["--generator", "{generator}", "--attribute", "nose", "--domain-net", "{domain}", "--n",
                          "8", "--out", "{out}/d.pt", "--device", "cpu", "--no-progress"], "predicts"),
     pytest.param("find_directions", ["--generator", "{generator}", "--attribute", "smile", "--domain-net",
                                      "{domain}", "--n", "8", "--batch", "0", "--out", "{out}/d.pt", "--device",
-                                     "cpu", "--no-progress"], "--batch",
-                 marks=_xfail("find_directions.py takes --batch 0: exit 2, but the message is 'range() arg 3 must "
-                              "not be zero', which does not name the option")),
-    pytest.param("demo", ["--n", "0", "--out", "{out}", "--device", "cpu"], "--n",
-                 marks=_xfail("demo.py takes --n 0: RuntimeError 'stack expects a non-empty TensorList' escapes as "
-                              "a traceback after --out was created")),
-    pytest.param("demo", ["--out", "{out}", "--device", "tpu"], "is not a device",
-                 marks=_xfail("demo.py's main() has no exit_statuses: the RunnerError of resolve_device escapes as "
-                              "a traceback")),
+                                     "cpu", "--no-progress"], "--batch"),
+    pytest.param("demo", ["--n", "0", "--out", "{out}", "--device", "cpu"], "--n"),
+    pytest.param("demo", ["--out", "{out}", "--device", "tpu"], "is not a device"),
 ]
 
 

@@ -487,8 +487,9 @@ class FolderSource:
         return len(self.items)
 
     def name(self, i: int) -> str:
-        """The file's path under the folder without its extension."""
-        return self.items[i].name
+        """The file's path under the folder without its extension, printable: bytes that are not UTF-8 appear as
+        ``\\xNN`` escapes (:func:`~clcae.data.images.display_path`), so reports and file names can be written."""
+        return display_path(self.items[i].name)
 
     def load(self, i: int) -> Image.Image:
         """The file as 8-bit RGB at its own size (raises :class:`ImageReadError` for a bad file)."""

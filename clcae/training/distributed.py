@@ -172,10 +172,13 @@ def _collective(fn, name: str):
                                f"see its log): {e}") from e
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of ``tensor`` over processes (in place; returns it). Identity without a process group."""
+def all_reduce_sum(tensor: torch.Tensor, name: str = "all_reduce_sum") -> torch.Tensor:
+    """Sum of ``tensor`` over processes (in place; returns it). Identity without a process group.
+
+    ``name`` labels the collective in the :class:`DistributedError` raised when it fails (a dead or stuck peer).
+    """
     if is_initialized() and get_world_size() > 1:
-        _collective(lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM), "all_reduce_sum")
+        _collective(lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM), name)
     return tensor
 
 

@@ -273,24 +273,36 @@ def _run(opts: EncoderTrainOptions, info: du.DistInfo, resume_state: dict | None
         raise ConfigError(decision[2])
     run_dir, in_place = Path(decision[0]), bool(decision[1])
     opts.out = str(run_dir)
+    # everything that can refuse the input (networks, data, loss weights, the checkpoint's tensors) runs before the
+    # run directory exists, so a bad option leaves nothing behind; the messages wait for the log
+    early: list[str] = []
+    task = build_task(opts, info.device, info.rank, info.world_size, early.append)
+    seed_everything(derive_seed(opts.seed, 1, info.rank))  # training randomness: flips, noise, dropout
+    if resume_state is not None:
+        task.load_state_dict(resume_state["task"], str(resume_path))
     if main:
         make_run_dir(run_dir, in_place)
     du.barrier("run directory", opts.dist_timeout)
+    from .gan import UNREADABLE_LOG, unreadable_report
+
+    datasets = [task.train_dataset, task.val_dataset]
+    unreadable_report(datasets, run_dir / UNREADABLE_LOG)  # DataLoader workers append what they find there
     logger = TrainLogger(run_dir, enabled=main, total_kimg=opts.steps, tensorboard=tensorboard, progress=progress,
                          start_kimg=float((resume_state or {}).get("step", 0)), desc=f"{opts.method}-{opts.stage}",
                          unit="steps")
     try:
-        task = build_task(opts, info.device, info.rank, info.world_size, logger.info)
-        seed_everything(derive_seed(opts.seed, 1, info.rank))  # training randomness: flips, noise, dropout
+        for m in early:
+            logger.info(m)
+        task.log = logger.info
         writer = CheckpointWriter(run_dir / CHECKPOINT_DIR, opts.keep_snapshots)
         record = {"options": dataclasses.asdict(opts),
                   "run": {"world_size": info.world_size, "device": str(info.device), "backend": info.backend,
                           "config": config, "clcae_version": __version__, "torch_version": str(torch.__version__),
                           "command": sys.argv, "resumed_from": str(resume_path) if resume_path else None,
-                          "task": task.describe()}}
+                          "task": task.describe(), "data": unreadable_report(datasets)}}
         loop = _Loop(opts, task, writer, logger, main, run_dir)
         if resume_state is not None:
-            loop.load(resume_state, str(resume_path))
+            loop.load(resume_state, str(resume_path), task_loaded=True)
             if main:
                 write_options_record(run_dir, dict(record, resumed_at={"step": loop.step}), in_place)
             logger.info(f"resumed from {resume_path} at step {loop.step}")
@@ -299,7 +311,13 @@ def _run(opts: EncoderTrainOptions, info: du.DistInfo, resume_state: dict | None
         resume_state = None
         logger.info(f"run {run_dir}: {opts.method} {opts.stage}; {task.describe()}; {info.world_size} process(es) "
                     f"on {info.device}, batch {opts.batch}")
-        return loop.run()
+        for line in unreadable_report(datasets):
+            logger.info(f"data at start: {line}")
+        try:
+            return loop.run()
+        finally:
+            for line in unreadable_report(datasets):
+                logger.info(f"data at the end: {line}")
     finally:
         logger.close()
 
@@ -371,8 +389,9 @@ class _Loop:
                 "best_step": self.best_step, "rng": rng, "task": self.task.state_dict(),
                 "clcae_version": __version__}
 
-    def load(self, state: Mapping[str, Any], source: str) -> None:
-        self.task.load_state_dict(state["task"], source)
+    def load(self, state: Mapping[str, Any], source: str, task_loaded: bool = False) -> None:
+        if not task_loaded:
+            self.task.load_state_dict(state["task"], source)
         self.step = int(state["step"])
         self.best_loss = state.get("best_loss")
         self.best_step = state.get("best_step")

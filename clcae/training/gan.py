@@ -57,7 +57,8 @@ from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, cpu_cop
 
 __all__ = [
     "GANTrainOptions", "ConfigError", "NonFiniteLossError", "TrainerCallback", "TrainResult", "StyleGAN2Trainer",
-    "run_training", "resolve_options", "build_dataset", "ema_beta", "update_ema", "RESUME_MAY_CHANGE",
+    "run_training", "resolve_options", "build_dataset", "verify_image_folder", "unreadable_report", "UNREADABLE_LOG",
+    "ema_beta", "update_ema", "RESUME_MAY_CHANGE",
     "TRAIN_FORMAT", "TRAIN_FORMAT_VERSION", "FORMAT_KEY", "OPTION_GROUPS", "OPTION_CHOICES",
 ]
 
@@ -306,12 +307,75 @@ def build_dataset(opts: GANTrainOptions) -> tuple[torch.utils.data.Dataset, str]
         if not paths:
             raise ConfigError(f"--data {root}: labels_train.csv lists no images; re-run scripts/make_synthfaces.py")
         ds = ImageFolderDataset(paths, size=opts.size, policy=opts.policy)
-        return _ImagesOnly(ds), f"SynthFaces folder {root} (train split): {len(ds)} images -> {opts.size} px"
+        report = verify_image_folder(ds, f"--data {root}")
+        return _ImagesOnly(ds), f"SynthFaces folder {root} (train split): {len(ds)} images -> {opts.size} px; {report}"
     try:
         ds = ImageFolderDataset(root, size=opts.size, policy=opts.policy)
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"--data {root}: {e}; put images (any format Pillow reads) in it or its sub-folders") from e
-    return _ImagesOnly(ds), f"image folder {root}: {len(ds)} images -> {opts.size} px ({opts.policy})"
+    report = verify_image_folder(ds, f"--data {root}")
+    return _ImagesOnly(ds), f"image folder {root}: {len(ds)} images -> {opts.size} px ({opts.policy}); {report}"
+
+
+def verify_image_folder(ds, what: str, error: type[Exception] = ConfigError) -> str:
+    """Check the headers of every file of an image-folder dataset up front (dropping the unreadable ones) and return
+    a one-line count, e.g. ``'10 readable image(s), 2 unreadable file(s) skipped'``.
+
+    Args:
+        ds: a :class:`~clcae.data.images.ImageFolderDataset` (renumbered in place by its ``verify``).
+        what: the option and folder for messages, e.g. ``'--data photos'``.
+        error: the exception class to raise (each training script's usage error).
+    Raises:
+        error: no file of the folder is a readable image (the message lists the files and reasons).
+    """
+    try:
+        ds.verify(progress=False)
+    except ValueError as e:
+        raise error(f"{what}: no readable image (every file is unreadable)\n{ds.summary()}") from e
+    return f"{len(ds)} readable image(s), {len(ds.bad_files)} unreadable file(s) skipped"
+
+
+def image_folders(ds) -> list:
+    """The :class:`~clcae.data.images.ImageFolderDataset` objects inside ``ds`` (through ``Subset`` and the wrappers
+    that keep the wrapped dataset as ``.dataset``), each once, in order."""
+    from ..data.images import ImageFolderDataset
+
+    found: list = []
+    seen = 0
+    while ds is not None and seen < 16:
+        if isinstance(ds, ImageFolderDataset):
+            found.append(ds)
+            break
+        ds = getattr(ds, "dataset", None)
+        seen += 1
+    return found
+
+
+def unreadable_report(datasets: Sequence[Any], log_file: Path | None = None) -> list[str]:
+    """Lines for a run's log about the unreadable files of its image folders (found up front or while training).
+
+    Args:
+        datasets: the run's datasets (any wrapping, see :func:`image_folders`); repeated folders are reported once.
+        log_file: when given, set as each folder's ``error_log`` (JSON lines shared with DataLoader workers) so
+            that bad files found in worker processes are counted too; call this before the loaders start.
+    Returns:
+        One :meth:`~clcae.data.images.ImageFolderDataset.summary` per image folder (empty for generated data).
+    """
+    lines: list[str] = []
+    done: set[int] = set()
+    for d in datasets:
+        for folder in image_folders(d):
+            if id(folder) in done:
+                continue
+            done.add(id(folder))
+            if log_file is not None and folder.error_log is None:
+                folder.error_log = Path(log_file)
+            lines.append(folder.summary())
+    return lines
+
+
+#: The file (in the run directory) to which every process appends the unreadable images it meets (JSON lines).
+UNREADABLE_LOG = "unreadable_images.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------------- EMA
@@ -709,6 +773,7 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
     if main:
         make_run_dir(run_dir, in_place)
     du.barrier("run directory", opts.dist_timeout)
+    unreadable_report([dataset], run_dir / UNREADABLE_LOG)  # workers append what they find there
 
     logger = TrainLogger(run_dir, enabled=main, total_kimg=opts.kimg, tensorboard=tensorboard, progress=progress,
                          start_kimg=(resume_state or {}).get("nimg", 0) / 1000.0, desc=f"train {run_dir.name}")
@@ -747,7 +812,13 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
         logger.info(f"run {run_dir}: {data_desc}; G {n_g / 1e6:.2f} M params, D {n_d / 1e6:.2f} M params; "
                     f"{info.world_size} process(es) on {info.device}, batch {opts.batch} "
                     f"({trainer.local_batch} per process), impl {opts.impl}, bf16 {opts.bf16}")
-        return _loop(trainer, dataset, writer, logger, opts, main, fresh)
+        for line in unreadable_report([dataset]):
+            logger.info(f"data at start: {line}")
+        try:
+            return _loop(trainer, dataset, writer, logger, opts, main, fresh)
+        finally:
+            for line in unreadable_report([dataset]):
+                logger.info(f"data at the end: {line}")
     finally:
         logger.close()
 

@@ -89,6 +89,7 @@ def build_image_datasets(opts: EncoderTrainOptions, input_size: tuple[int, int])
     unreadable files reported and skipped); validation = ``--val-data`` or the last ``--val-n`` images held out.
     """
     from ..data.images import ImageFolderDataset
+    from .gan import verify_image_folder
 
     h, w = input_size
 
@@ -97,9 +98,12 @@ def build_image_datasets(opts: EncoderTrainOptions, input_size: tuple[int, int])
         if not p.is_dir():
             raise ConfigError(f"{what} {root}: no such folder (pass a folder of images or 'synthfaces')")
         try:
-            return ImageFolderDataset(p, size=(h, w), policy=opts.policy)
+            ds = ImageFolderDataset(p, size=(h, w), policy=opts.policy)
         except (ValueError, FileNotFoundError) as e:
             raise ConfigError(f"{what} {root}: {e}") from e
+        # up front, so the held-out validation images are readable ones (not substitutes from the training part)
+        verify_image_folder(ds, f"{what} {root}", ConfigError)
+        return ds
 
     if opts.data == "synthfaces":
         from ..data.synthfaces import SynthFaces
@@ -272,14 +276,18 @@ class InversionTask(EncoderTask):
 
             domain = load_domain_net(opts.domain_net, device=self.device).eval().requires_grad_(False)
         if opts.lpips_lambda > 0 and opts.perceptual != "none":
-            from ..losses.perceptual import build_perceptual
+            from ..losses.perceptual import MissingWeightsError, build_perceptual
 
             kw: dict[str, Any] = {}
             if opts.perceptual == "lpips":
                 kw = dict(scales=opts.lpips_scales, backbone_weights=opts.lpips_weights or None)
             else:
                 kw = dict(domain_net=domain)
-            self.perceptual = build_perceptual(opts.perceptual, **kw)
+            try:
+                self.perceptual = build_perceptual(opts.perceptual, **kw)
+            except MissingWeightsError as e:
+                raise ConfigError(f"--lpips-weights {opts.lpips_weights or '(not given)'}: {e} With train.py pass "
+                                  "--lpips-weights FILE, or --perceptual none") from e
             if isinstance(self.perceptual, nn.Module):
                 self.perceptual = self.perceptual.to(self.device).eval().requires_grad_(False)
         if opts.id_lambda > 0 and opts.identity != "none":
