@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--lpips-weights", default=None,
                    help="torchvision AlexNet file alexnet-owt-7be5be79.pth (default: the torch hub cache)")
     w.add_argument("--arcface-weights", default=None, help="ArcFace IR-SE-50 model_ir_se50.pth for id_arcface")
+    w.add_argument("--id-dlib", action="store_true",
+                   help="also report id_dlib: dlib face-recognition embeddings (real faces; needs pip install -e "
+                        "'.[align]'), never mixed with the paper's CurricularFace ID")
     w.add_argument("--inception-weights", default=None,
                    help="torchvision inception_v3_google-0cc3c7bd.pth for fid_tv (default: the torch hub cache)")
     w.add_argument("--domain-net", default=None,
@@ -239,7 +242,7 @@ def run(args) -> int:
         domain = shipped if shipped.is_file() else None
     suite = build_metric_suite(lpips_weights=args.lpips_weights, arcface_weights=args.arcface_weights,
                                inception_weights=args.inception_weights, domain_net=domain, device=device,
-                               use_hub_cache=not args.no_hub_cache)
+                               use_hub_cache=not args.no_hub_cache, id_dlib=args.id_dlib)
     try:
         methods = _load_methods(args, device, suite)
     except RunnerError as e:

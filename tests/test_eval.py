@@ -459,3 +459,26 @@ def test_tables_writers(tmp_path):
     s = summarize([1.0, 2.0, float("inf"), 4.0])
     assert s["n"] == 3 and s["n_invalid"] == 1 and s["mean"] == pytest.approx(7 / 3)
     assert s["std"] == pytest.approx(np.std([1.0, 2.0, 4.0]))
+
+
+def test_id_dlib_is_its_own_column_on_real_faces(tmp_path):
+    """--id-dlib: dlib face-recognition similarity, reported as id_dlib (never as the paper's ID); a perfect copy of
+    a real face scores ~1. Skips without the [align] extra."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from clcae.align.detect import AlignExtraMissing
+
+    try:
+        suite = build_metric_suite(use_hub_cache=False, id_dlib=True)
+    except EvaluationError as e:
+        if "align" in str(e):
+            pytest.skip(f"align extra not installed: {e}")
+        raise
+    assert isinstance(AlignExtraMissing, type)
+    names = [m.name for m in suite.metric_infos()]
+    assert "id_dlib" in names and "id_arcface" not in names
+    data = tmp_path / "faces"
+    data.mkdir()
+    Image.fromarray(skimage_data.astronaut()[20:276, 120:376]).save(data / "astronaut.png")
+    result = evaluate([EvalMethod("copy", CopyInverter(256))], FolderSource(data), suite, protocol="celebahq")
+    entry = next(e for e in result.to_report("t").results if e.metric == "id_dlib")
+    assert entry.mean > 0.99 and entry.n == 1  # the protocol saves outputs as 8-bit: near, not exactly, 1

@@ -214,7 +214,7 @@ class MetricSuite:
                  arcface: nn.Module | None = None, arcface_weights: str | None = None,
                  domain_net: nn.Module | None = None, domain_weights: str | None = None,
                  inception: nn.Module | None = None, inception_weights: str | None = None,
-                 missing: Sequence[str] = ()):
+                 dlib: Any = None, missing: Sequence[str] = ()):
         from ..losses.identity import DomainIdentity
         from ..losses.perceptual import DomainPerceptualLoss
 
@@ -222,6 +222,7 @@ class MetricSuite:
         self.arcface, self.arcface_weights = arcface, arcface_weights
         self.domain_net, self.domain_weights = domain_net, domain_weights
         self.inception, self.inception_weights = inception, inception_weights
+        self.dlib = dlib  # a clcae.metrics.dlib_identity.DlibFaceEmbedder (real faces), or None
         self.domain_identity = DomainIdentity(domain_net) if domain_net is not None else None
         self.domain_perceptual = DomainPerceptualLoss(domain_net) if domain_net is not None else None
         self.missing = list(missing)
@@ -250,6 +251,12 @@ class MetricSuite:
             infos.append(MetricInfo("id_arcface", "cosine similarity of ArcFace IR-SE-50 embeddings (pSp crop of a "
                                                   "256 px aligned face), reconstruction vs input; not the paper's "
                                                   "MTCNN + CurricularFace", True, weights=self.arcface_weights))
+        if self.dlib is not None:
+            infos.append(MetricInfo("id_dlib", "cosine similarity of dlib's 128-D face-recognition embeddings "
+                                               "(dlib_face_recognition_resnet_model_v1), reconstruction vs input, on "
+                                               "the aligned crop; an offline real-face ID, NOT the paper's "
+                                               "CurricularFace ID", True,
+                                    weights="dlib_face_recognition_resnet_model_v1.dat"))
         if self.domain_identity is not None:
             infos.append(MetricInfo("id_domain", "cosine similarity of the SynthFaces domain network's identity "
                                                  "embeddings, reconstruction vs input", True,
@@ -297,6 +304,11 @@ class MetricSuite:
             out["id_arcface"] = self.arcface.similarity(output, target)
         if self.domain_identity is not None:
             out["id_domain"] = self.domain_identity.similarity(output, target)
+        if self.dlib is not None:
+            from .dlib_identity import dlib_identity_similarity
+
+            sim = dlib_identity_similarity(output.float().cpu(), target.float().cpu(), embedder=self.dlib)
+            out["id_dlib"] = torch.as_tensor(sim.similarity, dtype=torch.float64)  # NaN where no face
         return {k: v.detach().double().cpu() for k, v in out.items()}, capped
 
     def skipped(self, side: int) -> list[str]:
@@ -329,7 +341,8 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
                        arcface_weights: str | os.PathLike | None = None,
                        inception_weights: str | os.PathLike | None = None,
                        domain_net: str | os.PathLike | nn.Module | None = None,
-                       device: str | torch.device = "cpu", use_hub_cache: bool = True) -> MetricSuite:
+                       device: str | torch.device = "cpu", use_hub_cache: bool = True,
+                       id_dlib: bool = False) -> MetricSuite:
     """Load the metric networks whose weights are available, and record the others as missing.
 
     Args:
@@ -342,6 +355,8 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
             ``domain_perceptual`` and ``fd_domain`` (``None``: left out, with a note).
         device: where the networks run.
         use_hub_cache: look for the LPIPS and Inception weights in the torch hub cache.
+        id_dlib: add ``id_dlib`` (dlib face-recognition embeddings; needs the ``[align]`` extra, an error naming
+            what to install otherwise), for real faces.
 
     A path that is given but does not exist or does not load raises :class:`EvaluationError` naming it.
     """
@@ -413,6 +428,14 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
         missing.append(f"FID (fid_tv) not computed: needs {INCEPTION_FILE_NAME} in {default_inception_path().parent} "
                        "(the torch hub cache) or --inception-weights FILE (torchvision's ImageNet Inception-v3)."
                        + (" fd_domain (domain network features) is reported instead." if domain_note else ""))
+    if id_dlib:
+        from ..align.detect import AlignExtraMissing
+        from .dlib_identity import DlibFaceEmbedder
+
+        try:
+            kwargs["dlib"] = DlibFaceEmbedder()
+        except AlignExtraMissing as e:
+            raise EvaluationError(f"--id-dlib: {e}") from None
     return MetricSuite(missing=missing, **kwargs)
 
 
