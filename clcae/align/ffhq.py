@@ -545,29 +545,6 @@ def _finished(out: Path, name: str, all_faces: bool) -> bool:
     return png.is_file() and record.is_file()
 
 
-def _check_run_settings(out: Path, settings: dict, overwrite: bool) -> None:
-    from ..inversion.runner import RunnerError
-
-    path = out / RUN_FILE
-    if overwrite or not path.is_file():
-        return
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
-    except (OSError, ValueError, AttributeError):
-        raise RunnerError(f"{display_path(path)}: unreadable; delete it or pass --overwrite") from None
-    differ = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-    if differ:
-        detail = "; ".join(f"{k}: {previous.get(k)!r} before, {settings.get(k)!r} now" for k in differ)
-        raise RunnerError(f"--out {display_path(out)} holds crops made with other settings ({detail}). Pass "
-                          "--overwrite to redo them, or choose another --out.")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_write(path, mode="w", fsync=False, encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=True)
-        fh.write("\n")
-
-
 def no_face_reason(detector: Any, rejected: list) -> str:
     """The message for a photo without a face: how close the best rejected candidate ``(box, score)`` came to the
     detector's ``min_score``, when there was one."""
@@ -618,7 +595,7 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
     from tqdm.auto import tqdm
 
     from ..data.images import ImageReadError, load_image
-    from ..inversion.runner import RunnerError, list_inputs
+    from ..inversion.runner import RunnerError, check_run_settings, list_inputs, write_json
     from .detect import FaceDetector
 
     out = Path(os.fsdecode(out))
@@ -638,12 +615,13 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
                 "all_faces": bool(all_faces)}
     if hasattr(detector, "settings"):
         settings["detector"] = detector.settings()
-    _check_run_settings(out, settings, overwrite)
+
+    check_run_settings(out, settings, overwrite, run_file=RUN_FILE, holds="crops made with", redo="redo them")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunnerError(f"--out {display_path(out)}: cannot create the folder ({e})") from None
-    _write_json(out / RUN_FILE, {"settings": settings})
+    write_json(out / RUN_FILE, {"settings": settings})
 
     def say(line: str) -> None:
         if report is not None:
@@ -709,7 +687,7 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
         "renamed": [{"path": display_path(it.path), "name": it.name} for it in renamed],
         "seconds": round(seconds, 3), "interrupted": interrupted, "out": display_path(out), "settings": settings,
     }
-    _write_json(out / SUMMARY_FILE, summary)
+    write_json(out / SUMMARY_FILE, summary)
     return summary
 
 

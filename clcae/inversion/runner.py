@@ -491,9 +491,11 @@ def _write_image_files(paths: Mapping[str, Path], images: Mapping[str, torch.Ten
         torch.save(record, f)
 
 
-def _check_run_settings(out: Path, settings: dict, overwrite: bool) -> None:
-    """Refuse to resume into a folder whose results came from other settings (unless ``overwrite``)."""
-    path = out / _RUN_FILE
+def check_run_settings(out: Path, settings: dict, overwrite: bool, run_file: str = "run.json",
+                       holds: str = "results of a run with", redo: str = "recompute them") -> None:
+    """Refuse to resume into a folder whose ``run_file`` records other ``settings`` (unless ``overwrite``);
+    ``holds`` / ``redo`` word the message (e.g. ``'crops made with'`` / ``'redo them'`` for alignment)."""
+    path = out / run_file
     if overwrite or not path.is_file():
         return
     try:
@@ -503,11 +505,12 @@ def _check_run_settings(out: Path, settings: dict, overwrite: bool) -> None:
     differ = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
     if differ:
         detail = "; ".join(f"{k}: {previous.get(k)!r} before, {settings.get(k)!r} now" for k in differ)
-        raise RunnerError(f"--out {display_path(out)} holds results of a run with other settings ({detail}). "
-                          "Pass --overwrite to recompute them, or choose another --out.")
+        raise RunnerError(f"--out {display_path(out)} holds {holds} other settings ({detail}). "
+                          f"Pass --overwrite to {redo}, or choose another --out.")
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented ASCII JSON, atomically (temp file + rename)."""
     with atomic_write(path, mode="w", fsync=False, encoding="utf-8") as f:
         json.dump(obj, f, indent=2, ensure_ascii=True)
         f.write("\n")
@@ -629,12 +632,12 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
     method = method or inverter.arch
     run_settings = dict(settings or {"method": method, "checkpoint": checkpoint},
                         size=size, resize=resize, bf16=bool(bf16))
-    _check_run_settings(out, run_settings, overwrite)
+    check_run_settings(out, run_settings, overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunnerError(f"--out {display_path(out)}: cannot create the folder ({_describe(e)})") from None
-    _write_json(out / _RUN_FILE, {"settings": run_settings})
+    write_json(out / _RUN_FILE, {"settings": run_settings})
 
     device = inverter.latent_avg.device
     kinds = tuple(k for k in IMAGE_KINDS if k in inverter.image_names)
@@ -747,7 +750,7 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
         summary["align"] = {"photos": align_summary.get("total", 0), "faces": align_summary.get("faces", 0),
                             "aligned": align_summary.get("aligned", 0), "skipped": align_summary.get("skipped", 0),
                             "failed": list(align_summary.get("failed", [])), "out": align_summary.get("out")}
-    _write_json(out / _SUMMARY_FILE, summary)
+    write_json(out / _SUMMARY_FILE, summary)
     return summary
 
 
