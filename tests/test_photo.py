@@ -30,6 +30,7 @@ from clcae.align.ffhq import load_alignment  # noqa: E402
 from clcae.checkpoints import save_inverter  # noqa: E402
 from clcae.data.images import display_path, load_image  # noqa: E402
 from clcae.inversion.inverters import build_inverter  # noqa: E402
+from test_align import quad_mask  # noqa: E402  (the same quad test, one definition)
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN = dict(size=32, style_dim=32, n_mlp=2, channel_base=256, channel_max=16)
@@ -65,19 +66,6 @@ def assets(tmp_path_factory) -> Path:
     Image.fromarray(skimage_data.astronaut()).save(photos / "astronaut.jpg", quality=95)
     Image.fromarray(skimage_data.coffee()).save(photos / "coffee.png")
     return d
-
-
-def quad_mask(quad: np.ndarray, size: tuple[int, int], shrink: float = 0.0) -> np.ndarray:
-    """``bool [H, W]``: pixel centres inside the quad, shrunk towards its centre by a fraction (negative: grown)."""
-    height, width = size
-    centre = quad.mean(0)
-    q = centre + (quad - centre) * (1.0 - shrink)
-    ys, xs = np.mgrid[0:height, 0:width] + 0.5
-    inside = np.ones((height, width), bool)
-    for k in range(4):
-        a, b = q[k], q[(k + 1) % 4]
-        inside &= (b[0] - a[0]) * (ys - a[1]) - (b[1] - a[1]) * (xs - a[0]) <= 0
-    return inside
 
 
 def _rgb(path: Path) -> np.ndarray:
