@@ -878,6 +878,20 @@ def test_encoder_resume_with_mismatched_shapes_creates_nothing(encoder_run, tmp_
     assert not (tmp_path / "a").exists()
 
 
+def test_generator_resume_with_mismatched_shapes_creates_nothing(gan_run, tmp_path):
+    """The generator trainer loads a resumed state into its networks before the run directory exists."""
+    def wrong_shape(state: dict) -> str:
+        key = _first_weight(state["d"])
+        state["d"][key] = torch.zeros(3)
+        return key
+
+    key = _tampered(gan_run / "checkpoints" / "latest.pt", tmp_path / "shape.pt", wrong_shape)
+    run = run_main("train_generator", ["--resume", tmp_path / "shape.pt", "--out", tmp_path / "a",
+                                       "--kimg", "0.016", "--no-tensorboard"])
+    assert run.rc == 2 and key in run.err and "(3,)" in run.err, run.text
+    assert not (tmp_path / "a").exists()
+
+
 @pytest.mark.parametrize("name", ["train", "train_generator"])
 def test_resume_refuses_nan_weights_naming_the_key(name, encoder_run, gan_run, tmp_path):
     if name == "train":

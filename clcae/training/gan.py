@@ -770,6 +770,25 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
     main = info.is_main
     _set_backend_flags(opts, info.device)
 
+    # the networks are built and a resumed state is loaded into them before the run directory exists, so a refused
+    # checkpoint (wrong shapes, another network, a bad version) leaves nothing behind; the messages wait for the log
+    early: list[str] = []
+    trainer = StyleGAN2Trainer(opts, info.device, info.rank, info.world_size, callbacks, None)
+    trainer.dataset_size = len(dataset)
+    if resume_state is not None:
+        saved_args = resume_state.get("args") or {}
+        changed = [k for k in _NUMERIC_KNOBS if k in saved_args and saved_args[k] != getattr(opts, k)]
+        if changed:
+            early.append("warning: resuming with a different " + ", ".join(
+                f"{GANTrainOptions.flag(k)} ({saved_args[k]!r} -> {getattr(opts, k)!r})" for k in changed)
+                + ": training continues, but not bit-identically to an uninterrupted run")
+        saved_size = (resume_state.get("sampler") or {}).get("dataset_size")
+        if saved_size is not None and saved_size != len(dataset):
+            early.append(f"warning: the checkpoint was trained on {saved_size} images, --data now has "
+                         f"{len(dataset)}: the data order from here on differs")
+        for w in trainer.load_state_dict(resume_state, str(resume_path)):
+            early.append(f"warning: {w}")
+
     if main:
         make_run_dir(run_dir, in_place)
     du.barrier("run directory", opts.dist_timeout)
@@ -778,8 +797,9 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
     logger = TrainLogger(run_dir, enabled=main, total_kimg=opts.kimg, tensorboard=tensorboard, progress=progress,
                          start_kimg=(resume_state or {}).get("nimg", 0) / 1000.0, desc=f"train {run_dir.name}")
     try:
-        trainer = StyleGAN2Trainer(opts, info.device, info.rank, info.world_size, callbacks, logger)
-        trainer.dataset_size = len(dataset)
+        trainer.logger = logger
+        for m in early:
+            logger.info(m)
         writer = CheckpointWriter(run_dir / CHECKPOINT_DIR, opts.keep_snapshots)
         run_record = {"options": dataclasses.asdict(opts),
                       "run": {"world_size": info.world_size, "device": str(info.device), "backend": info.backend,
@@ -787,18 +807,6 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
                               "torch_version": str(torch.__version__), "command": sys.argv,
                               "resumed_from": str(resume_path) if resume_path else None}}
         if resume_state is not None:
-            saved_args = resume_state.get("args") or {}
-            changed = [k for k in _NUMERIC_KNOBS if k in saved_args and saved_args[k] != getattr(opts, k)]
-            if changed:
-                logger.info("warning: resuming with a different " + ", ".join(
-                    f"{GANTrainOptions.flag(k)} ({saved_args[k]!r} -> {getattr(opts, k)!r})" for k in changed)
-                    + ": training continues, but not bit-identically to an uninterrupted run")
-            saved_size = (resume_state.get("sampler") or {}).get("dataset_size")
-            if saved_size is not None and saved_size != len(dataset):
-                logger.info(f"warning: the checkpoint was trained on {saved_size} images, --data now has "
-                            f"{len(dataset)}: the data order from here on differs")
-            for w in trainer.load_state_dict(resume_state, str(resume_path)):
-                logger.info(f"warning: {w}")
             if main:  # a fork into a new directory gets its own options.json
                 write_options_record(run_dir, dict(run_record, resumed_at={"step": trainer.step, "nimg": trainer.nimg}),
                                      in_place)
