@@ -528,9 +528,11 @@ class _Loop:
                 if self.step % opts.image_interval == 0 or done:
                     self.images()
                 snapshot = opts.snapshot_interval > 0 and (self.step % opts.snapshot_interval == 0)
-                if self.step % opts.save_interval == 0 or done or snapshot or self.stop_reason is not None:
+                # read once: a signal between the save check and the stop check would otherwise stop unsaved
+                stopping = self.stop_reason is not None
+                if self.step % opts.save_interval == 0 or done or snapshot or stopping:
                     self.save(snapshot=snapshot)
-                if self.stop_reason is not None and not done:
+                if stopping and not done:
                     stopped_early = True
                     logger.info(f"stopped at step {self.step}: {self.stop_reason}; continue with --resume {opts.out}")
                     break

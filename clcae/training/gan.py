@@ -954,9 +954,11 @@ def _loop(trainer: StyleGAN2Trainer, dataset, writer: CheckpointWriter, logger: 
             if _crossed(opts.sample_kimg, before, trainer.nimg) or done:
                 samples(f"{trainer.kimg:010.3f}kimg")
             snapshot = _crossed(opts.snapshot_kimg, before, trainer.nimg) or done
-            if snapshot or _crossed(opts.checkpoint_kimg, before, trainer.nimg) or trainer.stop_reason is not None:
+            # read once: a signal between the save check and the stop check would otherwise stop unsaved
+            stopping = trainer.stop_reason is not None
+            if snapshot or _crossed(opts.checkpoint_kimg, before, trainer.nimg) or stopping:
                 save(snapshot=snapshot)
-            if trainer.stop_reason is not None and not done:
+            if stopping and not done:
                 stopped_early = True
                 logger.info(f"stopped at step {trainer.step} ({trainer.kimg:.3f} kimg): {trainer.stop_reason}; "
                             f"continue with --resume {opts.out}")
