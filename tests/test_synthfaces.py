@@ -163,3 +163,25 @@ def test_render_checks_its_inputs():
     clipped = sf.render_face(identity, dict(attrs, yaw=3.0))
     assert np.array_equal(clipped, sf.render_face(identity, dict(attrs, yaw=1.0)))
     assert sf.render_face(identity, attrs, res=256).shape == (256, 256, 3)
+
+
+def test_shipped_examples_are_the_first_test_renders():
+    """examples/ holds items 0-7 of the test split, bit for bit, with their labels (examples/README.md)."""
+    import csv
+    from pathlib import Path
+
+    from PIL import Image
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    files = sorted(examples.glob("synthfaces_test_*.png"))
+    assert len(files) == 8
+    ds = sf.SynthFaces(8, res=64, split="test", seed=0)
+    with open(examples / "labels.csv", newline="", encoding="utf-8") as fh:
+        rows = {r["file"]: r for r in csv.DictReader(fh)}
+    for i, path in enumerate(files):
+        assert path.name == f"synthfaces_test_{i:06d}.png"
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), ds.image(i)), path.name
+        lab = ds.labels(i)
+        assert int(rows[path.name]["person_id"]) == lab["person_id"]
+        for name in sf.ATTRIBUTE_NAMES:
+            assert float(rows[path.name][name]) == pytest.approx(lab[name], abs=1e-12), (path.name, name)
