@@ -1,13 +1,23 @@
 """Where the models this project trained itself live (``pretrained/`` beside the package, or
-``$CLCAE_PRETRAINED_DIR``), and the names of the shipped files."""
+``$CLCAE_PRETRAINED_DIR``), and the names of the shipped files (each has a model card ``NAME.md`` beside it)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["pretrained_dir", "shipped", "SYNTHFACES_GENERATOR"]
+__all__ = ["pretrained_dir", "shipped", "shipped_direction", "SYNTHFACES_GENERATOR", "SYNTHFACES_DOMAIN_NET",
+           "SYNTHFACES_CLCAE", "SYNTHFACES_PSP", "SYNTHFACES_E4E", "SYNTHFACES_DIRECTIONS"]
 
+#: The 64 px SynthFaces StyleGAN2 (our format; ``clcae.load_generator``).
 SYNTHFACES_GENERATOR = "synthfaces64_generator.pt"
+#: The SynthFaces domain network: identity embedding, attributes, Fréchet features.
+SYNTHFACES_DOMAIN_NET = "synthfaces64_domain_net.pt"
+#: Inverters trained on SynthFaces with the shipped generator (``clcae.load_inverter``).
+SYNTHFACES_CLCAE = "synthfaces64_clcae.pt"
+SYNTHFACES_PSP = "synthfaces64_psp.pt"
+SYNTHFACES_E4E = "synthfaces64_e4e.pt"
+#: Folder of InterFaceGAN directions learned for the shipped generator (``ATTRIBUTE.pt``, scripts/find_directions.py).
+SYNTHFACES_DIRECTIONS = "synthfaces64_directions"
 
 
 def pretrained_dir() -> Path:
@@ -20,3 +30,8 @@ def shipped(name: str) -> Path | None:
     """Path of a shipped model file, or None when it is not there (e.g. not trained yet)."""
     p = pretrained_dir() / name
     return p if p.is_file() else None
+
+
+def shipped_direction(attribute: str) -> Path | None:
+    """The shipped InterFaceGAN direction for ``attribute`` (e.g. ``'smile'``), or None when it is not there."""
+    return shipped(f"{SYNTHFACES_DIRECTIONS}/{attribute}.pt")

@@ -36,9 +36,10 @@ from clcae import cli
 from clcae.metrics.evaluation import (PROTOCOLS, EditSpec, EvalMethod, EvaluationError, FolderSource,
                                       SynthFacesSource, build_metric_suite, evaluate)
 from clcae.metrics.tables import markdown_report, write_all
+from clcae.pretrained import SYNTHFACES_DOMAIN_NET
 
 #: The shipped SynthFaces domain network, used on --data synthfaces when --domain-net is not given.
-DEFAULT_DOMAIN_NET = "synthfaces64_domain_net.pt"
+DEFAULT_DOMAIN_NET = SYNTHFACES_DOMAIN_NET
 #: SynthFaces test images by default (the test split's 500 persons, one image each).
 DEFAULT_SYNTHFACES_N = 500
 #: Attributes left out of the "other attributes changed" editing metric by default: the shipped domain network

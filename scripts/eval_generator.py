@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from clcae import cli
 from clcae.checkpoints import CheckpointError, load_generator
 from clcae.inversion.runner import RunnerError, resolve_device

@@ -34,9 +34,9 @@ from clcae.editing import (LEARN_METHODS, apply_direction, generator_fingerprint
                            sample_scores, save_direction)
 from clcae.inversion.runner import RunnerError, resolve_device
 from clcae.networks.domain import load_domain_net
-from clcae.pretrained import pretrained_dir
+from clcae.pretrained import SYNTHFACES_DOMAIN_NET, pretrained_dir
 
-DEFAULT_DOMAIN_NET = "synthfaces64_domain_net.pt"
+DEFAULT_DOMAIN_NET = SYNTHFACES_DOMAIN_NET
 
 
 def build_parser() -> argparse.ArgumentParser:

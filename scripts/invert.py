@@ -39,13 +39,13 @@ import torch
 from clcae import cli
 from clcae.align.detect import AlignExtraMissing, FaceDetector
 from clcae.align.ffhq import format_align_summary
-from clcae.align.pipeline import ALIGNED_DIR, SYNTHFACES_CLCAE, align_inputs
+from clcae.align.pipeline import ALIGNED_DIR, align_inputs
 from clcae.inversion.runner import (FORMATS, METHODS, RESIZE_POLICIES, SIZES, ProjectionOptions, RunnerError,
                                     format_summary, invert_folder, list_inputs, load_method, resolve_device)
-from clcae.pretrained import pretrained_dir
+from clcae.pretrained import SYNTHFACES_CLCAE, pretrained_dir
 
 #: The shipped SynthFaces CLCAE inverter (in the pretrained folder once it is trained).
-DEFAULT_CHECKPOINT_NAME = SYNTHFACES_CLCAE
+DEFAULT_CHECKPOINT_NAME = SYNTHFACES_CLCAE  # the shipped SynthFaces CLCAE model
 #: Example images that ship with the repository.
 DEFAULT_INPUT = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_OUT = Path("outputs/invert")

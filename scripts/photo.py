@@ -38,12 +38,12 @@ import torch
 
 from clcae import cli
 from clcae.align.detect import AlignExtraMissing, FaceDetector
-from clcae.align.pipeline import (PASTE_ORDER, SYNTHFACES_CLCAE, EditOptions, NoFaceError, PipelineError, parse_edit,
+from clcae.align.pipeline import (PASTE_ORDER, EditOptions, NoFaceError, PipelineError, parse_edit,
                                   parse_layers, process_photo)
 from clcae.data.images import display_path
 from clcae.editing import GANSPACE_MODES
 from clcae.inversion.runner import RESIZE_POLICIES, RunnerError, load_method, resolve_device
-from clcae.pretrained import pretrained_dir
+from clcae.pretrained import SYNTHFACES_CLCAE, pretrained_dir
 
 DEFAULT_OUT = Path("outputs/photo")
 

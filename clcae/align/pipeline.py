@@ -42,7 +42,7 @@ from ..editing.interfacegan import Direction
 from ..fileio import atomic_write
 from .ffhq import AlignedFace, align_face, load_alignment, no_face_reason, paste_back, save_alignment
 
-__all__ = ["EDIT_KINDS", "ALIGNED_DIR", "PASTED_DIR", "SYNTHFACES_CLCAE", "PASTE_ORDER", "EditSpec", "EditOptions",
+__all__ = ["EDIT_KINDS", "ALIGNED_DIR", "PASTED_DIR", "PASTE_ORDER", "EditSpec", "EditOptions",
            "parse_strengths", "parse_layers", "parse_edit", "unique_labels", "strength_label", "edit_function",
            "render_edit",
            "align_inputs", "PasteTarget", "load_paste_target", "best_kind", "PipelineError", "NoFaceError",
@@ -52,8 +52,6 @@ EDIT_KINDS = ("interfacegan", "ganspace", "sefa")
 #: Sub-folders of an inversion / edit output folder: the aligned crops (+ records), the pasted-back photos.
 ALIGNED_DIR = "aligned"
 PASTED_DIR = "pasted"
-#: The shipped SynthFaces CLCAE inverter (in ``pretrained/`` once trained).
-SYNTHFACES_CLCAE = "synthfaces64_clcae.pt"
 #: Representation pasted back by default: the first one an inversion has.
 PASTE_ORDER = ("wplus_f", "wplus", "w")
 

@@ -194,11 +194,11 @@ def _perceptual_loss(opts: ProjectionOptions, device: torch.device):
                               "--perceptual domain for SynthFaces, or --perceptual none for pixel MSE only)") from None
     if opts.perceptual == "domain":
         from ..networks.domain import load_domain_net
-        from ..pretrained import pretrained_dir
+        from ..pretrained import SYNTHFACES_DOMAIN_NET, pretrained_dir
 
         path = opts.domain_net
         if path is None:
-            path = pretrained_dir() / "synthfaces64_domain_net.pt"
+            path = pretrained_dir() / SYNTHFACES_DOMAIN_NET
             if not path.is_file():
                 raise RunnerError(f"--perceptual domain: no --domain-net given and the shipped domain network "
                                   f"{display_path(path)} does not exist")
