@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Train the shipped SynthFaces models on a 2-core CPU, step by step, and copy the finished ones into pretrained/.
+# Every step resumes an interrupted run (the run folders in runs/ hold exact resume points) and skips what is done,
+# so it can be re-run after any interruption, e.g. in the background:
+#
+#     OMP_WAIT_POLICY=PASSIVE nohup scripts/ship_synthfaces.sh all > runs/ship.log 2>&1 &
+#
+# Steps, in dependency order (`all` runs them in this order):
+#   generator    continue runs/synthfaces64 (or start it from pretrained/training/) to $KIMG kimg, then write
+#                pretrained/synthfaces64_generator.pt (g_ema), its Fréchet report and docs/ sample grid
+#   directions   InterFaceGAN directions for the shipped generator: pretrained/synthfaces64_directions/*.pt
+#   encoders-a   CLCAE stage 1 (contrastive alignment) and pSp, side by side, one thread each
+#   encoders-b   CLCAE stage 2 (needs stage 1) and e4e, side by side, one thread each
+#   ship         copy each finished encoder's best model into pretrained/
+# The model cards (pretrained/*.md) are written by hand from the run folders' logs and the reports.
+# The paired steps run two jobs side by side with THREADS torch threads each (default 1: one job per core).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KIMG="${KIMG:-100}"
+THREADS="${THREADS:-1}"
+RUNS="${RUNS:-runs}"
+PRE=pretrained
+G="$PRE/synthfaces64_generator.pt"
+PY="${PYTHON:-python}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+
+log() { echo "[$(date -u +%FT%TZ)] $*"; }
+
+# train_encoder RUN_DIR ARGS...: resume RUN_DIR when it holds a checkpoint, else start it; a finished run is a no-op.
+train_encoder() {
+  local dir="$1"; shift
+  if [ -f "$dir/checkpoints/latest.pt" ]; then
+    log "resume $dir"
+    "$PY" scripts/train.py --resume "$dir" --threads "$THREADS"
+  else
+    log "start $dir: train.py $*"
+    "$PY" scripts/train.py --config synthfaces64 "$@" --threads "$THREADS" --out "$dir"
+  fi
+}
+
+# side_by_side NAME1 "CMD1" NAME2 "CMD2": run two commands at once, logs in RUNS/NAME.log; fail if either fails.
+side_by_side() {
+  log "side by side: $1 and $3 (logs $RUNS/$1.log, $RUNS/$3.log)"
+  ( eval "$2" ) > "$RUNS/$1.log" 2>&1 &
+  local a=$!
+  ( eval "$4" ) > "$RUNS/$3.log" 2>&1 &
+  local b=$!
+  local rc=0
+  wait "$a" || rc=$?
+  wait "$b" || rc=$?
+  return "$rc"
+}
+
+step_generator() {
+  if [ -f "$G" ] && [ -f "$PRE/synthfaces64_generator_fd.json" ]; then log "generator already shipped: $G"; return 0; fi
+  if [ -f "$RUNS/synthfaces64/checkpoints/latest.pt" ]; then
+    "$PY" scripts/train_generator.py --resume "$RUNS/synthfaces64" --kimg "$KIMG"
+  else
+    "$PY" scripts/train_generator.py --resume "$PRE/training/synthfaces64_generator_latest.pt" \
+      --out "$RUNS/synthfaces64" --kimg "$KIMG"
+  fi
+  log "ship the generator's g_ema"
+  "$PY" scripts/convert_checkpoint.py "$RUNS/synthfaces64/checkpoints/latest.pt" "$G" --to clcae
+  "$PY" scripts/eval_generator.py --generator "$G" --domain-net "$PRE/synthfaces64_domain_net.pt" --n 5000 \
+    --json "$PRE/synthfaces64_generator_fd.json" 2> /dev/null
+  "$PY" scripts/generate.py --generator "$G" --seeds 0-63 --truncation 1.0 --out "$RUNS/generator_samples"
+  cp "$RUNS/generator_samples/grid.png" docs/synthfaces64_generator_samples.png
+}
+
+step_directions() {
+  mkdir -p "$PRE/synthfaces64_directions"
+  for a in smile age yaw glasses; do
+    if [ -f "$PRE/synthfaces64_directions/$a.pt" ]; then continue; fi
+    "$PY" scripts/find_directions.py --generator "$G" --attribute "$a" --n 20000 --no-raw --no-progress \
+      --cache "$RUNS/directions_samples.pt" --out "$PRE/synthfaces64_directions/$a.pt"
+  done
+}
+
+step_encoders_a() {
+  side_by_side align "train_encoder $RUNS/sf64-align --stage align" \
+               psp "train_encoder $RUNS/sf64-psp --method psp"
+}
+
+step_encoders_b() {
+  [ -f "$RUNS/sf64-align/checkpoints/best_model_image.pt" ] || { echo "encoders-b needs stage 1 (encoders-a)"; exit 2; }
+  side_by_side clcae "train_encoder $RUNS/sf64-clcae --method clcae --contrastive-image $RUNS/sf64-align" \
+               e4e "train_encoder $RUNS/sf64-e4e --method e4e"
+}
+
+step_ship() {
+  for m in clcae psp e4e; do
+    cp "$RUNS/sf64-$m/checkpoints/best_model.pt" "$PRE/synthfaces64_$m.pt"
+  done
+  mkdir -p "$PRE/synthfaces64_clcae_stage1"
+  cp "$RUNS/sf64-align/checkpoints/best_model_image.pt" "$RUNS/sf64-align/checkpoints/best_model_latent.pt" \
+    "$PRE/synthfaces64_clcae_stage1/"
+}
+
+mkdir -p "$RUNS"
+case "${1:-}" in
+  generator) step_generator ;;
+  directions) step_directions ;;
+  encoders-a) step_encoders_a ;;
+  encoders-b) step_encoders_b ;;
+  ship) step_ship ;;
+  all) step_generator; step_directions; step_encoders_a; step_encoders_b; step_ship ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
+esac
+log "done: ${1}"
