@@ -105,6 +105,6 @@ case "${1:-}" in
   encoders-b) step_encoders_b ;;
   ship) step_ship ;;
   all) step_generator; step_directions; step_encoders_a; step_encoders_b; step_ship ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;
 esac
 log "done: ${1}"
