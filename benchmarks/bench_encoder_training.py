@@ -20,15 +20,32 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 RUNS = {  # name -> train.py options on top of the config
     "align": {"stage": "align"},
     "psp": {"method": "psp"},
     "e4e": {"method": "e4e"},
-    # no stage-1 checkpoint is needed to time stage 2: its alignment term runs through freshly initialised
-    # stage-1 encoders, which costs the same
-    "clcae": {"method": "clcae", "stage2_init": "none"},
+    # stage 2 is timed with freshly initialised stage-1 encoders (written to a temporary run folder): its alignment
+    # term costs the same as with trained ones
+    "clcae": {"method": "clcae"},
 }
+
+
+def _untrained_stage1(config: str, generator: str) -> str:
+    """A temporary stage-1 run folder holding freshly initialised image/latent encoders of ``config``."""
+    import tempfile
+
+    import torch
+
+    from clcae.training.encoders import build_task, resolve_encoder_options
+
+    opts, _, _ = resolve_encoder_options(dict(stage="align", generator=generator), config=config)
+    task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
+    run = Path(tempfile.mkdtemp(prefix="bench_stage1_"))
+    (run / "checkpoints").mkdir()
+    task.export_best(run / "checkpoints", {"step": 0, "val": {}, "options": {}})
+    return str(run)
 
 
 def time_one(name: str, config: str, generator: str, threads: int, warmup: int, steps: int) -> dict:
@@ -40,6 +57,8 @@ def time_one(name: str, config: str, generator: str, threads: int, warmup: int, 
 
     torch.set_num_threads(threads)
     given = dict(RUNS[name], generator=generator, threads=threads)
+    if name == "clcae":
+        given["contrastive_image"] = _untrained_stage1(config, generator)
     opts, _, _ = resolve_encoder_options(given, config=config)
     task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
     seed_everything(0)

@@ -9,16 +9,19 @@
 #   generator    continue runs/synthfaces64 (or start it from pretrained/training/) to $KIMG kimg, then write
 #                pretrained/synthfaces64_generator.pt (g_ema), its Fréchet report and docs/ sample grid
 #   directions   InterFaceGAN directions for the shipped generator: pretrained/synthfaces64_directions/*.pt
-#   encoders-a   CLCAE stage 1 (contrastive alignment) and pSp, side by side, one thread each
-#   encoders-b   CLCAE stage 2 (needs stage 1) and e4e, side by side, one thread each
+#   encoders-a   pSp and e4e side by side (one thread each), then CLCAE stage 1 (contrastive alignment) on 2 threads
+#   encoders-b   CLCAE stage 2 (needs stage 1) on 2 threads
 #   ship         copy each finished encoder's best model into pretrained/
 # The model cards (pretrained/*.md) are written by hand from the run folders' logs and the reports.
-# The paired steps run two jobs side by side with THREADS torch threads each (default 1: one job per core).
+# Sized from benchmarks/bench_encoder_training.py (docs/PERFORMANCE.md): two one-thread jobs side by side keep
+# nearly their one-thread speed, so pairs beat running them one after the other on two threads; each step fits in
+# one ~3 h session of the 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KIMG="${KIMG:-100}"
-THREADS="${THREADS:-1}"
+THREADS="${THREADS:-1}"      # per job of a side-by-side pair
+SOLO_THREADS="${SOLO_THREADS:-2}"  # for a job that runs alone
 RUNS="${RUNS:-runs}"
 PRE=pretrained
 G="$PRE/synthfaces64_generator.pt"
@@ -27,15 +30,15 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
 
-# train_encoder RUN_DIR ARGS...: resume RUN_DIR when it holds a checkpoint, else start it; a finished run is a no-op.
+# train_encoder THREADS RUN_DIR ARGS...: resume RUN_DIR when it holds a checkpoint, else start it; a finished run is a no-op.
 train_encoder() {
-  local dir="$1"; shift
+  local threads="$1" dir="$2"; shift 2
   if [ -f "$dir/checkpoints/latest.pt" ]; then
     log "resume $dir"
-    "$PY" scripts/train.py --resume "$dir" --threads "$THREADS"
+    "$PY" scripts/train.py --resume "$dir" --threads "$threads"
   else
     log "start $dir: train.py $*"
-    "$PY" scripts/train.py --config synthfaces64 "$@" --threads "$THREADS" --out "$dir"
+    "$PY" scripts/train.py --config synthfaces64 "$@" --threads "$threads" --out "$dir"
   fi
 }
 
@@ -78,14 +81,14 @@ step_directions() {
 }
 
 step_encoders_a() {
-  side_by_side align "train_encoder $RUNS/sf64-align --stage align" \
-               psp "train_encoder $RUNS/sf64-psp --method psp"
+  side_by_side psp "train_encoder $THREADS $RUNS/sf64-psp --method psp" \
+               e4e "train_encoder $THREADS $RUNS/sf64-e4e --method e4e"
+  train_encoder "$SOLO_THREADS" "$RUNS/sf64-align" --stage align
 }
 
 step_encoders_b() {
   [ -f "$RUNS/sf64-align/checkpoints/best_model_image.pt" ] || { echo "encoders-b needs stage 1 (encoders-a)"; exit 2; }
-  side_by_side clcae "train_encoder $RUNS/sf64-clcae --method clcae --contrastive-image $RUNS/sf64-align" \
-               e4e "train_encoder $RUNS/sf64-e4e --method e4e"
+  train_encoder "$SOLO_THREADS" "$RUNS/sf64-clcae" --method clcae --contrastive-image "$RUNS/sf64-align"
 }
 
 step_ship() {
