@@ -19,6 +19,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,20 +33,16 @@ RUNS = {  # name -> train.py options on top of the config
 }
 
 
-def _untrained_stage1(config: str, generator: str) -> str:
-    """A temporary stage-1 run folder holding freshly initialised image/latent encoders of ``config``."""
-    import tempfile
-
+def _write_untrained_stage1(config: str, generator: str, run: Path) -> None:
+    """Write freshly initialised stage-1 image/latent encoders of ``config`` into the run folder ``run``."""
     import torch
 
     from clcae.training.encoders import build_task, resolve_encoder_options
 
     opts, _, _ = resolve_encoder_options(dict(stage="align", generator=generator), config=config)
     task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
-    run = Path(tempfile.mkdtemp(prefix="bench_stage1_"))
-    (run / "checkpoints").mkdir()
+    (run / "checkpoints").mkdir(parents=True)
     task.export_best(run / "checkpoints", {"step": 0, "val": {}, "options": {}})
-    return str(run)
 
 
 def time_one(name: str, config: str, generator: str, threads: int, warmup: int, steps: int) -> dict:
@@ -57,10 +54,12 @@ def time_one(name: str, config: str, generator: str, threads: int, warmup: int, 
 
     torch.set_num_threads(threads)
     given = dict(RUNS[name], generator=generator, threads=threads)
-    if name == "clcae":
-        given["contrastive_image"] = _untrained_stage1(config, generator)
-    opts, _, _ = resolve_encoder_options(given, config=config)
-    task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
+    with tempfile.TemporaryDirectory(prefix="bench_stage1_") as tmp:  # read while the task is built
+        if name == "clcae":
+            _write_untrained_stage1(config, generator, Path(tmp))
+            given["contrastive_image"] = tmp
+        opts, _, _ = resolve_encoder_options(given, config=config)
+        task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
     seed_everything(0)
     batches = iter(_train_loader(task, opts, 0))
     for s in range(warmup):

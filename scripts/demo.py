@@ -66,10 +66,6 @@ def _step(title: str, name: str, argv: list[str]) -> int:
     return _script(name).main([str(a) for a in argv])
 
 
-def _strengths() -> str:
-    return ",".join(f"{s:g}" for s in DEMO_STRENGTHS)
-
-
 def run(args: argparse.Namespace) -> int:
     """The demo for parsed ``args``; returns the exit status."""
     device = resolve_device(args.device)
@@ -77,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     notes: list[str] = []
     common = ["--device", args.device] + (["--no-progress"] if args.no_progress else [])
+    strengths = [f"{s:g}" for s in DEMO_STRENGTHS]
 
     gen_path = shipped(SYNTHFACES_GENERATOR)
     samples = out / "samples"
@@ -120,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if directions:
             edit_argv = ["--latents", out / "invert"]
             for _, path in directions:
-                edit_argv += ["--edit", f"interfacegan:{path}:{_strengths()}"]
+                edit_argv += ["--edit", f"interfacegan:{path}:{','.join(strengths)}"]
             status = _step("3. edit the inverted codes", "edit", edit_argv + ["--out", out / "edit"] + common)
             if status:
                 return status
@@ -139,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             elif directions:
                 for attribute, path in directions:
                     eval_argv += ["--edit", f"{attribute}={path}"]
-                eval_argv += ["--edit-strengths"] + [f"{s:g}" for s in DEMO_STRENGTHS]
+                eval_argv += ["--edit-strengths"] + strengths
         else:
             eval_argv += ["--data", args.input]  # no ground truth: reconstruction metrics only
         eval_argv += ["--save-images", "8", "--title", "clcae demo: the shipped SynthFaces models",

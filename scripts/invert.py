@@ -45,7 +45,7 @@ from clcae.inversion.runner import (FORMATS, METHODS, RESIZE_POLICIES, SIZES, Pr
 from clcae.pretrained import SYNTHFACES_CLCAE, pretrained_dir
 
 #: The shipped SynthFaces CLCAE inverter (in the pretrained folder once it is trained).
-DEFAULT_CHECKPOINT_NAME = SYNTHFACES_CLCAE  # the shipped SynthFaces CLCAE model
+DEFAULT_CHECKPOINT_NAME = SYNTHFACES_CLCAE
 #: Example images that ship with the repository.
 DEFAULT_INPUT = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_OUT = Path("outputs/invert")

@@ -66,7 +66,7 @@ step_generator() {
   log "ship the generator's g_ema"
   "$PY" scripts/convert_checkpoint.py "$RUNS/synthfaces64/checkpoints/latest.pt" "$G" --to clcae
   "$PY" scripts/eval_generator.py --generator "$G" --domain-net "$PRE/synthfaces64_domain_net.pt" --n 5000 \
-    --json "$PRE/synthfaces64_generator_fd.json" 2> /dev/null
+    --json "$PRE/synthfaces64_generator_fd.json"
   "$PY" scripts/generate.py --generator "$G" --seeds 0-63 --truncation 1.0 --out "$RUNS/generator_samples"
   cp "$RUNS/generator_samples/grid.png" docs/synthfaces64_generator_samples.png
 }
