@@ -9,19 +9,18 @@
 #   generator    continue runs/synthfaces64 (or start it from pretrained/training/) to $KIMG kimg, then write
 #                pretrained/synthfaces64_generator.pt (g_ema), its Fréchet report and docs/ sample grid
 #   directions   InterFaceGAN directions for the shipped generator: pretrained/synthfaces64_directions/*.pt
-#   encoders-a   pSp and e4e side by side (one thread each), then CLCAE stage 1 (contrastive alignment) on 2 threads
-#   encoders-b   CLCAE stage 2 (needs stage 1) on 2 threads
+#   encoders     two one-thread lanes side by side: CLCAE stage 1 (contrastive alignment) then stage 2 in one,
+#                pSp then e4e in the other (logs RUNS/clcae.log, RUNS/baselines.log)
 #   ship         copy each finished encoder's best model into pretrained/
 # The model cards (pretrained/*.md) are written by hand from the run folders' logs and the reports.
 # Sized from benchmarks/bench_encoder_training.py (docs/PERFORMANCE.md): two one-thread jobs side by side keep
-# nearly their one-thread speed, so pairs beat running them one after the other on two threads; each step fits in
-# one ~3 h session of the 2-core machine.
+# nearly their one-thread speed, so lanes beat running the jobs one after the other on two threads; the encoders
+# step fits in one ~3 h session of the 2-core machine (configs/synthfaces64.yaml has the sizes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KIMG="${KIMG:-100}"
 THREADS="${THREADS:-1}"      # per job of a side-by-side pair
-SOLO_THREADS="${SOLO_THREADS:-2}"  # for a job that runs alone
 RUNS="${RUNS:-runs}"
 PRE=pretrained
 G="$PRE/synthfaces64_generator.pt"
@@ -80,15 +79,11 @@ step_directions() {
   done
 }
 
-step_encoders_a() {
-  side_by_side psp "train_encoder $THREADS $RUNS/sf64-psp --method psp" \
-               e4e "train_encoder $THREADS $RUNS/sf64-e4e --method e4e"
-  train_encoder "$SOLO_THREADS" "$RUNS/sf64-align" --stage align
-}
-
-step_encoders_b() {
-  [ -f "$RUNS/sf64-align/checkpoints/best_model_image.pt" ] || { echo "encoders-b needs stage 1 (encoders-a)"; exit 2; }
-  train_encoder "$SOLO_THREADS" "$RUNS/sf64-clcae" --method clcae --contrastive-image "$RUNS/sf64-align"
+step_encoders() {
+  side_by_side clcae "train_encoder $THREADS $RUNS/sf64-align --stage align &&
+                      train_encoder $THREADS $RUNS/sf64-clcae --method clcae --contrastive-image $RUNS/sf64-align" \
+               baselines "train_encoder $THREADS $RUNS/sf64-psp --method psp &&
+                          train_encoder $THREADS $RUNS/sf64-e4e --method e4e"
 }
 
 step_ship() {
@@ -104,10 +99,9 @@ mkdir -p "$RUNS"
 case "${1:-}" in
   generator) step_generator ;;
   directions) step_directions ;;
-  encoders-a) step_encoders_a ;;
-  encoders-b) step_encoders_b ;;
+  encoders) step_encoders ;;
   ship) step_ship ;;
-  all) step_generator; step_directions; step_encoders_a; step_encoders_b; step_ship ;;
+  all) step_generator; step_directions; step_encoders; step_ship ;;
   *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;
 esac
 log "done: ${1}"
