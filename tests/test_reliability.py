@@ -12,7 +12,7 @@ sections follow the issue:
    folder, a file symlink loop, an all-unreadable folder and an output folder that already holds results;
 3. crashes: encoder training (``train.py``) stopped by SIGINT, then SIGKILLed at a random moment, resumes
    bit-identical to an uninterrupted run; a NaN loss stops with its step or rolls back;
-4. processes: a rank of a two-process encoder training that dies or hangs must end the job;
+4. processes: a rank of a two-process encoder or generator training that dies or hangs must end the job;
 5. arguments: invalid values and combinations for every script fail before any work with a message.
 
 Cases that fail today are real bugs, marked ``xfail(strict=True)`` with the observed failure as the reason, so
@@ -1046,21 +1046,32 @@ def test_encoder_nan_loss_that_keeps_coming_back_exhausts_the_rollbacks(assets, 
 # ================================================================================ 4. processes: a dead rank
 _RANK_FAULT = r"""
 import importlib.util, os, signal, sys, time
+from clcae.training.gan import StyleGAN2Trainer
 from clcae.training.inversion import InversionTask
 
 mode, script_path, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-original = InversionTask.train_step
+rank = int(os.environ["RANK"])
 
 
-def train_step(self, batch, step):
-    if self.rank == 1 and step == 2:
-        if mode == "dies":
-            os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does: no message, no clean-up
-        time.sleep(10 ** 6)  # stuck (a deadlock, a hung file system)
-    return original(self, batch, step)
+def fault():
+    if mode == "dies":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does: no message, no clean-up
+    time.sleep(10 ** 6)  # stuck (a deadlock, a hung file system)
 
 
-InversionTask.train_step = train_step
+def patch(cls, step_of):
+    original = cls.train_step
+
+    def train_step(self, *args):
+        if rank == 1 and step_of(self, *args) == 2:
+            fault()
+        return original(self, *args)
+
+    cls.train_step = train_step
+
+
+patch(InversionTask, lambda self, batch, step: step)  # encoder training: the step is an argument
+patch(StyleGAN2Trainer, lambda self, real: self.step)  # generator training: steps done so far (0-based)
 spec = importlib.util.spec_from_file_location("train_script", script_path)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
@@ -1069,22 +1080,30 @@ sys.exit(module.main(argv))
 DIST_TIMEOUT_S = 5
 
 
-def _two_rank_job(mode: str, assets: dict, out: Path) -> tuple[int, str, float]:
-    """Ranks 0 and 1 of a 2-process ``train.py`` (gloo), started by hand as torchrun would start them; rank 1 dies
-    (``mode='dies'``) or hangs (``'hangs'``) at step 2. Returns rank 0's ``(exit status, output, seconds)``; rank 1
-    is killed afterwards (torchrun would do that)."""
+def _two_rank_job(job: str, mode: str, assets: dict, out: Path) -> tuple[int, str, float]:
+    """Ranks 0 and 1 of a 2-process ``train.py`` (``job='encoder'``, pSp) or ``train_generator.py``
+    (``'generator'``), gloo, started by hand as torchrun would start them; rank 1 dies (``mode='dies'``) or hangs
+    (``'hangs'``) at its third step. Returns rank 0's ``(exit status, output, seconds)``; rank 1 is killed
+    afterwards (torchrun would do that)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    argv = ["--generator", str(assets["generator"]), "--method", "psp", "--data", "synthfaces", "--out", str(out),
-            "--no-tensorboard", "--dist-timeout", str(DIST_TIMEOUT_S)] + cli_flags(
-        dict(ENCODER, batch=4, steps=50, save_interval=100, val_interval=100))
+    if job == "encoder":
+        path = SCRIPTS / "train.py"
+        argv = ["--generator", str(assets["generator"]), "--method", "psp", "--data", "synthfaces", "--out", str(out),
+                "--no-tensorboard", "--dist-timeout", str(DIST_TIMEOUT_S)] + cli_flags(
+            dict(ENCODER, batch=4, steps=50, save_interval=100, val_interval=100))
+    else:
+        path = SCRIPTS / "train_generator.py"
+        argv = ["--data", "synthfaces", "--out", str(out), "--no-tensorboard",
+                "--dist-timeout", str(DIST_TIMEOUT_S)] + cli_flags(
+            dict(GAN, batch=8, kimg=1.0, log_kimg=0.008, checkpoint_kimg=1.0))
     procs = []
     t0 = time.time()
     for rank in range(2):
         env = dict(subprocess_env(), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, "-c", _RANK_FAULT, mode, str(SCRIPTS / "train.py")] + argv,
+        procs.append(subprocess.Popen([sys.executable, "-c", _RANK_FAULT, mode, str(path)] + argv,
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     try:
         text, _ = procs[0].communicate(timeout=240)
@@ -1097,25 +1116,32 @@ def _two_rank_job(mode: str, assets: dict, out: Path) -> tuple[int, str, float]:
 
 
 @pytest.fixture(scope="module")
-def rank_faults(tmp_path_factory, assets) -> dict[str, tuple[int, str, float]]:
-    """Rank 0's outcome when rank 1 dies, and when it hangs."""
+def rank_faults(tmp_path_factory, assets) -> dict[tuple[str, str], tuple[int, str, float]]:
+    """Rank 0's outcome when rank 1 dies, and when it hangs, in encoder and in generator training."""
     d = tmp_path_factory.mktemp("rank_faults")
-    return {mode: _two_rank_job(mode, assets, d / mode) for mode in ("dies", "hangs")}
+    return {(job, mode): _two_rank_job(job, mode, assets, d / f"{job}-{mode}")
+            for job in ("encoder", "generator") for mode in ("dies", "hangs")}
+
+
+#: what rank 0 printed before the fault, showing both ranks trained
+_BEFORE_FAULT = {"encoder": "step 2:", "generator": "step 2 kimg"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["dies", "hangs"])
-def test_a_dead_or_stuck_rank_ends_the_encoder_job(rank_faults, mode):
-    rc, text, seconds = rank_faults[mode]
-    assert "step 2:" in text, text  # both ranks trained before the fault
+@pytest.mark.parametrize("job", ["encoder", "generator"])
+def test_a_dead_or_stuck_rank_ends_the_training_job(rank_faults, job, mode):
+    rc, text, seconds = rank_faults[job, mode]
+    assert _BEFORE_FAULT[job] in text, text
     assert rc == 1, text
     assert seconds < 180, f"rank 0 needed {seconds:.0f} s to give up"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["dies", "hangs"])
-def test_a_dead_or_stuck_rank_is_reported_in_one_line(rank_faults, mode):
-    rc, text, _ = rank_faults[mode]
+@pytest.mark.parametrize("job", ["encoder", "generator"])
+def test_a_dead_or_stuck_rank_is_reported_in_one_line(rank_faults, job, mode):
+    rc, text, _ = rank_faults[job, mode]
     assert "error (rank 0)" in text and "Traceback" not in text, text
 
 
