@@ -12,6 +12,11 @@
 #   encoders     two one-thread lanes side by side: CLCAE stage 1 (contrastive alignment) then stage 2 in one,
 #                pSp then e4e in the other (logs RUNS/clcae.log, RUNS/baselines.log)
 #   ship         copy each finished encoder's best model into pretrained/
+#   table        the first reconstruction and editing table (docs/RESULTS.md): eval.py on the shipped encoders
+#                (RUNS/table-encoders: TABLE_N test images, editing metrics; RUNS/table-encoders-PROJ_N: the first
+#                PROJ_N of them), then table-projection unless done
+#   table-projection  optimisation-based projection in W and W+ (PROJ_STEPS steps) on the first PROJ_N test images
+#                (RUNS/table-projection); needs only the generator, so it can run while the encoders train
 # The model cards (pretrained/*.md) are written by hand from the run folders' logs and the reports.
 # Sized from benchmarks/bench_encoder_training.py (docs/PERFORMANCE.md): two one-thread jobs side by side keep
 # nearly their one-thread speed, so lanes beat running the jobs one after the other on two threads; the encoders
@@ -20,6 +25,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KIMG="${KIMG:-100}"
+TABLE_N="${TABLE_N:-500}"
+PROJ_N="${PROJ_N:-64}"
+PROJ_STEPS="${PROJ_STEPS:-200}"
 THREADS="${THREADS:-1}"      # per job of a side-by-side pair
 RUNS="${RUNS:-runs}"
 PRE=pretrained
@@ -95,13 +103,36 @@ step_ship() {
     "$PRE/synthfaces64_clcae_stage1/"
 }
 
+# encoder_args: --method NAME=FILE for the three shipped encoders
+encoder_args() { local m; for m in clcae psp e4e; do printf -- '--method\n%s\n' "$m=$PRE/synthfaces64_$m.pt"; done; }
+
+step_table_projection() {  # needs only the generator, so it can run while the encoders train
+  "$PY" scripts/eval.py --projection "proj_w=$G:w:$PROJ_STEPS" --projection "proj_wplus=$G:wplus:$PROJ_STEPS" \
+    --data synthfaces --n "$PROJ_N" --batch 16 --no-progress --title "SynthFaces 64 px: projection" \
+    --out "$RUNS/table-projection" --overwrite
+}
+
+step_table() {
+  local enc edits=() a
+  mapfile -t enc < <(encoder_args)
+  for a in smile age yaw glasses; do edits+=(--edit "$a=$PRE/synthfaces64_directions/$a.pt"); done
+  "$PY" scripts/eval.py "${enc[@]}" "${edits[@]}" --data synthfaces --n "$TABLE_N" --no-progress \
+    --title "SynthFaces 64 px: shipped encoders" --out "$RUNS/table-encoders" --overwrite
+  # the same first PROJ_N images as the projection run, for rows side by side with it
+  "$PY" scripts/eval.py "${enc[@]}" --data synthfaces --n "$PROJ_N" --no-progress \
+    --title "SynthFaces 64 px: shipped encoders, first $PROJ_N images" --out "$RUNS/table-encoders-$PROJ_N" --overwrite
+  [ -f "$RUNS/table-projection/results.md" ] || step_table_projection
+}
+
 mkdir -p "$RUNS"
 case "${1:-}" in
   generator) step_generator ;;
   directions) step_directions ;;
   encoders) step_encoders ;;
   ship) step_ship ;;
-  all) step_generator; step_directions; step_encoders; step_ship ;;
+  table-projection) step_table_projection ;;
+  table) step_table ;;
+  all) step_generator; step_directions; step_encoders; step_ship; step_table ;;
   *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;
 esac
 log "done: ${1}"

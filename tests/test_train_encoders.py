@@ -59,6 +59,7 @@ def test_align_stage_trains_and_exports_official_layout(generator_file, tmp_path
     assert (tmp_path / "align" / "samples").is_dir()
     stats = [json.loads(line) for line in (tmp_path / "align" / "stats.jsonl").read_text().splitlines()]
     assert any("Val/i2l_top1" in s for s in stats)
+    assert all(s["nimg"] == s["step"] * 4 for s in stats)  # the x axis counts images (batch 4), as in GAN training
 
 
 def test_clcae_stage2_from_stage1_and_load_inverter(generator_file, tmp_path):

@@ -431,10 +431,15 @@ class _Loop:
         if self.opts.lr_plateau > 0:
             self.task.step_schedulers(val["loss"])
         self.logger.scalars({f"Val/{k}": v for k, v in val.items()} | {"Val/best_loss": self.best_loss},
-                            self.step, extra={"step": self.step, "val_seconds": time.perf_counter() - t0})
+                            self.nimg, extra={"step": self.step, "val_seconds": time.perf_counter() - t0})
         self.logger.info(f"step {self.step} validation: " + " ".join(f"{k}={v:.5g}" for k, v in val.items()))
         du.barrier("validation", self.opts.dist_timeout)
         return val
+
+    @property
+    def nimg(self) -> int:
+        """Training images seen so far (all processes): the x axis of the logs, as in the other trainers."""
+        return self.step * self.opts.batch
 
     def images(self) -> None:
         if not self.main or self.opts.sample_n == 0:
@@ -449,7 +454,7 @@ class _Loop:
             return
         stacked = torch.stack([c.detach().float().cpu().clamp(-1, 1) for c in cols], dim=1)  # [N, k, 3, H, W]
         grid = stacked.flatten(0, 1)
-        self.logger.images("Images/val", grid, self.step, nrow=len(cols), filename=f"val-{self.step:07d}.png")
+        self.logger.images("Images/val", grid, self.nimg, nrow=len(cols), filename=f"val-{self.step:07d}.png")
 
     # --- the loop
     def run(self) -> EncoderTrainResult:
@@ -516,7 +521,7 @@ class _Loop:
                     scal.update({"Speed/img_per_s": ips, "Progress/step": float(self.step)})
                     for name, o in task.optimizers.items():
                         scal[f"LR/{name}"] = float(o.param_groups[0]["lr"])
-                    logger.scalars(scal, self.step, extra={"step": self.step})
+                    logger.scalars(scal, self.nimg, extra={"step": self.step})
                     logger.info(f"step {self.step}: " + " ".join(f"{k.split('/', 1)[1]}={v:.4g}"
                                                                 for k, v in scal.items() if k.startswith("Loss/"))
                                 + f" img/s={ips:.2f}")
