@@ -7,7 +7,8 @@ Needs the optional extra: pip install -e .[align]   (dlib-bin and face_recogniti
 Writes to --out (default outputs/photo/STEM):
   index.html                        original | aligned crop | reconstructions w / W+ / W+F | pasted back, and one
                                     table per edit (strengths x edited crops | pasted back); prints its path
-  original.png, detected.jpg        the photo as processed (EXIF orientation applied), with the crop's square
+  original.png, detected.jpg        the photo as processed (EXIF orientation applied), and with its 68 landmarks
+                                    and the crop's square drawn in
   aligned.png, aligned.json         the FFHQ crop and its alignment record
   latents.pt                        the codes (scripts/edit.py --latents DIR/latents.pt --paste-back reads it)
   reconstruction_KIND.png           at the generator's resolution

@@ -428,7 +428,7 @@ class PhotoResult:
     Attributes:
         out: the output folder; index: its ``index.html``.
         photo: the input photo as given; original: its copy as processed (RGB, EXIF orientation applied).
-        detected: the photo with the crop's square drawn in.
+        detected: the photo with its landmarks and the crop's square drawn in.
         aligned, record: the aligned crop and its alignment record (JSON).
         latents: the codes (as ``scripts/invert.py`` writes them, with the alignment record).
         reconstructions: ``{kind: path}`` at the generator's resolution.
@@ -464,14 +464,29 @@ class PhotoResult:
     seconds: dict[str, float]
 
 
-def _draw_quad(photo: Image.Image, quad: np.ndarray) -> Image.Image:
-    """A copy of the photo with the crop's square outlined (green) and its top edge marked (red)."""
+def _draw_quad(photo: Image.Image, quad: np.ndarray, landmarks: np.ndarray | None = None) -> Image.Image:
+    """A copy of the photo with the crop's square outlined (green) and its top edge marked (red); with
+    ``landmarks`` ([68, 2]) also the 68 points (yellow), and the eye centres and mouth centre the square is built
+    from (cyan, joined by the eye-to-eye and eye-to-mouth lines)."""
     img = photo.copy()
     draw = ImageDraw.Draw(img)
     width = max(2, round(min(img.size) / 250))
     corners = [tuple(float(v) for v in c) for c in quad]  # TL, BL, BR, TR of the crop
     draw.line([*corners, corners[0]], fill=(40, 220, 60), width=width)
     draw.line([corners[0], corners[3]], fill=(230, 40, 40), width=width)
+    if landmarks is not None:
+        lm = np.asarray(landmarks, dtype=np.float64)
+        r = max(1.5, min(img.size) / 300)
+        for x, y in lm:
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(250, 220, 40))
+        eye_l, eye_r = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
+        mouth = (lm[48] + lm[54]) / 2
+        eye_avg = (eye_l + eye_r) / 2
+        cyan = (40, 210, 240)
+        draw.line([tuple(eye_l), tuple(eye_r)], fill=cyan, width=max(1, width // 2))
+        draw.line([tuple(eye_avg), tuple(mouth)], fill=cyan, width=max(1, width // 2))
+        for x, y in (eye_l, eye_r, mouth):
+            draw.ellipse([x - 2 * r, y - 2 * r, x + 2 * r, y + 2 * r], outline=cyan, width=max(1, width // 2))
     return img
 
 
@@ -484,7 +499,7 @@ def process_photo(photo: str | os.PathLike, out: str | os.PathLike, loaded: Any,
 
     Writes to ``out`` (created)::
 
-        original.FMT, detected.jpg           the photo (as processed) and the same with the crop's square drawn in
+        original.FMT, detected.jpg           the photo (as processed), and with its landmarks and the crop's square
         aligned.png, aligned.json            the FFHQ crop at ``align_size`` and its alignment record
         latents.pt                           the codes, as scripts/invert.py writes them (+ 'alignment')
         reconstruction_KIND.FMT              w / wplus / wplus_f, those the method renders, at the generator's size
@@ -563,7 +578,7 @@ def process_photo(photo: str | os.PathLike, out: str | os.PathLike, loaded: Any,
     face.box, face.score = tuple(int(v) for v in faces[0].box), float(faces[0].score)
     out.mkdir(parents=True, exist_ok=True)
     original = save_image(image, out / f"original.{fmt}")
-    detected = save_image(_draw_quad(image, face.quad), out / "detected.jpg")
+    detected = save_image(_draw_quad(image, face.quad, faces[0].landmarks), out / "detected.jpg")
     aligned, record = save_alignment(face, out / "aligned.png", source=os.path.abspath(photo), face_index=0,
                                      faces_found=len(faces))
     seconds["align"] = time.perf_counter() - start
@@ -671,7 +686,8 @@ def write_photo_page(result: PhotoResult) -> Path:
              f"<h1>{html.escape(result.photo.name)}: align &rarr; invert &rarr; edit &rarr; paste back</h1>",
              f'<p class="note{" warning" if result.out_of_domain else ""}">{html.escape(result.note)}</p>',
              "<h2>Steps</h2>", '<div class="row">',
-             _figure(result.detected, root, "original (crop square in green, its top edge red)", photo=True),
+             _figure(result.detected, root, "original: 68 landmarks (yellow), eye and mouth centres (cyan), crop "
+                     "square (green, top edge red)", photo=True),
              _figure(result.aligned, root, f"aligned crop ({result.face.output_size} px)", small=crop_small)]
     for kind, path in result.reconstructions.items():
         parts.append(_figure(path, root, f"reconstruction {_KIND_TITLES[kind]}", small=small))
