@@ -652,7 +652,7 @@ figure { margin: 0; text-align: center; }
 figure img { display: block; width: 256px; height: auto; }
 figure img.small { image-rendering: pixelated; }
 figure.photo img { width: auto; height: auto; max-width: 360px; max-height: 360px; }
-figcaption { font-size: .85em; margin-top: 4px; color: #444; }
+figcaption { font-size: .85em; margin-top: 4px; color: #444; max-width: 360px; margin-left: auto; margin-right: auto; }
 table.sweep td { padding: 4px; vertical-align: bottom; text-align: center; }
 table.sweep th { font-weight: 600; font-size: .85em; padding: 4px; }
 table.details td { padding: 2px 10px 2px 0; vertical-align: top; font-size: .9em; }
@@ -686,8 +686,8 @@ def write_photo_page(result: PhotoResult) -> Path:
              f"<h1>{html.escape(result.photo.name)}: align &rarr; invert &rarr; edit &rarr; paste back</h1>",
              f'<p class="note{" warning" if result.out_of_domain else ""}">{html.escape(result.note)}</p>',
              "<h2>Steps</h2>", '<div class="row">',
-             _figure(result.detected, root, "original: 68 landmarks (yellow), eye and mouth centres (cyan), crop "
-                     "square (green, top edge red)", photo=True),
+             _figure(result.detected, root, "original, 68 landmarks (yellow), eye and mouth centres (cyan), "
+                     "crop (green, top edge red)", photo=True),
              _figure(result.aligned, root, f"aligned crop ({result.face.output_size} px)", small=crop_small)]
     for kind, path in result.reconstructions.items():
         parts.append(_figure(path, root, f"reconstruction {_KIND_TITLES[kind]}", small=small))
