@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 __all__ = ["pretrained_dir", "shipped", "shipped_direction", "SYNTHFACES_GENERATOR", "SYNTHFACES_DOMAIN_NET",
-           "SYNTHFACES_CLCAE", "SYNTHFACES_PSP", "SYNTHFACES_E4E", "SYNTHFACES_DIRECTIONS"]
+           "SYNTHFACES_CLCAE", "SYNTHFACES_CLCAE_STAGE1", "SYNTHFACES_PSP", "SYNTHFACES_E4E", "SYNTHFACES_DIRECTIONS"]
 
 #: The 64 px SynthFaces StyleGAN2 (our format; ``clcae.load_generator``).
 SYNTHFACES_GENERATOR = "synthfaces64_generator.pt"
@@ -14,6 +14,9 @@ SYNTHFACES_GENERATOR = "synthfaces64_generator.pt"
 SYNTHFACES_DOMAIN_NET = "synthfaces64_domain_net.pt"
 #: Inverters trained on SynthFaces with the shipped generator (``clcae.load_inverter``).
 SYNTHFACES_CLCAE = "synthfaces64_clcae.pt"
+#: Folder of CLCAE's stage-1 encoders (``best_model_image.pt``, ``best_model_latent.pt``;
+#: ``clcae.checkpoints.load_contrastive_encoder``), as the official stage-1 run writes them.
+SYNTHFACES_CLCAE_STAGE1 = "synthfaces64_clcae_stage1"
 SYNTHFACES_PSP = "synthfaces64_psp.pt"
 SYNTHFACES_E4E = "synthfaces64_e4e.pt"
 #: Folder of InterFaceGAN directions learned for the shipped generator (``ATTRIBUTE.pt``, scripts/find_directions.py).

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clcae.checkpoints import load_generator
-from clcae.pretrained import (SYNTHFACES_CLCAE, SYNTHFACES_DIRECTIONS, SYNTHFACES_DOMAIN_NET, SYNTHFACES_E4E,
+from clcae.pretrained import (SYNTHFACES_CLCAE, SYNTHFACES_CLCAE_STAGE1, SYNTHFACES_DIRECTIONS, SYNTHFACES_DOMAIN_NET, SYNTHFACES_E4E,
                               SYNTHFACES_GENERATOR, SYNTHFACES_PSP, pretrained_dir, shipped)
 
 #: per file; an inverter file holds its encoder (~5 M parameters at 64 px) and the 2 MB generator as decoder
@@ -92,3 +92,26 @@ def test_shipped_directions_fit_the_shipped_generator():
             d = load_direction(path, generator=G)
         assert d.attribute == path.stem
         assert d.vector.shape[-1] == G.style_dim and abs(float(d.vector.norm()) - 1.0) < 1e-4
+
+
+def test_shipped_stage1_encoders_retrieve_fresh_pairs():
+    """CLCAE's stage-1 encoders match images of the shipped generator to their own w among 64 fresh pairs (a seed
+    never used in training or validation) far above chance (1/64)."""
+    from clcae.checkpoints import load_contrastive_encoder
+    from clcae.data.pairs import render_pairs
+    from clcae.inversion.inverters import render_average_image
+
+    folder = pretrained_dir() / SYNTHFACES_CLCAE_STAGE1
+    if not (folder / "best_model_image.pt").is_file():
+        pytest.skip(f"{folder} is not shipped yet")
+    assert (folder / "README.md").is_file(), f"no model card in {folder}"
+    e_i = load_contrastive_encoder(folder / "best_model_image.pt")
+    e_w = load_contrastive_encoder(folder / "best_model_latent.pt")
+    G = load_generator(_need(SYNTHFACES_GENERATOR))
+    images, w = render_pairs(G, range(64), seed=987654)
+    with torch.no_grad():  # as in training: both relative to the average pair
+        avg = render_average_image(G, G.latent_avg, (64, 64))
+        sim = e_i(images - avg) @ e_w(w - G.latent_avg).t()
+    truth = torch.arange(64)
+    assert (sim.argmax(1) == truth).float().mean() > 0.8  # image -> latent top-1
+    assert (sim.argmax(0) == truth).float().mean() > 0.8  # latent -> image top-1
