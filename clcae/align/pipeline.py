@@ -40,7 +40,8 @@ from ..editing import (apply_direction, apply_ganspace, apply_sefa, edit_and_ren
                        load_pca, representations_of, sefa_directions)
 from ..editing.interfacegan import Direction
 from ..fileio import atomic_write
-from .ffhq import AlignedFace, align_face, load_alignment, no_face_reason, paste_back, save_alignment
+from .ffhq import (_LEFT_EYE, _MOUTH_LEFT, _MOUTH_RIGHT, _RIGHT_EYE, AlignedFace, align_face, load_alignment,
+                   no_face_reason, paste_back, save_alignment)
 
 __all__ = ["EDIT_KINDS", "ALIGNED_DIR", "PASTED_DIR", "PASTE_ORDER", "EditSpec", "EditOptions",
            "parse_strengths", "parse_layers", "parse_edit", "unique_labels", "strength_label", "edit_function",
@@ -479,8 +480,8 @@ def _draw_quad(photo: Image.Image, quad: np.ndarray, landmarks: np.ndarray | Non
         r = max(1.5, min(img.size) / 300)
         for x, y in lm:
             draw.ellipse([x - r, y - r, x + r, y + r], fill=(250, 220, 40))
-        eye_l, eye_r = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
-        mouth = (lm[48] + lm[54]) / 2
+        eye_l, eye_r = lm[_LEFT_EYE].mean(axis=0), lm[_RIGHT_EYE].mean(axis=0)  # the points ffhq_quad uses
+        mouth = (lm[_MOUTH_LEFT] + lm[_MOUTH_RIGHT]) / 2
         eye_avg = (eye_l + eye_r) / 2
         cyan = (40, 210, 240)
         draw.line([tuple(eye_l), tuple(eye_r)], fill=cyan, width=max(1, width // 2))
