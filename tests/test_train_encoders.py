@@ -94,6 +94,22 @@ def test_steps_reduce_the_loss_on_a_fixed_batch(generator_file, method):
     assert min(losses[-3:]) < 0.8 * losses[0], losses
 
 
+@pytest.mark.parametrize("steps, stage", [(3, 3), (12, None)])
+def test_exported_e4e_loads_at_the_stage_it_reached(generator_file, tmp_path, steps, stage):
+    """The best e4e model is saved at the progressive stage its validation ran at (schedule(step); None: every delta
+    on, the trained state) and loads back
+    so: an exported e4e once loaded at stage 0 (its construction-time stage), silently dropping its deltas."""
+    out = tmp_path / "e4e"
+    _train(**_opts(generator_file, method="e4e", data="synthfaces", batch=2, steps=steps, val_interval=steps,
+                   save_interval=steps, progressive_start=1, progressive_every=1, out=str(out)))
+    inv = load_inverter(out / "checkpoints" / "best_model.pt")
+    assert inv.encoder.progressive_stage == stage
+    codes = inv.codes(torch.randn(2, 3, 32, 32))
+    active = inv.n_latent - 1 if stage is None else stage
+    delta = (codes[:, 1:] - codes[:, :1]).abs().flatten(2).amax(-1)  # [B, n_latent - 1]
+    assert (delta[:, :active] > 0).all() and (delta[:, active:] == 0).all()
+
+
 def test_resume_is_bit_identical(generator_file, tmp_path):
     common = _opts(generator_file, method="e4e", data="synthfaces", batch=2, val_interval=2, save_interval=2,
                    progressive_start=1, progressive_every=1)

@@ -226,7 +226,23 @@ class Encoder4Editing(GradualStyleEncoder):
                  progressive_stage: int | None = None, **trunk_kwargs):
         super().__init__(n_styles=n_styles, coarse_ind=coarse_ind, middle_ind=middle_ind, **trunk_kwargs)
         self.progressive_stage = progressive_stage
-        self.config["progressive_stage"] = progressive_stage
+
+    @property
+    def progressive_stage(self) -> int | None:
+        return self._progressive_stage
+
+    @progressive_stage.setter
+    def progressive_stage(self, stage: int | None) -> None:
+        # kept in ``config`` too, so a saved model is rebuilt at the stage it was saved at (a training-time stage of
+        # 0 stored at construction once made an exported e4e run with its deltas off)
+        if stage is not None:
+            stage = int(stage)
+            if stage < 0:
+                raise ValueError(f"progressive_stage must be >= 0 or None, got {stage}")
+            if stage >= self.n_styles - 1:
+                stage = None  # every delta is on: the trained-model state
+        self._progressive_stage = stage
+        self.config["progressive_stage"] = stage
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stage = self.n_styles - 1 if self.progressive_stage is None else min(self.progressive_stage, self.n_styles - 1)
