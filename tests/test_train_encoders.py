@@ -97,8 +97,8 @@ def test_steps_reduce_the_loss_on_a_fixed_batch(generator_file, method):
 @pytest.mark.parametrize("steps, stage", [(3, 3), (12, None)])
 def test_exported_e4e_loads_at_the_stage_it_reached(generator_file, tmp_path, steps, stage):
     """The best e4e model is saved at the progressive stage its validation ran at (schedule(step); None: every delta
-    on, the trained state) and loads back
-    so: an exported e4e once loaded at stage 0 (its construction-time stage), silently dropping its deltas."""
+    on, the trained state) and loads back so; an exported e4e once loaded at stage 0 (its construction-time stage),
+    silently dropping its deltas."""
     out = tmp_path / "e4e"
     _train(**_opts(generator_file, method="e4e", data="synthfaces", batch=2, steps=steps, val_interval=steps,
                    save_interval=steps, progressive_start=1, progressive_every=1, out=str(out)))
