@@ -110,6 +110,32 @@ def test_exported_e4e_loads_at_the_stage_it_reached(generator_file, tmp_path, st
     assert (delta[:, :active] > 0).all() and (delta[:, active:] == 0).all()
 
 
+def test_query_grad_detach_keeps_the_outputs_and_cuts_the_cross_attention_path_into_the_w_head(generator_file):
+    """--query-grad detach: the same w, W+ and f; the W+ offsets (the cross-attention outputs) no longer send a
+    gradient into the w head (styles.0), while G(w)'s loss still does."""
+    grads, outs = {}, {}
+    for mode in ("full", "detach"):
+        opts, _, _ = resolve_encoder_options(_opts(generator_file, method="clcae", data="synthfaces", batch=2,
+                                                   contrastive_lambda=0.0, stage2_init="none", query_grad=mode))
+        opts.validate()
+        torch.manual_seed(0)
+        task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
+        x = torch.stack([task.train_dataset[i] for i in range(2)])
+        out = task._forward(x, 0, "const", train=True)
+        outs[mode] = {k: out[k].detach() for k in ("w", "wplus", "f")}
+        head = list(task.inverter.encoder.styles[0].parameters())
+        offsets = out["wplus"] - out["w"].unsqueeze(1)
+        g_off = torch.autograd.grad(offsets.square().sum() + out["f"].square().sum(), head, retain_graph=True,
+                                    allow_unused=True)
+        g_w = torch.autograd.grad(task._losses(x, out, 0)["l2_w"], head, allow_unused=True)
+        grads[mode] = (sum(0.0 if g is None else float(g.norm()) for g in g_off),
+                       sum(0.0 if g is None else float(g.norm()) for g in g_w))
+    for k in outs["full"]:
+        assert torch.equal(outs["full"][k], outs["detach"][k]), k
+    assert grads["full"][0] > 0 and grads["detach"][0] == 0
+    assert grads["detach"][1] > 0 and grads["detach"][1] == pytest.approx(grads["full"][1])
+
+
 def test_resume_is_bit_identical(generator_file, tmp_path):
     common = _opts(generator_file, method="e4e", data="synthfaces", batch=2, val_interval=2, save_interval=2,
                    progressive_start=1, progressive_every=1)

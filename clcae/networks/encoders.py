@@ -301,20 +301,23 @@ class CLCAEEncoder(PyramidEncoder):
                            feature_channels=feature_channels, feature_downsample=feature_downsample,
                            **self._trunk_config())
 
-    def forward(self, x: torch.Tensor, w_offset: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, w_offset: torch.Tensor | None = None, detach_query: bool = False):
         c3, p2, p1 = self.pyramid(x, 3)
         dw = self.styles[0](c3)
         if w_offset is not None:
             dw = dw + w_offset
+        # detach_query (training option --query-grad detach): the cross-attention stages see dw as a constant, so
+        # no W+/F loss reaches the w head through a LayerNorm of the (at first near-zero) query; values unchanged
+        q = dw.detach() if detach_query else dw
         maps = (c3, p2, p1)
-        latents = [dw] + [head(maps[self._level(j, self.coarse_ind, self.middle_ind)])
-                          for j, head in enumerate(self.styles_others)]
+        latents = [q] + [head(maps[self._level(j, self.coarse_ind, self.middle_ind)])
+                         for j, head in enumerate(self.styles_others)]
         if self.w_attention:
-            query = dw.unsqueeze(0)  # [1, B, D]
+            query = q.unsqueeze(0)  # [1, B, D]
             offsets = [ca(query, lk.unsqueeze(0)).squeeze(0) for ca, lk in zip(self.cross_attention, latents)]
         else:
             offsets = latents
-        f = self.feature(p1, dw)
+        f = self.feature(p1, q)
         return dw, torch.stack(offsets, dim=1), f
 
     def feature(self, p1: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:

@@ -85,6 +85,10 @@ class EncoderTrainOptions:
     contrastive_lambda: float = _opt(0.1, "CLCAE: alignment term through the frozen stage-1 encoders")
     align_image: str = _opt("gen_w", "CLCAE: image of the alignment term: gen_w (G(w), the official code) | input "
                                      "(the input image, the paper's figure)")
+    query_grad: str = _opt("full", "CLCAE: gradient of the W+ and F losses into the w head through the "
+                                   "cross-attention query dw: full (the official code) | detach (dw enters the "
+                                   "cross-attention as a constant; the w head learns from G(w)'s losses, the "
+                                   "alignment term and W+'s direct + w residual; docs/RESULTS.md)")
     feature_ramp: str = _opt("per_epoch", "CLCAE: f blend scale during training: per_epoch (0 -> 1 over every "
                                           "epoch, the official code) | once (0 -> 1 over the first epoch, then 1) | "
                                           "none (always 1)")
@@ -226,7 +230,7 @@ OPTION_CHOICES = {
     "method": METHODS, "stage": STAGES, "policy": ("resize", "center_crop", "pad"),
     "pair_noise": ("const", "random", "none"), "init": ("official", "torch"),
     "stage2_init": ("contrastive", "none", "arcface"), "perceptual": ("lpips", "domain", "none"),
-    "identity": ("arcface", "domain", "none"), "align_image": ("gen_w", "input"),
+    "identity": ("arcface", "domain", "none"), "align_image": ("gen_w", "input"), "query_grad": ("full", "detach"),
     "feature_ramp": ("per_epoch", "once", "none"), "train_noise": ("random", "const"),
     "optimizer": ("ranger", "adam", "adamw"), "on_nan": ("stop", "rollback"), "device": ("auto", "cpu", "cuda"),
     "impl": IMPLS,
@@ -241,7 +245,7 @@ OPTION_GROUPS = {
               "stage2_init", "contrastive_image", "contrastive_latent"),
     "losses": ("l2_lambda", "perceptual", "lpips_lambda", "lpips_scales", "lpips_weights", "identity", "id_lambda",
                "arcface_weights", "domain_net", "feature_matching_lambda", "contrastive_lambda", "align_image",
-               "feature_ramp", "ramp_steps", "w_norm_lambda", "delta_lambda", "progressive_start",
+               "query_grad", "feature_ramp", "ramp_steps", "w_norm_lambda", "delta_lambda", "progressive_start",
                "progressive_every", "w_discriminator_lambda", "w_discriminator_lr", "r1", "d_reg_every",
                "train_noise"),
     "optimisation": ("optimizer", "lr", "batch", "steps", "lr_plateau", "grad_clip"),

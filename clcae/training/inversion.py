@@ -330,7 +330,7 @@ class InversionTask(EncoderTask):
         out: dict[str, torch.Tensor] = {}
         with self.autocast():
             if opts.method == "clcae":
-                dw, offsets, f = inv.encoder(x - inv.average_image().to(x))
+                dw, offsets, f = inv.encoder(x - inv.average_image().to(x), detach_query=opts.query_grad == "detach")
                 w = dw + inv.latent_avg
                 wplus = offsets + w.unsqueeze(1)
                 out.update(w=w, wplus=wplus, f=f)
