@@ -4,7 +4,7 @@ foundation head ``styles.0`` and on w, for ``--query-grad full`` (the official c
 
 The task is built exactly as ``scripts/train.py`` builds it (config, stage-1 encoders, losses); ``--checkpoint``
 loads a trained CLCAE inverter's encoder weights into it to look at a later point of training. Prints a Markdown
-table (docs/RESULTS.md, *Why CLCAE's w moves late*).
+table (docs/RESULTS.md, *Why CLCAE's foundation code w moves late*).
 
     python benchmarks/clcae_w_head_gradients.py --contrastive-image pretrained/synthfaces64_clcae_stage1
     python benchmarks/clcae_w_head_gradients.py --contrastive-image pretrained/synthfaces64_clcae_stage1 \\

@@ -245,7 +245,7 @@ class Encoder4Editing(GradualStyleEncoder):
         self.config["progressive_stage"] = stage
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stage = self.n_styles - 1 if self.progressive_stage is None else min(self.progressive_stage, self.n_styles - 1)
+        stage = self.n_styles - 1 if self.progressive_stage is None else self.progressive_stage  # setter clamps
         maps = self.pyramid(x, self._levels_needed(stage + 1))
         w0 = self.styles[0](maps[0])
         codes = [w0]
