@@ -1,4 +1,5 @@
-"""Installs the ``clcae`` package: ``pip install -e .`` (``.[align]`` adds face alignment, ``.[test]`` pytest)."""
+"""Installs the ``clcae`` package and its ``clcae`` command: ``pip install -e .`` (``.[align]`` adds face
+alignment, ``.[test]`` pytest)."""
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -28,6 +29,7 @@ setup(
         "ninja",
         "pyyaml",
     ],
+    entry_points={"console_scripts": ["clcae = clcae.console:console_entry"]},
     extras_require={
         "test": ["pytest", "scikit-image"],
         "align": ["dlib-bin", "face_recognition_models"],
