@@ -13,11 +13,15 @@ from typing import Any
 from ..networks.layers import IMPLS
 from .options import ConfigError, flag
 
-__all__ = ["EncoderTrainOptions", "OPTION_GROUPS", "OPTION_CHOICES", "RESUME_MAY_CHANGE", "parse_size",
-           "parse_widths", "METHODS", "STAGES"]
+__all__ = ["EncoderTrainOptions", "OPTION_GROUPS", "OPTION_CHOICES", "RESUME_MAY_CHANGE", "PATH_OPTIONS",
+           "parse_size", "parse_widths", "METHODS", "STAGES"]
 
 METHODS = ("clcae", "psp", "e4e")
 STAGES = ("align", "invert")
+#: The options that name files or folders, each with the words it takes that are not paths: in a config file they
+#: are resolved against the shipped models' folder or the config's own folder (:func:`.options.load_config`).
+PATH_OPTIONS = {"generator": (), "data": ("synthfaces", "generate"), "val_data": (), "contrastive_image": (),
+                "contrastive_latent": (), "lpips_weights": (), "arcface_weights": (), "domain_net": ()}
 
 
 def _opt(default: Any, help: str) -> Any:

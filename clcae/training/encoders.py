@@ -38,7 +38,7 @@ import torch
 from .. import __version__
 from ..checkpoints import CheckpointError
 from . import distributed as du
-from .encoder_options import RESUME_MAY_CHANGE, EncoderTrainOptions, parse_size
+from .encoder_options import PATH_OPTIONS, RESUME_MAY_CHANGE, EncoderTrainOptions, parse_size
 from .logger import TrainLogger
 from .options import ConfigError, load_config
 from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
@@ -215,7 +215,7 @@ def resolve_encoder_options(given: Mapping[str, Any], config: str | None = None,
     if config:
         method = given.get("method", EncoderTrainOptions.method)
         stage = given.get("stage", EncoderTrainOptions.stage)
-        merged.update(load_config(config, method, stage, known=names))
+        merged.update(load_config(config, method, stage, known=names, paths=PATH_OPTIONS))
     merged.update(given)
     return EncoderTrainOptions(**merged), None, None
 

@@ -12,6 +12,12 @@ values apply on top of the top level for one method or stage::
       e4e: {delta_lambda: 0.0002}
 
 :func:`load_config` returns the merged flat mapping for a ``(method, stage)``; the command line wins over it.
+
+Paths in a config (the options named in ``paths=``) do not depend on the working folder (:func:`resolve_config_path`):
+a path under ``pretrained/`` names a shipped model and is found in :func:`clcae.pretrained.pretrained_dir` (the
+checkout's ``pretrained/``, or ``$CLCAE_PRETRAINED_DIR``), as every script finds its default models; any other
+relative path is relative to the folder holding the config file. Paths given on the command line are relative to
+the working folder, as usual.
 """
 from __future__ import annotations
 
@@ -21,10 +27,13 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["ConfigError", "flag", "load_config", "config_path", "add_dataclass_arguments", "CONFIG_DIR"]
+__all__ = ["ConfigError", "flag", "load_config", "config_path", "resolve_config_path", "add_dataclass_arguments",
+           "CONFIG_DIR", "SHIPPED_PREFIX"]
 
 #: The named configs shipped with the repository (``--config synthfaces64`` finds ``configs/synthfaces64.yaml``).
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+#: A config path starting with this folder names a shipped model (:func:`resolve_config_path`).
+SHIPPED_PREFIX = "pretrained"
 
 
 class ConfigError(ValueError):
@@ -49,8 +58,26 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
                       + (f" (shipped: {', '.join(known)})" if known else ""))
 
 
+def resolve_config_path(value: str, config_file: str | os.PathLike) -> str:
+    """Where a path written in ``config_file`` points, whatever the working folder.
+
+    An absolute path (``~`` expanded) is kept. ``pretrained/NAME`` is ``pretrained_dir() / NAME`` (the shipped
+    models' folder, ``$CLCAE_PRETRAINED_DIR`` when set). Any other relative path is taken relative to the folder of
+    ``config_file``. Returns an absolute path as a string.
+    """
+    from ..pretrained import pretrained_dir
+
+    p = Path(os.path.expanduser(value))
+    if p.is_absolute():
+        return str(p)
+    if p.parts and p.parts[0] == SHIPPED_PREFIX:
+        return str(pretrained_dir().joinpath(*p.parts[1:]))
+    return str(Path(os.path.abspath(Path(config_file).resolve().parent / p)))
+
+
 def load_config(name_or_path: str | os.PathLike, method: str | None = None, stage: str | None = None,
-                known: Sequence[str] | None = None) -> dict[str, Any]:
+                known: Sequence[str] | None = None, paths: Mapping[str, Sequence[str]] | None = None
+                ) -> dict[str, Any]:
     """Read a YAML config and flatten it for ``(method, stage)``: top level, then ``stages[stage]``, then
     ``methods[method]`` (later wins).
 
@@ -58,8 +85,11 @@ def load_config(name_or_path: str | os.PathLike, method: str | None = None, stag
         name_or_path: see :func:`config_path`.
         method, stage: which sections apply (``None``: none).
         known: the valid option names; any other key is an error naming the file and the key.
+        paths: ``{option: words that are not paths}`` (e.g. ``{'data': ('synthfaces',)}``): the options whose
+            values are files or folders, made absolute with :func:`resolve_config_path` (empty values and the
+            listed words are kept as they are).
     Raises:
-        ConfigError: unreadable file, not a mapping, unknown keys.
+        ConfigError: unreadable file, not a mapping, unknown keys, a path option that is not a string.
     """
     import yaml
 
@@ -87,6 +117,13 @@ def load_config(name_or_path: str | os.PathLike, method: str | None = None, stag
                 bad += [f"{section}.{name}.{k}" for k in (values or {}) if k not in known]
         if bad:
             raise ConfigError(f"{path}: unknown option(s) {', '.join(sorted(set(bad)))}")
+    for name, words in (paths or {}).items():
+        value = out.get(name)
+        if value is None or value == "" or value in words:
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {name} must be a path (a string); got {value!r}")
+        out[name] = resolve_config_path(value, path)
     return out
 
 
