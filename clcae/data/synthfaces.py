@@ -48,8 +48,8 @@ __all__ = [
     "Attribute", "ATTRIBUTES", "ATTRIBUTE_NAMES", "HAIR_STYLES", "FACIAL_HAIR", "VERSION", "TEST_PERSON_OFFSET",
     "DEFAULT_PERSONS", "sample_identity", "sample_attributes", "neutral_attributes", "render_face",
     "attributes_to_vector", "vector_to_attributes", "item_labels", "person_ids_for_split", "SynthFaces",
-    "write_dataset", "read_labels", "read_meta", "SynthFacesFolder", "sample_grid", "attribute_sweep_grid",
-    "identity_grid",
+    "write_dataset", "RENDER_CHUNK", "render_chunks", "read_labels", "read_meta", "SynthFacesFolder", "sample_grid",
+    "attribute_sweep_grid", "identity_grid",
 ]
 
 VERSION = 1  # bump whenever the renderer or the samplers change what a (seed, index) produces
@@ -1232,6 +1232,15 @@ def _write_chunk(job) -> int:
 _CSV_FIXED = ("file", "person_id", "split")
 
 
+#: Images one rendering process writes at a time (:func:`write_dataset`).
+RENDER_CHUNK = 64
+
+
+def render_chunks(n: int) -> int:
+    """How many chunks of :data:`RENDER_CHUNK` images :func:`write_dataset` splits ``n`` images into."""
+    return -(-int(n) // RENDER_CHUNK)
+
+
 def write_dataset(out_dir, n: int, res: int = 64, split: str = "train", seed: int = 0, workers: int = 1,
                   n_persons: Optional[int] = None, progress: bool = False) -> Path:
     """Render ``n`` items of a split to a folder; returns the labels file's path.
@@ -1242,7 +1251,8 @@ def write_dataset(out_dir, n: int, res: int = 64, split: str = "train", seed: in
     ``out_dir/meta.json`` (version, seed, res, attribute list, and per split n, n_persons and person id offset).
     Writing a second split into the same folder adds it to ``meta.json``; a different seed, res or version is
     refused. Item ``i`` equals ``SynthFaces(n, res, split, seed, n_persons)[i]``. ``workers`` processes render
-    in parallel; ``progress`` shows a tqdm bar.
+    in parallel, each a chunk of :data:`RENDER_CHUNK` images at a time (never more processes than chunks: 6 images
+    render in this process); ``progress`` shows a tqdm bar.
     """
     _check_split(split)
     n_persons = _resolve_persons(split, n_persons)
@@ -1267,8 +1277,9 @@ def write_dataset(out_dir, n: int, res: int = 64, split: str = "train", seed: in
             writer.writerow([_image_name(split, i), lab["person_id"], split, *[repr(lab[k]) for k in ATTRIBUTE_NAMES],
                              lab["detail_seed"]])
 
-    chunk = 64
+    chunk = RENDER_CHUNK
     jobs = [(str(out), range(s, min(s + chunk, n)), int(res), split, int(seed), n_persons) for s in range(0, n, chunk)]
+    workers = min(workers, render_chunks(n))
     bar = None
     if progress:
         from tqdm import tqdm
