@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embed the grid images in report.html (base64) instead of referencing images/")
     o.add_argument("--batch", type=cli.positive_int, default=8, help="images per inversion call")
     o.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    o.add_argument("--threads", type=cli.positive_int, default=None, help="CPU threads for torch (default: torch's)")
     o.add_argument("--title", default="Inversion evaluation", help="report title")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -213,6 +214,8 @@ def run(args) -> int:
     from clcae.inversion.runner import RunnerError, resolve_device
     from clcae.pretrained import pretrained_dir
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if not args.method and not args.projection:
         raise EvaluationError("give at least one --method NAME=CHECKPOINT or --projection NAME=GENERATOR:SPACE:STEPS")
     names = [m[0] for m in args.method] + [p[0] for p in args.projection]
