@@ -133,8 +133,9 @@ def test_clcae_outputs_failures_and_latents(clcae_run, assets):
     for name in GOOD:
         for kind in ("w", "wplus", "wplus_f"):
             assert Image.open(out / kind / f"{name}.png").size == (32, 32), (kind, name)
-        assert Image.open(out / "strips" / f"{name}.jpg").size == (4 * 32, 32)
         rec = torch.load(out / "latents" / f"{name}.pt", weights_only=True)
+        width, height = Image.open(rec["source"]).size  # the strip shows the input as it was (aspect ratio kept)
+        assert Image.open(out / "strips" / f"{name}.jpg").size == (round(width * 32 / height) + 3 * 32, 32)
         assert rec["w"].shape == (32,) and rec["wplus"].shape == (8, 32) and rec["f"].shape == (16, 8, 8)
         assert rec["w"].dtype == torch.float32 and rec["method"] == "clcae" and rec["input_size"] == [32, 32]
         assert rec["checkpoint"] == str(assets / "clcae.pt") and rec["idx_k"] == 3
@@ -233,7 +234,7 @@ def test_psp_sizes_and_e4e_codes(assets):
                "--format", "jpg", "--no-strips") == 0
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["latents", "strips", "wplus"]
     assert Image.open(out / "wplus" / "a.png").size == (32, 16)  # official: the 16x32 input's aspect (cars-like)
-    assert Image.open(out / "strips" / "a.jpg").size == (32 + 32, 16)
+    assert Image.open(out / "strips" / "a.jpg").size == (20 + 32, 16)  # a.png (50x40) as it was, 16 px tall
     assert Image.open(full / "wplus" / "a.jpg").size == (32, 32) and not (full / "strips").exists()
     rec = torch.load(out / "latents" / "a.pt", weights_only=True)
     assert set(rec) >= {"wplus", "method", "checkpoint", "input_size"} and "w" not in rec and "f" not in rec

@@ -46,6 +46,7 @@ __all__ = [
     "list_images",
     "probe_image",
     "load_image",
+    "fit_image",
     "to_tensor",
     "from_tensor",
     "save_image",
@@ -580,6 +581,23 @@ def load_image(
         if rgb is im:
             rgb = im.copy()  # detach from the file before it is closed
     return _apply_policy(rgb, path, target, policy, pad_color, resample)
+
+
+def fit_image(
+    img: Image.Image,
+    size: int | Sequence[int],
+    policy: str = "center_crop",
+    *,
+    pad_color: Color = (0, 0, 0),
+    resample: int = Image.Resampling.LANCZOS,
+) -> Image.Image:
+    """Bring an RGB ``PIL.Image`` already in memory to ``size`` (``int`` or ``(H, W)``) by ``policy``, exactly as
+    :func:`load_image` does after reading (same policies, ``pad_color`` and ``resample``); e.g. to read a file once
+    and use it at two sizes. Raises ValueError for a bad ``size`` or ``policy``, and ImageReadError for a size
+    mismatch with ``policy='none'``."""
+    target = _normalize_size(size)
+    _check_policy(policy)
+    return _apply_policy(img, "<image in memory>", target, policy, pad_color, resample)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ this module, so the image preprocessing, the output layout and the resume logic 
       OUT/w/NAME.png  OUT/wplus/NAME.png  OUT/wplus_f/NAME.png   reconstructions (only those the method renders)
       OUT/latents/NAME.pt                                        codes: w [D], wplus [n, D], f [C, h, w], ...
                                                                  (+ 'alignment': the crop's alignment record)
-      OUT/strips/NAME.jpg                                        input | w | wplus | wplus_f
+      OUT/strips/NAME.jpg                                        input as it was | w | wplus | wplus_f
       OUT/summary.json, OUT/run.json                             counts and failures; the run's settings
 
 Every file is written atomically (temporary file + rename), the latents last, so a killed run never leaves a
@@ -45,14 +45,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..checkpoints import CheckpointError, load_generator, load_inverter
-from ..data.images import DEFAULT_MIN_SIZE, ImageReadError, display_path, list_images, load_image, save_image, \
-    to_tensor
+from ..data.images import DEFAULT_MIN_SIZE, ImageReadError, display_path, fit_image, list_images, load_image, \
+    save_image, to_tensor
 from ..fileio import atomic_write
 from .inverters import Inverter, official_output
 
 __all__ = ["RunnerError", "ProjectionOptions", "LoadedMethod", "InputItem", "METHODS", "SIZES", "FORMATS",
            "RESIZE_POLICIES", "IMAGE_KINDS", "OFFICIAL_SIDE", "resolve_device", "load_method", "load_avg_image",
-           "read_input", "list_inputs", "output_paths", "is_finished", "to_output_size", "make_strip",
+           "read_input", "read_input_and_preview", "list_inputs", "output_paths", "is_finished", "to_output_size", "make_strip",
            "invert_folder", "format_summary"]
 
 #: ``--method`` values: ``'auto'`` takes the arch of the checkpoint; the others also check it.
@@ -340,15 +340,40 @@ def read_input(path: str | os.PathLike, input_size: Sequence[int], policy: str =
     the largest centred region with the input's aspect ratio. Raises
     :class:`~clcae.data.images.ImageReadError` (with the reason) for a file that cannot be used.
     """
+    _check_resize_policy(policy)
+    return _network_input(load_image(path, None, min_size=min_size), input_size, policy)
+
+
+def read_input_and_preview(path: str | os.PathLike, input_size: Sequence[int], policy: str = "resize",
+                           preview_height: int | None = None, min_size: int = DEFAULT_MIN_SIZE
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input, preview)``: the network input exactly as :func:`read_input`, and the whole file as it was (before
+    any squash or crop) at ``preview_height`` pixels tall (default: the input's height), its aspect ratio kept:
+    ``float32 [3, preview_height, round(W * preview_height / H)]`` in [-1, 1]. The file is read once."""
+    _check_resize_policy(policy)
+    img = load_image(path, None, min_size=min_size)
+    height = int(preview_height or input_size[0])
+    if height < 1:
+        raise ValueError(f"preview_height must be >= 1; got {preview_height}")
+    width = max(1, round(img.size[0] * height / img.size[1]))
+    preview = img if img.size == (width, height) else img.resize((width, height), Image.Resampling.BILINEAR,
+                                                                  reducing_gap=3.0)
+    return _network_input(img, input_size, policy), to_tensor(preview)
+
+
+def _check_resize_policy(policy: str) -> None:
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}; got {policy!r}")
+
+
+def _network_input(img: Image.Image, input_size: Sequence[int], policy: str) -> torch.Tensor:
+    """An RGB image -> ``[3, H, W]`` at ``input_size`` (PIL bilinear, as the official transforms)."""
     h, w = (int(v) for v in input_size)
     if policy == "resize":
-        img = load_image(path, None, min_size=min_size)
         if img.size != (w, h):
             img = img.resize((w, h), Image.Resampling.BILINEAR)
-    elif policy == "center_crop":
-        img = load_image(path, (h, w), "center_crop", min_size=min_size, resample=Image.Resampling.BILINEAR)
     else:
-        raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}; got {policy!r}")
+        img = fit_image(img, (h, w), "center_crop", resample=Image.Resampling.BILINEAR)
     return to_tensor(img)
 
 
@@ -469,7 +494,8 @@ def make_strip(inputs: torch.Tensor, outputs: Sequence[torch.Tensor]) -> torch.T
     """``input | output_1 | ...`` side by side: ``[3, H, W_total]`` in [-1, 1].
 
     ``inputs`` ``[3, h, w]`` is resized (bilinear, antialiased) to the outputs' height ``H`` keeping its aspect
-    ratio; ``outputs`` are ``[3, H, W]`` each, clamped to [-1, 1].
+    ratio; ``outputs`` are ``[3, H, W]`` each, clamped to [-1, 1]. :func:`invert_folder` passes the input file as
+    it was (:func:`read_input_and_preview`), so a 160x100 photo appears 102x64 beside 64x64 outputs, not squashed.
     """
     height = outputs[0].shape[-2]
     h, w = inputs.shape[-2:]
@@ -678,7 +704,10 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
             except Exception as e:  # disk full, permission denied, ...
                 fail(item, f"cannot write the outputs: {_describe(e)}")
 
-    def submit_reads(chunk):
+    def submit_reads(chunk):  # with strips: (input, the file as it was) per image, from one read
+        if strips:
+            return [(item, paths, pool.submit(read_input_and_preview, item.path, input_size, resize))
+                    for item, paths in chunk]
         return [(item, paths, pool.submit(read_input, item.path, input_size, resize)) for item, paths in chunk]
 
     batches = [todo[i:i + batch] for i in range(0, len(todo), batch)]
@@ -698,7 +727,8 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
                 except Exception as e:  # a decoder bug must not stop the run either
                     fail(item, f"cannot read: {_describe(e)}")
             if good:
-                x_cpu = torch.stack([t for _, _, t in good])
+                previews = [t[1] for _, _, t in good] if strips else None
+                x_cpu = torch.stack([t[0] if strips else t for _, _, t in good])
                 try:
                     chunks = _invert_chunks(inverter, x_cpu.to(device), kinds, bf16)
                 except _OOM_ERRORS as e:
@@ -719,7 +749,7 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
                         if images and output_hw is None:
                             output_hw = list(next(iter(images.values())).shape[-2:])
                         writes.append((item, pool.submit(_write_image_files, paths, images,
-                                                         x_cpu[offset + j] if strips else None, record)))
+                                                         previews[offset + j] if strips else None, record)))
             collect(block=False)
             while len(writes) > 2 * batch:  # bound the memory held by pending writes
                 cf.wait([writes[0][1]])
