@@ -85,9 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("projection (--method projection)")
     g.add_argument("--space", choices=["w", "wplus"], default="w", help="optimised code (default w)")
     g.add_argument("--steps", type=cli.positive_int, default=1000, help="optimisation steps per image (default 1000)")
-    g.add_argument("--perceptual", choices=["lpips", "domain", "none"], default="lpips",
+    g.add_argument("--perceptual", choices=["auto", "lpips", "domain", "none"], default="auto",
                    help="image loss: LPIPS (needs local AlexNet weights), the SynthFaces domain network, or none "
-                        "(pixel MSE)")
+                        "(pixel MSE); auto (default): LPIPS when its weights are found, else the domain network on "
+                        "the shipped SynthFaces generator (printed as a note)")
     g.add_argument("--domain-net", type=Path, default=None,
                    help="domain network for --perceptual domain (default: the shipped one)")
     g.add_argument("--lpips-weights", type=Path, default=None,
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_method(args.checkpoint, method=args.method, generator=args.generator, device=device,
                          impl=args.impl, input_size=args.input_size, projection=projection,
                          avg_image=args.avg_image, resize=args.resize, progress=not args.no_progress)
+    for note in loaded.notes:
+        print(f"note: {note}")
     inputs, settings, align_summary = args.input, dict(loaded.settings), None
     if args.align:
         crops = args.out / ALIGNED_DIR

@@ -254,3 +254,69 @@ def test_projection_inverter_interface(gen, targets):
     assert wp.image_names == ("wplus",)
     out = wp.invert(targets["x_w"][:, :, 4:12, :])
     assert "w" not in out and out["image_wplus"].shape == (2, 3, 16, 16)
+
+
+# ------------------------------------------------------------------------------------ the default loss (invert.py)
+def _invert_script():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("invert_projection_test", root / "scripts" / "invert.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module, root
+
+
+def test_default_loss_on_the_shipped_generator_without_lpips_weights(tmp_path, monkeypatch, capsys):
+    """--perceptual auto: no AlexNet weights + the shipped SynthFaces generator -> the domain loss, said in one line;
+    on another generator the missing file is named; with the weights it is LPIPS."""
+    import json
+
+    import torchvision
+
+    from clcae.checkpoints import save_generator
+    from clcae.inversion.runner import ProjectionOptions, is_shipped_synthfaces_generator, load_method
+    from clcae.pretrained import SYNTHFACES_GENERATOR, shipped
+
+    shipped_generator = shipped(SYNTHFACES_GENERATOR)
+    if shipped_generator is None:
+        pytest.skip("the shipped generator is not there")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache: no LPIPS weights
+    monkeypatch.delenv("CLCAE_PRETRAINED_DIR", raising=False)
+    torch.set_num_threads(1)
+    script, root = _invert_script()
+    example = sorted((root / "examples").glob("*.png"))[0]
+    out = tmp_path / "proj"
+    assert script.main(["--method", "projection", "--generator", str(shipped_generator), "--steps", "2",
+                        "--input", str(example), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "domain network" in notes[0] and "alexnet-owt-7be5be79.pth" in notes[0]
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["projection"]["perceptual"] == "domain"  # the loss actually used is recorded
+
+    # another generator (a copy with one weight changed is not the shipped one): the missing file is named
+    from clcae import load_generator
+
+    G = load_generator(shipped_generator)
+    assert is_shipped_synthfaces_generator(G)
+    with torch.no_grad():
+        next(G.parameters()).add_(1e-3)
+    assert not is_shipped_synthfaces_generator(G)
+    save_generator(G, tmp_path / "other.pt")
+    assert script.main(["--method", "projection", "--generator", str(tmp_path / "other.pt"), "--steps", "2",
+                        "--input", str(example), "--out", str(tmp_path / "p2"), "--device", "cpu",
+                        "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--perceptual auto" in err and "alexnet-owt-7be5be79.pth" in err and "--lpips-weights" in err
+
+    # with the AlexNet weights in the hub cache, auto is LPIPS, also on the shipped generator
+    feats = torchvision.models.alexnet(weights=None).features.state_dict()
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save({f"features.{k}": v for k, v in feats.items()}, hub / "alexnet-owt-7be5be79.pth")
+    loaded = load_method(method="projection", generator=shipped_generator,
+                         projection=ProjectionOptions(steps=1, w_avg_samples=100))
+    assert loaded.settings["projection"]["perceptual"] == "lpips" and loaded.notes == ()

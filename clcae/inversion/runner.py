@@ -52,6 +52,7 @@ from .inverters import Inverter, official_output
 
 __all__ = ["RunnerError", "ProjectionOptions", "LoadedMethod", "InputItem", "METHODS", "SIZES", "FORMATS",
            "RESIZE_POLICIES", "IMAGE_KINDS", "OFFICIAL_SIDE", "resolve_device", "load_method", "load_avg_image",
+           "is_shipped_synthfaces_generator",
            "read_input", "read_input_and_preview", "list_inputs", "output_paths", "is_finished", "to_output_size", "make_strip",
            "invert_folder", "format_summary"]
 
@@ -86,8 +87,10 @@ class ProjectionOptions:
     Attributes:
         space: ``'w'`` (one code) or ``'wplus'`` (one code per layer).
         steps: optimisation steps per image (NVIDIA: 1000).
-        perceptual: ``'lpips'`` (AlexNet LPIPS; needs the torchvision weights locally), ``'domain'`` (the
-            SynthFaces domain network's feature distance) or ``'none'`` (pixel MSE only).
+        perceptual: ``'auto'`` (default: LPIPS when its AlexNet weights are found; without them, on the shipped
+            SynthFaces generator, the domain network, said in :attr:`LoadedMethod.notes`; otherwise an error),
+            ``'lpips'`` (AlexNet LPIPS; needs the torchvision weights locally), ``'domain'`` (the SynthFaces
+            domain network's feature distance) or ``'none'`` (pixel MSE only).
         lpips_weights: the torchvision AlexNet file for ``'lpips'`` (default: the torch hub cache).
         domain_net: the domain network file for ``'domain'`` (default: the shipped SynthFaces one).
         seed: every image is projected with this seed (its result does not depend on its batch).
@@ -98,7 +101,7 @@ class ProjectionOptions:
 
     space: str = "w"
     steps: int = 1000
-    perceptual: str = "lpips"
+    perceptual: str = "auto"
     lpips_weights: str | None = None
     domain_net: str | None = None
     seed: int = 0
@@ -120,13 +123,17 @@ class LoadedMethod:
         method: ``'clcae'``, ``'psp'``, ``'e4e'`` or ``'projection'``.
         checkpoint: the file the networks came from, as given (for the latents files).
         settings: plain data that determines the results (method, resolved file paths, input size, projection
-            options); :func:`invert_folder` refuses to mix results of different settings in one folder.
+            options with the perceptual loss actually used); :func:`invert_folder` refuses to mix results of
+            different settings in one folder.
+        notes: choices made for the caller that it should be told (one line each), e.g. the projection's loss
+            chosen by ``perceptual='auto'``.
     """
 
     inverter: Inverter
     method: str
     checkpoint: str
     settings: dict
+    notes: tuple[str, ...] = ()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -181,6 +188,42 @@ def _load_encoder(checkpoint: Path, generator: str | None, device: torch.device,
         raise RunnerError(f"--checkpoint {display_path(checkpoint)}: cannot build the inverter: {e}") from None
 
 
+def is_shipped_synthfaces_generator(generator: torch.nn.Module) -> bool:
+    """Whether ``generator`` has exactly the weights of the shipped SynthFaces generator
+    (``pretrained/synthfaces64_generator.pt``; False when that file is not there)."""
+    from ..pretrained import SYNTHFACES_GENERATOR, shipped
+
+    path = shipped(SYNTHFACES_GENERATOR)
+    if path is None or int(getattr(generator, "size", 0)) != 64:
+        return False
+    try:
+        reference = load_generator(path, device="cpu").state_dict()
+    except CheckpointError:
+        return False
+    mine = generator.state_dict()
+    return mine.keys() == reference.keys() and all(
+        mine[k].shape == v.shape and torch.equal(mine[k].detach().cpu(), v) for k, v in reference.items())
+
+
+def _auto_perceptual(opts: ProjectionOptions, generator: torch.nn.Module) -> tuple[str, str | None]:
+    """``(loss, note)`` for ``perceptual='auto'``: LPIPS when its weights are found, else the domain network on the
+    shipped SynthFaces generator (with a one-line note); else RunnerError saying what to pass."""
+    from ..losses.perceptual import default_lpips_backbone_path
+
+    if opts.lpips_weights:  # a file named by the caller is used (or its absence reported), never replaced
+        return "lpips", None
+    weights = default_lpips_backbone_path("alex")
+    if weights.is_file():
+        return "lpips", None
+    if is_shipped_synthfaces_generator(generator):
+        return "domain", (f"projection loss: the SynthFaces domain network's perceptual distance (the LPIPS AlexNet "
+                          f"weights {display_path(weights)} are not there, and the generator is the shipped "
+                          "SynthFaces one)")
+    raise RunnerError(f"--perceptual auto: the LPIPS AlexNet weights {display_path(weights)} are not there (on the "
+                      "command line: --lpips-weights FILE; or --perceptual domain for SynthFaces, or --perceptual "
+                      "none for pixel MSE only)")
+
+
 def _perceptual_loss(opts: ProjectionOptions, device: torch.device):
     from ..losses.perceptual import MissingWeightsError, build_perceptual
 
@@ -208,7 +251,7 @@ def _perceptual_loss(opts: ProjectionOptions, device: torch.device):
         except CheckpointError as e:
             raise RunnerError(f"--domain-net: {e}") from None
         return build_perceptual("domain", domain_net=net, reduction="none").to(device)
-    raise RunnerError(f"--perceptual {opts.perceptual!r}: expected lpips, domain or none")
+    raise RunnerError(f"--perceptual {opts.perceptual!r}: expected auto, lpips, domain or none")
 
 
 def load_method(checkpoint: str | os.PathLike | None = None, method: str = "auto",
@@ -242,10 +285,12 @@ def load_method(checkpoint: str | os.PathLike | None = None, method: str = "auto
     device = torch.device(device)
     input_size = _size_tuple(input_size)
     settings: dict[str, Any] = {}
+    notes: tuple[str, ...] = ()
     if method == "projection":
-        inv, source = _build_projection(checkpoint, generator, device, impl, input_size,
-                                        projection or ProjectionOptions(), progress)
-        settings["projection"] = (projection or ProjectionOptions()).to_dict()
+        projection = projection or ProjectionOptions()
+        inv, source, projection, notes = _build_projection(checkpoint, generator, device, impl, input_size,
+                                                           projection, progress)
+        settings["projection"] = projection.to_dict()
         for key in ("lpips_weights", "domain_net"):
             settings["projection"][key] = _resolved(settings["projection"][key])
     else:
@@ -269,10 +314,11 @@ def load_method(checkpoint: str | os.PathLike | None = None, method: str = "auto
         else:
             warnings.warn(f"--avg-image {display_path(avg_image)} is ignored: only CLCAE subtracts an average "
                           f"image ({name} does not)", stacklevel=2)
-    return LoadedMethod(inverter=inv, method=name, checkpoint=source, settings=settings)
+    return LoadedMethod(inverter=inv, method=name, checkpoint=source, settings=settings, notes=notes)
 
 
 def _build_projection(checkpoint, generator, device, impl, input_size, opts: ProjectionOptions, progress: bool):
+    """``(inverter, source, options with the perceptual loss resolved, notes)``."""
     from .projection import SPACES, ProjectionInverter, Projector
 
     if opts.space not in SPACES:
@@ -297,6 +343,11 @@ def _build_projection(checkpoint, generator, device, impl, input_size, opts: Pro
         source = str(generator)
     else:
         G, source = encoder.decoder, str(checkpoint)
+    notes: tuple[str, ...] = ()
+    if opts.perceptual == "auto":
+        chosen, note = _auto_perceptual(opts, G)
+        opts = dataclasses.replace(opts, perceptual=chosen)
+        notes = (note,) if note else ()
     perceptual = _perceptual_loss(opts, device)
     latent_avg = G.latent_avg if getattr(G, "latent_avg_source", "file") == "file" else None
     try:
@@ -307,7 +358,7 @@ def _build_projection(checkpoint, generator, device, impl, input_size, opts: Pro
                                  progress=progress, init_fn=init_fn)
     except ValueError as e:
         raise RunnerError(f"--method projection: {e}") from None
-    return inv.eval(), source
+    return inv.eval(), source, opts, notes
 
 
 def _encoder_codes(encoder: Inverter, key: str) -> Callable[[torch.Tensor], torch.Tensor]:
