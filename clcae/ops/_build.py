@@ -31,7 +31,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterable, Sequence
 
-__all__ = ["build_extension", "build_key", "extensions_root", "set_strict", "is_strict", "cuda_arch_list"]
+__all__ = ["build_extension", "build_key", "cached_library", "extensions_root", "set_strict", "is_strict",
+           "cuda_arch_list"]
 
 # bump when the way builds are made changes (flags, layout), so that old cache entries are not reused
 _BUILDER_VERSION = "1"
@@ -241,6 +242,35 @@ def build_key(name: str, sources: Sequence[str | os.PathLike], *, depends: Seque
     return _digest(parts)[:16]
 
 
+def _compile_flags(with_cuda: bool, extra_cflags: Sequence[str], extra_cuda_cflags: Sequence[str]
+                   ) -> tuple[list[str], list[str]]:
+    """The host and nvcc flags of a build (the latter empty without CUDA sources)."""
+    cflags = ["-O3", *extra_cflags]
+    if not with_cuda:
+        return cflags, []
+    archs, from_env = cuda_arch_list()
+    return cflags, ["-O3", *([] if from_env else _gencode_flags(archs)), *extra_cuda_cflags]
+
+
+def _build_folder(name: str, sources: Sequence[Path], depends: Sequence[Path], cflags: Sequence[str],
+                  cuda_cflags: Sequence[str]) -> tuple[str, Path]:
+    """``(module name, cache folder)`` of a build."""
+    key = build_key(name, sources, depends=depends, extra_cflags=cflags, extra_cuda_cflags=cuda_cflags)
+    module_name = f"{name}_{key}"
+    return module_name, extensions_root() / module_name
+
+
+def cached_library(name: str, sources: Sequence[str | os.PathLike], *, depends: Sequence[str | os.PathLike] = (),
+                   extra_cflags: Sequence[str] = (), extra_cuda_cflags: Sequence[str] = ()) -> Path | None:
+    """The library :func:`build_extension` would load from the cache for these arguments, or None when that build
+    has not been made yet (nothing is compiled or imported)."""
+    sources = [Path(s).resolve() for s in sources]
+    with_cuda = any(s.suffix in (".cu", ".cuh") for s in sources)
+    cflags, cuda_cflags = _compile_flags(with_cuda, extra_cflags, extra_cuda_cflags)
+    module_name, final = _build_folder(name, sources, [Path(d).resolve() for d in depends], cflags, cuda_cflags)
+    return _find_library(final, module_name)
+
+
 def build_extension(name: str, sources: Sequence[str | os.PathLike], *, depends: Sequence[str | os.PathLike] = (),
                     extra_cflags: Sequence[str] = (), extra_cuda_cflags: Sequence[str] = (),
                     verbose: bool | None = None) -> ModuleType:
@@ -270,8 +300,6 @@ def build_extension(name: str, sources: Sequence[str | os.PathLike], *, depends:
     if verbose is None:
         verbose = os.environ.get("CLCAE_OPS_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on")
 
-    cflags = ["-O3", *extra_cflags]
-    cuda_cflags: list[str] = []
     if with_cuda:
         if torch.version.cuda is None:
             raise RuntimeError(f"cannot build {name}: this torch ({torch.__version__}) was built without CUDA")
@@ -279,13 +307,9 @@ def build_extension(name: str, sources: Sequence[str | os.PathLike], *, depends:
         if cuda_home is None:
             raise RuntimeError(f"cannot build {name}: no CUDA toolkit found (set CUDA_HOME to the folder that "
                                f"holds bin/nvcc and include/cuda_runtime.h)")
-        archs, from_env = cuda_arch_list()
-        cuda_cflags = ["-O3", *([] if from_env else _gencode_flags(archs)), *extra_cuda_cflags]
-
-    key = build_key(name, sources, depends=depends, extra_cflags=cflags, extra_cuda_cflags=cuda_cflags)
-    module_name = f"{name}_{key}"
-    root = extensions_root()
-    final = root / module_name
+    cflags, cuda_cflags = _compile_flags(with_cuda, extra_cflags, extra_cuda_cflags)
+    module_name, final = _build_folder(name, sources, depends, cflags, cuda_cflags)
+    root = final.parent
 
     with _process_lock:
         if str(final) in _loaded:

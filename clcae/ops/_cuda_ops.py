@@ -33,7 +33,7 @@ from . import _build
 from .bias_act import fused_leaky_relu_ref
 from .upfirdn2d import _as_2d, _check, _out_size, _parse_factor, parse_pad, upfirdn2d_fast
 
-__all__ = ["upfirdn2d_cuda_fn", "bias_act_cuda_fn", "reset"]
+__all__ = ["upfirdn2d_cuda_fn", "bias_act_cuda_fn", "reset", "EXTENSION_OPS", "cached_library"]
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
 # op -> (extension name, sources)
@@ -50,6 +50,17 @@ _failures: dict[str, BaseException] = {}
 # Which upfirdn2d kernel to run: 0 = automatic, 1 = simple, 2 = tiled without specialisation. Tests set it to check
 # every code path against the reference; nothing else should.
 _upfirdn2d_variant = 0
+
+
+#: The ops that have a CUDA extension.
+EXTENSION_OPS = tuple(_EXTENSIONS)
+
+
+def cached_library(op: str) -> Path | None:
+    """The cached build of ``op``'s extension (one of :data:`EXTENSION_OPS`) that the first CUDA call would load,
+    or None when it has not been built for this torch, toolkit and architecture list (nothing is compiled)."""
+    name, sources = _EXTENSIONS[op]
+    return _build.cached_library(name, [_CSRC / s for s in sources])
 
 
 def reset() -> None:
