@@ -1,19 +1,24 @@
 #!/usr/bin/env python
-"""One photograph end to end: align the largest face, invert it, edit it, paste every result back into the photo,
-and write one HTML page with the steps side by side. See docs/REAL_PHOTOS.md.
+"""One photograph end to end: align the largest face (or --face N, or --all-faces), invert it, edit it, paste every
+result back into the photo, and write one HTML page with the steps side by side. See docs/REAL_PHOTOS.md.
 
 Needs the optional extra: pip install -e .[align]   (dlib-bin and face_recognition_models).
 
 Writes to --out (default outputs/photo/STEM):
   index.html                        original | aligned crop | reconstructions w / W+ / W+F | pasted back, and one
                                     table per edit (strengths x edited crops | pasted back); prints its path
-  original.png, detected.jpg        the photo as processed (EXIF orientation applied), and with its 68 landmarks
-                                    and the crop's square drawn in
+  original.png, detected.jpg        the photo as processed (EXIF orientation applied), and with every face found
+                                    numbered (largest first; the edited ones with their 68 landmarks and crop square)
   aligned.png, aligned.json         the FFHQ crop and its alignment record
   latents.pt                        the codes (scripts/edit.py --latents DIR/latents.pt --paste-back reads it)
   reconstruction_KIND.png           at the generator's resolution
   edits/LABEL/KIND_s+2.png          the edited crops
   pasted/reconstruction.png, pasted/LABEL/s+2.png    the full-size photo with the crop pasted back
+
+Faces. The first line printed lists the faces found, largest first, numbered from 0. By default face 0 (the
+largest) is edited; when the photo has more, a note says so (printed and on the page). --face N edits face N
+instead; --all-faces edits every face: its files (aligned.*, latents.pt, reconstruction_*, edits/) go to
+OUT/face0/, OUT/face1/, ..., and every pasted photo holds all the faces, each edited.
 
 --edit (repeatable; as scripts/edit.py), STRENGTHS a list "-2,2" or a range "A:B:N":
   interfacegan:PATH:STRENGTHS   ganspace:PCA:COMP:FIRST:LAST:STRENGTHS   sefa:K:STRENGTHS
@@ -26,8 +31,8 @@ checkpoints (docs/OFFICIAL_CHECKPOINTS.md):
       --avg-image image_avg.png --edit interfacegan:editings/smile.pt:-2,2 --edit interfacegan:editings/age.pt:3
 
 Exit status: 0 done; 1 no face found in the photo; 2 a problem with the arguments (unreadable photo, missing or
-invalid checkpoint, an edit file that is missing or does not fit the generator, the [align] extra missing); 130
-when interrupted.
+invalid checkpoint, an edit file that is missing or does not fit the generator, a --face the photo does not have,
+the [align] extra missing); 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -76,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ganspace-mode", choices=GANSPACE_MODES, default="relative",
                    help="relative: add strength * std * component; absolute: set the coordinate")
     g.add_argument("--sefa-torgb", action="store_true", help="SeFa: also factorise the ToRGB modulations")
-    g = p.add_argument_group("alignment and paste-back")
+    g = p.add_argument_group("faces, alignment and paste-back")
+    g.add_argument("--face", type=cli.non_negative_int, default=0, metavar="N",
+                   help="edit face N of those found, numbered from the largest (default 0: the largest)")
+    g.add_argument("--all-faces", action="store_true",
+                   help="edit every face found and paste them all into each result (per-face files in OUT/faceN/)")
     g.add_argument("--align-size", type=cli.positive_int, default=None,
                    help="side of the aligned crop (default: the encoder's input side)")
     g.add_argument("--min-score", type=float, default=0.3, help="face detector score threshold (default 0.3)")
@@ -119,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         edits = [parse_edit(text) for text in args.edit]
     except ValueError as e:
         raise PipelineError(str(e)) from None
+    if args.all_faces and args.face != 0:
+        raise PipelineError("--face and --all-faces: give one (--all-faces edits every face)")
     if not args.photo.is_file():
         raise PipelineError(f"{display_path(args.photo)}: no such file")
     detector = FaceDetector(min_score=args.min_score, upsample=args.upsample)  # fails early without the extra
@@ -130,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out is not None else DEFAULT_OUT / args.photo.stem
     result = process_photo(args.photo, out, loaded, edits, detector=detector, align_size=args.align_size,
                            feather=args.feather, paste_kind=args.paste_kind, options=options, fmt=args.format,
-                           batch=args.batch, resize=args.resize, log=print)
+                           batch=args.batch, resize=args.resize, face=args.face, all_faces=args.all_faces,
+                           log=print)
+    if result.faces_note():
+        print(f"note: {result.faces_note()} --face N picks another, --all-faces edits every face.")
     if result.out_of_domain:
         print(f"note: {result.note}")
     print(display_path(result.index))

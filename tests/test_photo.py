@@ -30,7 +30,7 @@ from clcae.align.ffhq import load_alignment  # noqa: E402
 from clcae.checkpoints import save_inverter  # noqa: E402
 from clcae.data.images import display_path, load_image  # noqa: E402
 from clcae.inversion.inverters import build_inverter  # noqa: E402
-from test_align import quad_mask  # noqa: E402  (the same quad test, one definition)
+from test_align import quad_mask, two_astronauts  # noqa: E402  (the same helpers, one definition)
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN = dict(size=32, style_dim=32, n_mlp=2, channel_base=256, channel_max=16)
@@ -65,6 +65,7 @@ def assets(tmp_path_factory) -> Path:
     photos.mkdir()
     Image.fromarray(skimage_data.astronaut()).save(photos / "astronaut.jpg", quality=95)
     Image.fromarray(skimage_data.coffee()).save(photos / "coffee.png")
+    two_astronauts(Image.fromarray(skimage_data.astronaut())).save(d / "two.png")  # not in photos/: 2 faces
     return d
 
 
@@ -154,6 +155,73 @@ def test_photo_script_errors(assets, tmp_path, capsys):
     assert photo_script.main([str(assets / "photos" / "astronaut.jpg"), *ckpt, "--edit",
                               f"interfacegan:{tmp_path / 'd16.pt'}:1", "--out", str(tmp_path / "b")]) == 2
     assert "dimension 16" in capsys.readouterr().err and not (tmp_path / "b").exists()  # checked before any work
+
+
+def test_photo_script_with_two_faces_says_so_and_picks_or_edits_all(assets, tmp_path, capsys):
+    photo = assets / "two.png"
+    original = np.asarray(load_image(photo), dtype=np.int16)
+    base = [str(photo), "--checkpoint", str(assets / "clcae.pt"), "--device", "cpu", "--edit",
+            f"interfacegan:{assets / 'smile.pt'}:2"]
+
+    # default: the largest face, and both the output and the page say that another face was left alone
+    out = tmp_path / "largest"
+    assert photo_script.main([*base, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "found 2 face(s)" in printed and "0: box" in printed and "1: box" in printed
+    assert "note: 2 faces found" in printed and "only face 0 (the largest) is edited" in printed
+    assert "--face N" in printed and "--all-faces" in printed
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert 'class="note faces">2 faces found' in page and "face 1: box" in page
+    record = load_alignment(out / "aligned.json")
+    assert (record["face_index"], record["faces_found"]) == (0, 2) and record["quad"][:, 0].max() < 512
+    pasted = _rgb(out / "pasted" / "interfacegan_smile" / "s+2.png")
+    assert np.array_equal(pasted[:, 560:], original[:, 560:])  # the right-hand face is untouched
+
+    # --face 1: the smaller face on the right
+    out = tmp_path / "second"
+    assert photo_script.main([*base, "--face", "1", "--out", str(out)]) == 0
+    assert "only face 1 is edited" in capsys.readouterr().out
+    record = load_alignment(out / "aligned.json")
+    assert record["face_index"] == 1 and record["quad"][:, 0].min() > 480
+    check_pasted(out / "pasted" / "reconstruction.png", original, record["quad"])
+
+    # --all-faces: per-face folders, and every pasted photo holds both edited faces
+    out = tmp_path / "all"
+    assert photo_script.main([*base, "--all-faces", "--out", str(out)]) == 0
+    assert "note: 2 faces found" not in capsys.readouterr().out
+    quads = [load_alignment(out / f"face{i}" / "aligned.json")["quad"] for i in (0, 1)]
+    for i in (0, 1):
+        assert (out / f"face{i}" / "latents.pt").is_file() and (out / f"face{i}" / "reconstruction_wplus_f.png").is_file()
+        assert load_alignment(out / f"face{i}" / "aligned.json")["face_index"] == i
+    assert not (out / "aligned.png").exists()
+    for name in ("pasted/reconstruction.png", "pasted/interfacegan_smile/s+2.png"):
+        got = _rgb(out / name)
+        outside = ~(quad_mask(quads[0], original.shape[:2], shrink=-0.02)
+                    | quad_mask(quads[1], original.shape[:2], shrink=-0.02))
+        assert np.array_equal(got[outside], original[outside]), name
+        for quad in quads:
+            inside = quad_mask(quad, original.shape[:2], shrink=0.3)
+            assert np.abs(got - original)[inside].mean() > 10, name
+    # the same as pasting each face's saved edited crop, one after the other
+    from clcae.align import paste_back
+
+    again = load_image(photo)
+    for i, quad in enumerate(quads):
+        again = paste_back(again, Image.open(out / f"face{i}" / "edits" / "interfacegan_smile" / "wplus_f_s+2.png"),
+                           quad)
+    assert np.abs(np.asarray(again, np.int16) - _rgb(out / "pasted" / "interfacegan_smile" / "s+2.png")).max() <= 1
+    page = (out / "index.html").read_text(encoding="utf-8")
+    sources = [urllib.parse.unquote(s) for s in re.findall(r'<img src="([^"]+)"', page)]
+    assert all((out / s).is_file() for s in sources) and "face1/edits/interfacegan_smile/wplus_f_s+2.png" in sources
+    assert 'class="note faces"' not in page
+
+    # a face the photo does not have, or both options: usage errors, nothing written
+    assert photo_script.main([*base, "--face", "2", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "face 2:" in err and "two.png has 2 face(s), numbered 0 to 1" in err
+    assert not (tmp_path / "none").exists()
+    assert photo_script.main([*base, "--face", "1", "--all-faces", "--out", str(tmp_path / "none")]) == 2
+    assert "--face and --all-faces" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ invert.py / edit.py
