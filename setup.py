@@ -1,5 +1,5 @@
 """Installs the ``clcae`` package and its ``clcae`` command: ``pip install -e .`` (``.[align]`` adds face
-alignment, ``.[test]`` pytest)."""
+alignment, ``.[app]`` what ``clcae app`` needs (the same face alignment), ``.[test]`` pytest)."""
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -15,7 +15,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["clcae", "clcae.*"]),
-    package_data={"clcae.ops": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h"]},
+    package_data={"clcae.ops": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h"],
+                  "clcae.app": ["static/*.html", "examples/*.jpg"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
@@ -33,5 +34,7 @@ setup(
     extras_require={
         "test": ["pytest", "scikit-image"],
         "align": ["dlib-bin", "face_recognition_models"],
+        # the web app's server is the standard library; it finds faces with the [align] extra
+        "app": ["dlib-bin", "face_recognition_models"],
     },
 )
