@@ -14,7 +14,7 @@ line. The exit status is 1 when any check FAILs (else 0); ``--json`` prints the 
   when there is a GPU and a build;
 - the **CPU**: its features from ``/proc/cpuinfo`` (AVX2, AVX-512, bf16 / AMX), torch's kernel level and threads;
   and the **fastest settings**, measured here: one synthesis of the shipped generator with the reference path, the
-  fast path and bf16 autocast (``--no-bench`` skips it);
+  fast path, bf16 autocast and (on the CPU) one thread against all (``--no-bench`` skips it);
 - the **optional extras**: dlib and its model files (``[align]``, which ``clcae app`` needs too), the LPIPS trunk
   weights in the torch cache (nothing is downloaded);
 - the **shipped models** in ``pretrained/`` (or ``$CLCAE_PRETRAINED_DIR``): each present file loaded as the tools
@@ -342,9 +342,10 @@ def _time_best(fn: Callable[[], Any], reps: int) -> float:
 
 
 def check_fastest_settings(reps: int = 3) -> Check:
-    """Time one synthesis of the shipped generator (batch 4) with the reference path, the fast path and bf16
-    autocast on the fast path, on the GPU when there is one; the line names the fastest that agrees with the
-    reference."""
+    """Time one synthesis of the shipped generator (batch 4, best of ``reps`` after a warm-up) with the reference
+    path, the fast path and bf16 autocast on the fast path, on the GPU when there is one, and on a CPU with several
+    threads also the fast path on one thread; the line names the fastest setting (all agree with the reference)
+    and the load average, since timings on a busy machine move."""
     from .checkpoints import load_generator
     from .pretrained import SYNTHFACES_GENERATOR, shipped
 
@@ -355,40 +356,47 @@ def check_fastest_settings(reps: int = 3) -> Check:
     device = torch.device("cuda" if _gpu_count() else "cpu")
     G = load_generator(path, device=device)
     ws = G.mapping(torch.randn(4, G.style_dim, generator=torch.Generator().manual_seed(0)).to(device))
-    impls = ["ref", "fast"] + (["cuda"] if device.type == "cuda" else [])
-    bf16 = device.type == "cpu" or torch.cuda.is_bf16_supported()
+    threads = torch.get_num_threads()
+    # (label, impl, bf16 autocast, threads)
+    settings = [("ref", "ref", False, threads), ("fast", "fast", False, threads)]
+    if device.type == "cuda":
+        settings.append(("cuda", "cuda", False, threads))
+    if device.type == "cpu" or torch.cuda.is_bf16_supported():
+        impl = "cuda" if device.type == "cuda" else "fast"
+        settings.append((f"{impl}+bf16", impl, True, threads))
+    if device.type == "cpu" and threads > 1:
+        settings.append(("fast@1 thread", "fast", False, 1))
     timings: dict[str, float] = {}
     images: dict[str, torch.Tensor] = {}
 
-    def render(impl: str, autocast: bool) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = G.synthesis(ws, noise_mode="const")
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            return out
-        return run
+    def render(autocast: bool) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = G.synthesis(ws, noise_mode="const")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out
 
-    for impl in impls:
-        G.set_impl(impl)
-        images[impl] = render(impl, False)().float()
-        timings[impl] = _time_best(render(impl, False), reps)
-        if bf16 and impl != "ref":
-            key = f"{impl}+bf16"
-            images[key] = render(impl, True)().float()
-            timings[key] = _time_best(render(impl, True), reps)
-    G.set_impl("auto")
+    try:
+        for label, impl, autocast, n in settings:
+            G.set_impl(impl)
+            torch.set_num_threads(n)
+            images[label] = render(autocast).float()
+            timings[label] = _time_best(lambda: render(autocast), reps)
+    finally:
+        torch.set_num_threads(threads)
+        G.set_impl("auto")
     diffs = {k: _max_diff(v, images["ref"]) for k, v in images.items()}
     fastest = min(timings, key=timings.get)
     ms = ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in timings.items())
-    advice = {"ref": "impl='ref'", "fast": "the default impl='auto' (fast path), fp32",
-              "cuda": "the default impl='auto' (CUDA kernels), fp32"}
-    pick = advice.get(fastest, f"impl='{fastest.split('+')[0]}' with bf16 autocast (--bf16 where a script has it)")
-    detail = (f"{G.size} px generator, batch 4, {device.type}, {torch.get_num_threads()} thread(s): {ms}; "
-              f"fastest: {pick}")
-    data = {"device": device.type, "threads": torch.get_num_threads(), "seconds": timings, "max_diff_vs_ref": diffs,
-            "fastest": fastest}
-    if diffs.get("fast", 0.0) > 1e-3:
+    _, impl, autocast, n = next(s for s in settings if s[0] == fastest)
+    pick = ("impl='ref'" if impl == "ref" else "the default impl='auto'") + (", bf16 autocast" if autocast else "")
+    pick += f", {n} thread(s) (--threads {n})" if device.type == "cpu" else ""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    busy = f"; load average {load:.1f}" if load is not None and device.type == "cpu" else ""
+    detail = f"{G.size} px generator, batch 4, {device.type}{busy}: {ms}; fastest: {pick}"
+    data = {"device": device.type, "threads": threads, "seconds": timings, "max_diff_vs_ref": diffs,
+            "fastest": fastest, "load_average": load}
+    if diffs["fast"] > 1e-3:
         return Check("fastest", FAIL, detail + f"; but fast differs from ref by {diffs['fast']:.1e}",
                      "Use G.set_impl('ref') and run python -m pytest tests/test_stylegan2.py.", data)
     return Check("fastest", OK, detail, data=data)
