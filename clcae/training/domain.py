@@ -37,6 +37,7 @@ from ..losses.identity import ArcMarginHead
 from ..metrics.frechet import feature_statistics, frechet_distance
 from ..metrics.verification import attribute_errors, verification_metrics
 from ..networks.domain import DomainNet, load_domain_net, save_domain_net
+from ..networks.memory_format import to_channels_last
 from .logger import TrainLogger
 from .runs import make_run_dir, merge_resume_options, resolve_run_dir, stop_on_signals, write_options_record
 from .sampler import InfiniteSampler, derive_seed
@@ -349,7 +350,8 @@ class DomainNetTrainer:
         self.net = DomainNet(**net_kwargs(opts))
         self.head = ArcMarginHead(self.net.embed_dim, len(self.class_person_ids), s=opts["arc_s"], m=opts["arc_m"])
         if opts["channels_last"]:
-            self.net = self.net.to(memory_format=torch.channels_last)
+            # except the small strided 1x1 shortcuts, whose channels-last CPU backward crashes on AVX-512
+            self.net = to_channels_last(self.net)
         decay, no_decay = [], []
         for module in (self.net, self.head):
             for p in module.parameters():

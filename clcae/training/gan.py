@@ -44,6 +44,7 @@ from ..checkpoints import CheckpointError, load_state_dict_strict
 from ..losses.gan import (d_logistic_loss, g_nonsaturating_loss, path_length_penalty, path_lengths, r1_penalty,
                           update_pl_mean)
 from ..networks.layers import IMPLS
+from ..networks.memory_format import to_channels_last
 from ..networks.stylegan2 import Discriminator, Generator
 from . import distributed as du
 from .augment import AdaptiveAugment
@@ -465,7 +466,7 @@ class StyleGAN2Trainer:
         if opts.channels_last:
             self.G.set_memory_format(torch.channels_last)
             self.G_ema.set_memory_format(torch.channels_last)
-            self.D.to(memory_format=torch.channels_last)
+            to_channels_last(self.D)  # not its small strided 1x1 skips: their CPU backward crashes on AVX-512
         seed_everything(derive_seed(opts.seed, rank))  # per-rank global RNGs (the loop itself uses the streams)
 
         def adam(params, interval: int, active: bool) -> torch.optim.Adam:
