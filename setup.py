@@ -32,7 +32,7 @@ setup(
     ],
     entry_points={"console_scripts": ["clcae = clcae.console:console_entry"]},
     extras_require={
-        "test": ["pytest", "scikit-image"],
+        "test": ["pytest", "pytest-xdist", "scikit-image"],
         "align": ["dlib-bin", "face_recognition_models"],
         # the web app's server is the standard library; it finds faces with the [align] extra
         "app": ["dlib-bin", "face_recognition_models"],
