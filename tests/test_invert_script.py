@@ -181,7 +181,17 @@ def test_resume_skips_and_overwrite_recomputes(assets):
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["done"], summary["skipped"]) == (1, len(GOOD) - 1)
     again = _snapshot(out)
-    assert again["latents/b.pt"] == first["latents/b.pt"] and again["w/a.png"][0] == first["w/a.png"][0]
+    assert again["latents/b.pt"] == first["latents/b.pt"]
+    # what the project promises: the same batch gives the same bytes (the --overwrite run below); another batch
+    # (here a alone, first inside a batch of 4) may change the convolution algorithm and so the last bits of the
+    # floats, so the pixels agree within one 8-bit level
+    alone, batched = (np.asarray(Image.open(io.BytesIO(b[0])), np.int16) for b in (again["w/a.png"], first["w/a.png"]))
+    assert alone.shape == batched.shape and np.abs(alone - batched).max() <= 1
+    codes_alone, codes_batched = (torch.load(io.BytesIO((again if k == "a" else first)["latents/a.pt"][0]),
+                                             weights_only=True) for k in ("a", "first"))
+    for k, v in codes_batched.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            torch.testing.assert_close(codes_alone[k], v, rtol=1e-4, atol=1e-5)
     assert again["w/a.png"][1] != first["w/a.png"][1]  # a's files were rewritten (atomic replace: new inode)
 
     assert run(*args, "--overwrite") == 0

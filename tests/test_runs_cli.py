@@ -52,14 +52,21 @@ def test_options_records_are_never_overwritten(tmp_path):
     assert json.loads(p0.read_text()) == {"a": 1}
 
 
-def test_stop_on_signals_requests_a_stop_then_aborts():
-    reasons, logs = [], []
-    with runs.stop_on_signals(reasons.append, logs.append, stopping=lambda: bool(reasons)):
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert reasons == ["SIGTERM"] and "saving a checkpoint" in logs[0]
-        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts
-            os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+@pytest.mark.parametrize("sigint_before", ["default", "ignored"])
+def test_stop_on_signals_requests_a_stop_then_aborts(sigint_before):
+    # SIGINT's handler on entry is whatever the shell gave: Python's default, or SIG_IGN in a background job
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler if sigint_before == "default" else signal.SIG_IGN)
+    try:
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        reasons, logs = [], []
+        with runs.stop_on_signals(reasons.append, logs.append, stopping=lambda: bool(reasons)):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert reasons == ["SIGTERM"] and "saving a checkpoint" in logs[0]
+            with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts
+                os.kill(os.getpid(), signal.SIGINT)
+        assert {sig: signal.getsignal(sig) for sig in before} == before  # handlers restored, whatever they were
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_cli_types_and_exit_statuses(capsys):
