@@ -136,6 +136,50 @@ def test_query_grad_detach_keeps_the_outputs_and_cuts_the_cross_attention_path_i
     assert grads["detach"][1] > 0 and grads["detach"][1] == pytest.approx(grads["full"][1])
 
 
+def test_residual_feature_branch_starts_at_the_wplus_image_and_loads_back(generator_file, tmp_path):
+    """--feature-mode residual: the F branch's correction starts at zero, so W+F == W+ at step 0; feature matching
+    is ||f||^2; after training, the loaded inverter's f (= G_k(W+) + correction) re-renders W+F with the replace
+    blend, and old (replace) encoders keep their architecture."""
+    opts, _, _ = resolve_encoder_options(_opts(generator_file, method="clcae", data="synthfaces", batch=2,
+                                               contrastive_lambda=0.0, stage2_init="none", feature_mode="residual",
+                                               feature_ramp="none"))
+    opts.validate()
+    torch.manual_seed(0)
+    task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
+    assert task.inverter.encoder.feature_residual and hasattr(task.inverter.encoder, "feature_delta")
+    x = torch.stack([task.train_dataset[i] for i in range(2)])
+    out = task._forward(x, 0, "const", train=True)
+    assert torch.equal(out["image_wplus_f"], out["image_wplus"]) and float(out["f"].detach().abs().max()) == 0
+    terms = task._losses(x, out, 0)
+    assert float(terms["feature_matching"]) == 0
+    res = _train(**_opts(generator_file, method="clcae", stage="invert", data="synthfaces", batch=2, steps=3,
+                         val_interval=3, save_interval=3, contrastive_lambda=0.0, stage2_init="none", lr=1e-2,
+                         feature_mode="residual", out=str(tmp_path / "res")))
+    assert res.step == 3
+    inv = load_inverter(tmp_path / "res" / "checkpoints" / "best_model.pt")
+    assert inv.encoder.feature_residual
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        o = inv.invert(x)
+        assert float(o["f_delta"].abs().max()) > 0  # trained away from zero
+        torch.testing.assert_close(o["f"], o["f_gen"] + o["f_delta"])
+        again = inv.decoder.synthesis(o["wplus"], noise_mode="const", features_in={inv.idx_k: o["f"]})
+        torch.testing.assert_close(again, o["image_wplus_f"], rtol=1e-4, atol=1e-5)
+        half = inv.decoder.synthesis(o["wplus"], noise_mode="const", features_in={inv.idx_k: o["f_delta"]},
+                                     feature_scale=0.5, feature_mode="add")
+        torch.testing.assert_close(half, inv.decoder.synthesis(o["wplus"], noise_mode="const", feature_scale=0.5,
+                                                               features_in={inv.idx_k: o["f"]}), rtol=1e-4,
+                                   atol=1e-5)
+        only_w = inv.invert(x, images=("w",))  # f needs G_k(W+) even when no W+ image is asked for
+        torch.testing.assert_close(only_w["f"], o["f"])
+    plain, _, _ = resolve_encoder_options(_opts(generator_file, method="clcae", data="synthfaces",
+                                                contrastive_lambda=0.0, stage2_init="none"))
+    plain.validate()
+    assert plain.feature_mode == "replace"
+    enc = build_task(plain, torch.device("cpu"), 0, 1, lambda m: None).inverter.encoder
+    assert not enc.feature_residual and "feature_residual" not in enc.config
+
+
 def test_resume_is_bit_identical(generator_file, tmp_path):
     common = _opts(generator_file, method="e4e", data="synthfaces", batch=2, val_interval=2, save_interval=2,
                    progressive_start=1, progressive_every=1)

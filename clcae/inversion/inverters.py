@@ -16,6 +16,7 @@ Outputs (every image unclamped, at the generator's full resolution, rendered wit
 - ``wplus`` [B, n, D]: the codes fed to the generator (all archs);
 - ``f`` [B, 512, 16, 16] (CLCAE): the F-space feature, blended in at generator index ``idx_k`` with scale 1;
 - ``f_gen`` (CLCAE): the generator's own activation at ``idx_k`` in the W+ pass (recorded before the blend);
+- ``f_delta`` (CLCAE with a residual F branch): the encoder's correction, ``f = f_gen + f_delta``;
 - ``image_wplus_f`` (CLCAE): G(W+) with f injected, the CLCAE result;
 - ``image_wplus`` (all): G(W+);
 - ``image_w`` (CLCAE): G(w repeated over the layers).
@@ -161,6 +162,10 @@ class CLCAEInverter(Inverter):
     ``latent_avg`` by :func:`render_average_image` and cached (``avg_image_source`` says which). Three generator
     passes with the constant noise buffers: W+ with ``f`` blended in at ``idx_k`` with ``feature_scale`` (1.0, full
     replacement, as official inference), W+ alone, and w repeated.
+
+    With a residual F branch (``encoder.feature_residual``, ours) the encoder's output is a correction ``Δf`` added
+    to the generator's activation ``G_k(W+)``; the output ``f`` is then ``G_k(W+) + Δf`` (what the replace blend
+    needs to give the same image, at any scale) and ``f_delta`` is ``Δf``.
     """
 
     arch = "clcae"
@@ -212,18 +217,26 @@ class CLCAEInverter(Inverter):
         wplus = offsets + w.unsqueeze(1)
         out = {"w": w, "wplus": wplus, "f": f}
         G = self.decoder
+        residual = getattr(self.encoder, "feature_residual", False)
         if "wplus_f" in images:
             img, feats = G.synthesis(wplus, noise_mode="const", features_in={self.idx_k: f},
-                                     feature_scale=self.feature_scale, return_features=True)
+                                     feature_scale=self.feature_scale, return_features=True,
+                                     feature_mode="add" if residual else "replace")
             out["image_wplus_f"], out["f_gen"] = img, feats[self.idx_k]
             del feats
-        if "wplus" in images:
+        if "wplus" in images or (residual and "f_gen" not in out):
             if "f_gen" in out:
                 out["image_wplus"] = G.synthesis(wplus, noise_mode="const")
             else:
                 img, feats = G.synthesis(wplus, noise_mode="const", return_features=True)
-                out["image_wplus"], out["f_gen"] = img, feats[self.idx_k]
+                out["f_gen"] = feats[self.idx_k]
+                if "wplus" in images:
+                    out["image_wplus"] = img
                 del feats
+        if residual:
+            # the feature that replaces G's activation: with the replace blend at any scale s,
+            # (1 - s) h + s (h + df) = h + s df, so `f` keeps its meaning for every consumer (edits, latents files)
+            out["f_delta"], out["f"] = f, out["f_gen"] + f
         if "w" in images:
             out["image_w"] = G.synthesis(w, noise_mode="const")
         return out

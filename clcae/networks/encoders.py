@@ -275,13 +275,18 @@ class CLCAEEncoder(PyramidEncoder):
       the official code);
     - ``f`` [B, feature_channels, 16, 16]: p1 tokens (row-major, sequence-first) query ``dw``, back to a map,
       zero-padded to a square (a 48x64 car map gets 8 rows above and below), then ``content_layer``.
+
+    ``feature_residual=True`` (ours, not in the official code): ``f`` is a correction ``Δf`` that the inverter adds
+    to the generator's own activation at the injection index (``G_k(W+) + Δf``) instead of a replacement for it; a
+    zero-initialised 1x1 conv (``feature_delta``) ends the branch, so training starts from the W+ image.
     """
 
     def __init__(self, n_styles: int = 18, coarse_ind: int = 2, middle_ind: int = 6, w_attention: bool = True,
                  nhead: int = 4, dim_feedforward: int = 1024, dropout: float = 0.1, feature_channels: int = 512,
-                 feature_downsample: int = 2, **trunk_kwargs):
+                 feature_downsample: int = 2, feature_residual: bool = False, **trunk_kwargs):
         super().__init__(**trunk_kwargs)
         self.n_styles = n_styles
+        self.feature_residual = bool(feature_residual)
         self.coarse_ind = coarse_ind
         self.middle_ind = middle_ind
         self.w_attention = w_attention
@@ -296,10 +301,20 @@ class CLCAEEncoder(PyramidEncoder):
             self.cross_attention = nn.ModuleList([CrossAttentionLayer(d, nhead, dim_feedforward, dropout)
                                                   for _ in range(n_styles)])
         self._add_laterals()
+        if self.feature_residual:  # f is a correction added to G's own activation: a zero-initialised linear end
+            self.feature_delta = nn.Conv2d(feature_channels, feature_channels, 1)
+            self.zero_feature_delta()
         self.config = dict(n_styles=n_styles, coarse_ind=coarse_ind, middle_ind=middle_ind, w_attention=w_attention,
                            nhead=nhead, dim_feedforward=dim_feedforward, dropout=dropout,
                            feature_channels=feature_channels, feature_downsample=feature_downsample,
-                           **self._trunk_config())
+                           **({"feature_residual": True} if self.feature_residual else {}), **self._trunk_config())
+
+    def zero_feature_delta(self) -> None:
+        """Zero the residual F branch's last conv (no-op without one), so that W+F starts as the W+ image; call it
+        again after any whole-network re-initialisation."""
+        if self.feature_residual:
+            nn.init.zeros_(self.feature_delta.weight)
+            nn.init.zeros_(self.feature_delta.bias)
 
     def forward(self, x: torch.Tensor, w_offset: torch.Tensor | None = None, detach_query: bool = False):
         c3, p2, p1 = self.pyramid(x, 3)
@@ -330,4 +345,5 @@ class CLCAEEncoder(PyramidEncoder):
             side = max(h, w)
             top, left = (side - h) // 2, (side - w) // 2
             out = F.pad(out, (left, side - w - left, top, side - h - top))
-        return self.content_layer(out)
+        out = self.content_layer(out)
+        return self.feature_delta(out) if self.feature_residual else out

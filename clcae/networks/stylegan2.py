@@ -6,8 +6,9 @@ feature into the activation at index ``k``).
 
 Activation indices (``features`` / ``features_in``): 0 is the constant input, 1 the output of the first 4x4 conv,
 then one entry per styled conv (two per resolution). A feature given for index ``j`` replaces the running
-activation just before it enters the next styled conv, ``h <- (1 - s) * h + s * f``; the returned ``features[j]``
-is always the activation as computed, before any blend. At 1024 px index 5 is the 16x16 map that enters the first
+activation just before it enters the next styled conv, ``h <- (1 - s) * h + s * f`` (``feature_mode='replace'``, the
+official blend) or ``h <- h + s * f`` (``'add'``: f is a correction of the generator's own activation); the returned
+``features[j]`` is always the activation as computed, before any blend. At 1024 px index 5 is the 16x16 map that enters the first
 32x32 conv (CLCAE's default).
 """
 from __future__ import annotations
@@ -170,7 +171,7 @@ class Generator(nn.Module):
 
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const", features_in: Mapping[int, torch.Tensor] | None = None,
                   feature_scale: float | torch.Tensor = 1.0, return_features: bool = False,
-                  noise: Sequence[torch.Tensor | None] | None = None):
+                  noise: Sequence[torch.Tensor | None] | None = None, feature_mode: str = "replace"):
         """Render images from w or W+.
 
         Args:
@@ -180,12 +181,15 @@ class Generator(nn.Module):
             feature_scale: blend scale ``s`` (float or a tensor broadcastable to the feature).
             return_features: also return the list of ``n_latent`` activations (before any blend).
             noise: explicit per-layer noise tensors (overrides ``noise_mode``).
+            feature_mode: ``'replace'`` (``h <- (1 - s) h + s f``) or ``'add'`` (``h <- h + s f``).
         Returns:
             image [B, 3, size, size] (unclamped, nominally in [-1, 1]), or ``(image, features)``.
         """
         latent = self.to_wplus(ws)
         noises = self._noise_list(noise_mode, noise)
         features_in = dict(features_in or {})
+        if feature_mode not in ("replace", "add"):
+            raise ValueError(f"feature_mode must be 'replace' or 'add'; got {feature_mode!r}")
         for j in features_in:
             if not 0 <= j < self.n_latent:
                 raise ValueError(f"features_in index must be in [0, {self.n_latent - 1}]; got {j}")
@@ -198,6 +202,8 @@ class Generator(nn.Module):
             if f.shape[1:] != h.shape[1:]:
                 raise ValueError(f"features_in[{j}] has shape {tuple(f.shape)}; the activation there is "
                                  f"{tuple(h.shape)}")
+            if feature_mode == "add":
+                return h + feature_scale * f
             return (1 - feature_scale) * h + feature_scale * f
 
         out = self.input(latent.shape[0]).contiguous(memory_format=self.memory_format)

@@ -190,6 +190,8 @@ class InversionTask(EncoderTask):
         enc = self.inverter.encoder
         if opts.init == "official":
             official_init(enc)
+            if opts.method == "clcae":
+                enc.zero_feature_delta()  # a residual F branch starts at zero (W+F = W+)
         self._init_trunk(enc)
         enc = self.inverter.encoder = self.distributed_batchnorm(enc)
         self.trainable = {"encoder": enc}
@@ -225,7 +227,8 @@ class InversionTask(EncoderTask):
                                   "another --idx-k (5 is 16x16) or --input-size")
             enc = CLCAEEncoder(n_styles=G.n_latent, coarse_ind=coarse, middle_ind=middle,
                                w_attention=opts.w_attention, nhead=opts.nhead, dim_feedforward=opts.dim_feedforward,
-                               dropout=opts.dropout, feature_channels=int(c), feature_downsample=int(down), **trunk)
+                               dropout=opts.dropout, feature_channels=int(c), feature_downsample=int(down),
+                               feature_residual=opts.feature_mode == "residual", **trunk)
             inv = CLCAEInverter(enc, G, la, self.input_size, idx_k=opts.idx_k)
             inv.set_avg_image(render_average_image(G, la, self.input_size), "rendered")
             return inv
@@ -336,9 +339,13 @@ class InversionTask(EncoderTask):
                 out.update(w=w, wplus=wplus, f=f)
                 if opts.feature_branch:
                     s = feature_ramp_scale(opts.feature_ramp, step, self.ramp_steps)
+                    residual = opts.feature_mode == "residual"
                     img, feats = G.synthesis(wplus, noise_mode=noise_mode, features_in={opts.idx_k: f},
-                                             feature_scale=s, return_features=True)
-                    out["f_target"] = feats[opts.idx_k].detach()
+                                             feature_scale=s, return_features=True,
+                                             feature_mode="add" if residual else "replace")
+                    # feature matching pulls the injected feature towards G_k(W+): for a residual branch the
+                    # injected feature is G_k(W+) + f, so the term is ||f||^2
+                    out["f_target"] = torch.zeros_like(f) if residual else feats[opts.idx_k].detach()
                     out["image_wplus_f"] = img
                     out["feature_scale"] = torch.tensor(s)
                 out["image_wplus"] = G.synthesis(wplus, noise_mode=noise_mode)
