@@ -130,7 +130,7 @@ def check_gpu() -> Check:
 def check_cuda_toolkit() -> Check:
     from .ops import _build
 
-    home = _build._cuda_home()
+    home = _build.find_cuda_home()
     env = os.environ.get("CUDA_HOME")
     if home is None:
         data = {"cuda_home": None, "env_cuda_home": env, "nvcc": shutil.which("nvcc")}
@@ -208,7 +208,7 @@ def check_ops_build(build: bool) -> Check:
     gpu = _gpu_count() > 0
     if not torch.version.cuda:
         return Check("ops build", OK, "not needed: this torch has no CUDA (the PyTorch ops are used)")
-    if _build._cuda_home() is None and not build:
+    if _build.find_cuda_home() is None and not build:
         if gpu:
             return Check("ops build", WARN, "not built: no CUDA toolkit (the ops run their PyTorch path)",
                          "Install the CUDA toolkit (see the nvcc line) and run clcae doctor --build.")
@@ -219,7 +219,7 @@ def check_ops_build(build: bool) -> Check:
     if all(p is not None for p in cached.values()) and not build:
         try:
             for op in _cuda_ops.EXTENSION_OPS:  # a cache hit: loading takes well under a second
-                _cuda_ops._extension(op, required=True)
+                _cuda_ops.load_extension(op)
         except Exception as e:  # noqa: BLE001
             return Check("ops build", FAIL, f"the cached build in {_build.extensions_root()} does not load: {e}",
                          "Delete that folder (or set CLCAE_EXTENSIONS_DIR elsewhere) and run clcae doctor --build.",
@@ -236,7 +236,7 @@ def check_ops_build(build: bool) -> Check:
     start = time.perf_counter()
     try:
         for op in _cuda_ops.EXTENSION_OPS:
-            _cuda_ops._extension(op, required=True)
+            _cuda_ops.load_extension(op)
     except Exception as e:  # noqa: BLE001 - any build failure is the finding
         summary = str(e).strip().splitlines()
         return Check("ops build", FAIL, f"the CUDA build failed: {summary[-1] if summary else type(e).__name__}",

@@ -91,7 +91,7 @@ def test_ops_build_states(monkeypatch, tmp_path):
     monkeypatch.setenv("CLCAE_EXTENSIONS_DIR", str(tmp_path / "ext"))
     from clcae.ops import _build
 
-    monkeypatch.setattr(_build, "_cuda_home", lambda: "/opt/cuda")  # a toolkit, whatever this machine has
+    monkeypatch.setattr(_build, "find_cuda_home", lambda: "/opt/cuda")  # a toolkit, whatever this machine has
     monkeypatch.setattr(_cuda_ops, "cached_library", lambda op: None)
     monkeypatch.setattr(doctor, "_gpu_count", lambda: 0)
     assert doctor.check_ops_build(build=False).status == doctor.OK
@@ -99,16 +99,16 @@ def test_ops_build_states(monkeypatch, tmp_path):
     missing = doctor.check_ops_build(build=False)
     assert missing.status == doctor.WARN and "--build" in missing.fix
 
-    def failing(op, required):
+    def failing(op):
         raise RuntimeError("Error building extension 'clcae_upfirdn2d'\nnvcc fatal: unsupported gpu architecture")
 
-    monkeypatch.setattr(_cuda_ops, "_extension", failing)
+    monkeypatch.setattr(_cuda_ops, "load_extension", failing)
     failed = doctor.check_ops_build(build=True)
     assert failed.status == doctor.FAIL and "unsupported gpu architecture" in failed.detail
     assert "CLCAE_OPS_VERBOSE=1" in failed.fix and doctor.exit_status([failed]) == 1
 
     built: list[str] = []
-    monkeypatch.setattr(_cuda_ops, "_extension", lambda op, required: built.append(op))
+    monkeypatch.setattr(_cuda_ops, "load_extension", lambda op: built.append(op))
     ok = doctor.check_ops_build(build=True)
     assert ok.status == doctor.OK and ok.detail.startswith("built in") and built == list(_cuda_ops.EXTENSION_OPS)
 

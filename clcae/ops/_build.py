@@ -32,7 +32,7 @@ from types import ModuleType
 from typing import Iterable, Sequence
 
 __all__ = ["build_extension", "build_key", "cached_library", "extensions_root", "set_strict", "is_strict",
-           "cuda_arch_list"]
+           "cuda_arch_list", "find_cuda_home"]
 
 # bump when the way builds are made changes (flags, layout), so that old cache entries are not reused
 _BUILDER_VERSION = "1"
@@ -125,6 +125,11 @@ def _cuda_home() -> str | None:
     candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), cpp_extension.CUDA_HOME,
                   os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None, "/usr/local/cuda"]
     return next((c for c in candidates if _is_toolkit(c)), None)
+
+
+def find_cuda_home() -> str | None:
+    """The CUDA toolkit root a build uses (see :func:`_cuda_home`), or None when there is none."""
+    return _cuda_home()
 
 
 def _nvcc_version() -> str:

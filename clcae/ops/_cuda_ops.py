@@ -33,7 +33,7 @@ from . import _build
 from .bias_act import fused_leaky_relu_ref
 from .upfirdn2d import _as_2d, _check, _out_size, _parse_factor, parse_pad, upfirdn2d_fast
 
-__all__ = ["upfirdn2d_cuda_fn", "bias_act_cuda_fn", "reset", "EXTENSION_OPS", "cached_library"]
+__all__ = ["upfirdn2d_cuda_fn", "bias_act_cuda_fn", "reset", "EXTENSION_OPS", "cached_library", "load_extension"]
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
 # op -> (extension name, sources)
@@ -61,6 +61,14 @@ def cached_library(op: str) -> Path | None:
     or None when it has not been built for this torch, toolkit and architecture list (nothing is compiled)."""
     name, sources = _EXTENSIONS[op]
     return _build.cached_library(name, [_CSRC / s for s in sources])
+
+
+def load_extension(op: str) -> ModuleType:
+    """Build (or load from the cache) ``op``'s extension now; raises ``RuntimeError`` with the build's error when
+    that fails, whatever the strict setting (``clcae doctor --build``)."""
+    module = _extension(op, required=True)
+    assert module is not None  # required=True raises instead
+    return module
 
 
 def reset() -> None:
