@@ -146,6 +146,8 @@ def test_whole_path_on_the_astronaut(app):
 
     status, other = post_json(base + "/api/invert", {"session": sid, "model": "psp (SynthFaces)"})
     assert status == 200 and other["session"] == sid and other["method"] == "psp"
+    assert request(f"{base}/files/{sid}/{state['images']['wplus']}")[0] == 404  # the clcae result is gone
+    assert image(base, sid, other["images"]["wplus"]).shape == (64, 64, 3)
     assert set(other["kinds"]) == {"wplus"} and other["paste_kind"] == "wplus"  # pSp has no w head, no F
 
     status, example, _ = request(base + "/api/example?name=astronaut", b"")
@@ -156,6 +158,7 @@ def test_bad_uploads_are_refused_and_the_app_keeps_working(app):
     base, editor = app
     status, opened = open_photo(base, ASTRONAUT.read_bytes())
     sid = opened["session"]
+    folders = sorted(p.name for p in editor.workdir.iterdir())
 
     status, answer = open_photo(base, b"\x00" * (editor.max_upload_bytes + 1))
     assert status == 413 and "limit is 2 MiB" in answer["error"]
@@ -175,6 +178,7 @@ def test_bad_uploads_are_refused_and_the_app_keeps_working(app):
     assert status == 400 and "expired" in answer["error"]
     status, body, _ = request(base + "/api/edit", b"not json", headers={"Content-Type": "application/json"})
     assert status == 400
+    assert sorted(p.name for p in editor.workdir.iterdir()) == folders  # refused photos leave nothing behind
     # the photo opened before the bad requests is still there and still edits
     status, edit = post_json(base + "/api/edit", {"session": sid, "strengths": {"yaw": 1.5}})
     assert status == 200 and image(base, sid, edit["images"]["pasted"]).shape == (512, 512, 3)
@@ -186,8 +190,9 @@ def test_only_a_sessions_own_files_are_served(app):
     sid = opened["session"]
     session = editor.session(sid)
     assert sorted(p.name for p in session.folder.iterdir() if p.is_file()) == ["upload"]  # never a client's name
-    for rel in ("upload", "result/index.html", "../" + sid + "/upload", "%2e%2e/%2e%2e/etc/passwd",
-                "result/../upload"):
+    assert (session.folder / "result001" / "index.html").is_file()  # written by the pipeline, never registered
+    for rel in ("upload", "result001/index.html", "../" + sid + "/upload", "%2e%2e/%2e%2e/etc/passwd",
+                "result001/../upload"):
         status, body, _ = request(f"{base}/files/{sid}/{rel}")
         assert status in (400, 404), rel
     status, body, _ = request(f"{base}/files/{'A' * 22}/{opened['images']['pasted']}")

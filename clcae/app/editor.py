@@ -103,6 +103,7 @@ class Session:
         latents: the codes (``w``, ``wplus``, ``f``) on the CPU.
         target: where the crop goes back into the photo.
         renders: how many edits were rendered (names each edit's folder).
+        inversions: how many times the photo was inverted (names each result's folder).
         last_edit: relative paths of the last edit's images (``{kind: path, 'pasted': path}``).
     """
 
@@ -114,6 +115,7 @@ class Session:
     latents: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     target: PasteTarget | None = None
     renders: int = 0
+    inversions: int = 0
     last_edit: dict[str, str] = dataclasses.field(default_factory=dict)
     used: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -245,20 +247,32 @@ class PhotoEditor:
         name = model if model is not None else next(iter(self.models))
         with self._compute:
             entry = self._model(name)
-            out = session.folder / "result"
-            if out.exists():
-                shutil.rmtree(out)
-            session.files = {f for f in session.files if not f.startswith("result/")}
-            result = process_photo(photo, out, entry.loaded, (), detector=self.detector, feather=self.feather)
+            session.inversions += 1
+            out = session.folder / f"result{session.inversions:03d}"  # the previous result stays until this works
+            try:
+                result = process_photo(photo, out, entry.loaded, (), detector=self.detector, feather=self.feather)
+            except BaseException:
+                shutil.rmtree(out, ignore_errors=True)
+                raise
             face = result.faces[0]  # the largest
             saved = torch.load(face.latents, map_location="cpu", weights_only=True)
+            previous = session.result
             session.latents = {k: saved[k] for k in ("w", "wplus", "f") if k in saved}
             session.target = load_paste_target(face.record)
             session.result, session.model, session.last_edit = result, name, {}
+            session.files = {f for f in session.files if not f.startswith(("result", "edits/"))}
+            if previous is not None:
+                shutil.rmtree(previous.out, ignore_errors=True)
             for path in (result.detected, face.aligned, result.pasted_reconstruction, face.latents,
                          *face.reconstructions.values()):
                 session.register(path)
         return self.state(session)
+
+    def discard(self, session: Session) -> None:
+        """Close a session now and delete its folder (e.g. one whose photo could not be opened)."""
+        with self._sessions_lock:
+            self._sessions.pop(session.id, None)
+        shutil.rmtree(session.folder, ignore_errors=True)
 
     def edit(self, session: Session, strengths: Mapping[str, float]) -> dict[str, Any]:
         """Render the session's inversion moved by ``strengths`` (``{direction: strength}``, summed) for every

@@ -209,18 +209,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post(self, path: str, query: dict[str, str]) -> None:
         editor = self.server.editor
-        if path == "/api/photo":
-            data = self._body(editor.max_upload_bytes)
-            session = editor.new_session()
-            self._json(editor.open_photo(session, data, query.get("model")))
-        elif path == "/api/example":
-            example = self.server.examples.get(query.get("name", ""))
-            if example is None:
-                raise _HTTPError(HTTPStatus.NOT_FOUND, f"no example {query.get('name')!r}")
-            if self.headers.get("Content-Length", "0").strip() != "0":
-                raise _HTTPError(HTTPStatus.BAD_REQUEST, "an example request has no body")
-            session = editor.new_session()
-            self._json(editor.open_photo(session, example.read_bytes(), query.get("model")))
+        if path in ("/api/photo", "/api/example"):
+            if path == "/api/photo":
+                data = self._body(editor.max_upload_bytes)
+            else:
+                example = self.server.examples.get(query.get("name", ""))
+                if example is None:
+                    raise _HTTPError(HTTPStatus.NOT_FOUND, f"no example {query.get('name')!r}")
+                if self.headers.get("Content-Length", "0").strip() != "0":
+                    raise _HTTPError(HTTPStatus.BAD_REQUEST, "an example request has no body")
+                data = example.read_bytes()
+            session = editor.new_session()  # each photo its own session; one that cannot open is closed at once
+            try:
+                state = editor.open_photo(session, data, query.get("model"))
+            except BaseException:
+                editor.discard(session)
+                raise
+            self._json(state)
         elif path == "/api/invert":
             body = self._json_body()
             self._json(editor.invert(self._session(body.get("session")), body.get("model")))
