@@ -2,8 +2,8 @@
 
 - ``clcae app`` on a free local port, through the whole path on the bundled astronaut: upload -> face found and
   aligned -> w / W+ / W+F reconstructions shown -> a slider moved with the keyboard changes the pasted-back output
-  -> the downloads answer; then a photo with no face, a file that is not an image, and the example picker in one
-  page (the error message is shown, and the app keeps working). A screenshot of the edited page is saved (to
+  -> the downloads answer; then a photo with no face, a file that is not an image, one over the size limit, and
+  the example picker in one page (the error message is shown, and the app keeps working). A screenshot of the edited page is saved (to
   ``$CLCAE_APP_SCREENSHOT`` when set; docs/app.png is made that way).
 - the HTML report of ``clcae eval``: every image loads, the tables are there.
 
@@ -181,7 +181,13 @@ def test_app_no_face_bad_file_and_example(browser, app, tmp_path):
     wait(browser, lambda d: "not a usable image" in d.find_element(By.ID, "error").text,
          "no error for a file that is not an image")
 
-    browser.find_element(By.ID, "use-example").click()  # the app still works after both
+    big = tmp_path / "big.jpg"  # over the 10 MiB limit: refused before anything is sent
+    big.write_bytes(b"\xff\xd8" + b"\x00" * (10 * 2 ** 20))
+    upload(browser, big)
+    wait(browser, lambda d: "the limit is 10 MiB" in d.find_element(By.ID, "error").text,
+         "no error for a file over the size limit")
+
+    browser.find_element(By.ID, "use-example").click()  # the app still works after all three
     wait(browser, lambda d: d.find_element(By.ID, "result").is_displayed() and loaded(d, "img-pasted"),
          "the example did not open after the bad uploads")
     assert not browser.find_element(By.ID, "error").is_displayed()

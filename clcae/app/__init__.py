@@ -13,8 +13,8 @@ Needs the ``[align]`` extra for face detection (``pip install -e ".[app]"`` inst
 Python's standard library. The shipped SynthFaces models are out of domain for real photos: the page says so.
 
 Safety: binds to 127.0.0.1 unless ``--host`` says otherwise (and then answers only requests addressed to a
-loopback name); refuses uploads over ``--max-upload-mb`` from their ``Content-Length`` and files that are not images
-with a message; never uses an uploaded file's name (only its bytes are sent); keeps each photo in its own session
+loopback name); refuses uploads over ``--max-upload-mb`` (checked by the page, and by the server from the
+``Content-Length``) and files that are not images with a message; never uses an uploaded file's name (only its bytes are sent); keeps each photo in its own session
 (128 random bits, a private folder, only the files it wrote are served); a bad upload leaves the app, and the photo
 already open, as they were. See :mod:`clcae.app.editor` and :mod:`clcae.app.server`.
 

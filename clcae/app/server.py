@@ -16,7 +16,8 @@ Routes (JSON answers carry ``{"error": message}`` on failure, with the status be
 
 Bound to 127.0.0.1 unless told otherwise; there, requests whose ``Host`` is not a loopback name are refused (a web
 page elsewhere cannot reach the app through DNS rebinding). Request bodies over the limit are refused from their
-``Content-Length`` before being read. Each request runs in its own thread; the editor serialises the computations.
+``Content-Length``: nothing of them is stored (they are read into nothing so the client sees the answer, or the
+connection is cut when they are huge); the page also checks the size before sending. Each request runs in its own thread; the editor serialises the computations.
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ EXAMPLES = Path(__file__).resolve().parent / "examples"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 #: Largest JSON body accepted (the edit and invert requests are a few hundred bytes).
 MAX_JSON_BYTES = 64 * 1024
+#: An upload over the limit but below this is read and discarded before the answer (see ``_Handler._body``).
+DRAIN_BYTES = 256 * 2 ** 20
 #: Slider range (strengths in units of W's norm along a direction, as scripts/edit.py).
 STRENGTH_RANGE = 3.0
 _SESSION = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -116,8 +119,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(HTTPStatus.LENGTH_REQUIRED, "the request needs a Content-Length")
         n = int(length)
         if n > limit:
-            self.close_connection = True  # the body is left unread
-            raise UploadTooLarge(n, limit)
+            # Read the body into nothing (never stored), so the client gets the answer rather than a connection
+            # reset halfway through its upload; a body beyond DRAIN_BYTES is not worth it: cut the connection.
+            if n <= DRAIN_BYTES:
+                while n > 0:
+                    chunk = self.rfile.read(min(n, 2 ** 20))
+                    if not chunk:
+                        break
+                    n -= len(chunk)
+            else:
+                self.close_connection = True
+            raise UploadTooLarge(int(length), limit)
         return self.rfile.read(n)
 
     def _json_body(self) -> dict[str, Any]:
