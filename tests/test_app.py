@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -244,8 +245,17 @@ def test_least_recently_used_sessions_close(app):
     assert not (editor.workdir / first).exists()
 
 
-def test_command_refuses_missing_files(capsys, tmp_path):
+def test_command_refuses_bad_arguments(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        console.main(["app", "--port", "70000"])
+    assert e.value.code == 2 and "expected a port 0..65535" in capsys.readouterr().err
     assert console.main(["app", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert console.main(["app", "--directions", str(tmp_path / "nowhere")]) == 2
     assert "not a folder" in capsys.readouterr().err
+    if default_models():
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            assert console.main(["app", "--port", str(taken.getsockname()[1])]) == 2
+        assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err

@@ -58,6 +58,13 @@ def _model_arg(text: str):
     return ModelChoice(name, Path(path))
 
 
+def _port(text: str) -> int:
+    port = cli.non_negative_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0..65535, got {port}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``clcae app``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-score", type=float, default=0.3, help="face detector score threshold (default 0.3)")
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    g.add_argument("--port", type=cli.non_negative_int, default=7860, help="port (default 7860; 0: any free one)")
+    g.add_argument("--port", type=_port, default=7860, help="port (default 7860; 0: any free one)")
     g.add_argument("--max-upload-mb", type=float, default=10.0, help="largest photo accepted, in MiB (default 10)")
     g.add_argument("--max-sessions", type=cli.positive_int, default=16,
                    help="photos kept open at once; the least recently used is closed beyond (default 16)")
