@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -290,7 +289,7 @@ def check_ops_numerics() -> list[Check]:
         detail = f"impl={impl} vs reference: max |diff| {worst:.1e} (" + ", ".join(diffs) + ")"
         if worst > OPS_TOLERANCE:
             checks.append(Check(f"ops {label}", FAIL, detail + f" > {OPS_TOLERANCE:g}",
-                                f"Use impl='ref' (G.set_impl('ref')) until python -m pytest tests/test_ops.py passes.",
+                                "Use impl='ref' (G.set_impl('ref')) until python -m pytest tests/test_ops.py passes.",
                                 {"impl": impl, "max_diff": diffs}))
         else:
             checks.append(Check(f"ops {label}", OK, detail, data={"impl": impl, "max_diff": diffs}))

@@ -2,9 +2,9 @@
 
 - ``clcae app`` on a free local port, through the whole path on the bundled astronaut: upload -> face found and
   aligned -> w / W+ / W+F reconstructions shown -> a slider moved with the keyboard changes the pasted-back output
-  -> the downloads answer; then a photo with no face, a file that is not an image, one over the size limit, and
-  the example picker in one page (the error message is shown, and the app keeps working). A screenshot of the edited page is saved (to
-  ``$CLCAE_APP_SCREENSHOT`` when set; docs/app.png is made that way).
+  -> the downloads answer; then a photo with no face, a file that is not an image, one over the size limit, and the
+  example picker in one page (the error message is shown, and the app keeps working). A screenshot of the edited
+  page is saved (to ``$CLCAE_APP_SCREENSHOT`` when set; docs/app.png is made that way).
 - the HTML report of ``clcae eval``: every image loads, the tables are there.
 
 Needs ``chromium`` and ``chromium-driver`` (Debian) on PATH, the ``selenium`` package, the [align] extra and the

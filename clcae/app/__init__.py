@@ -12,11 +12,12 @@ and the latents file (``latents.pt``, as ``clcae invert`` writes it) can be down
 Needs the ``[align]`` extra for face detection (``pip install -e ".[app]"`` installs it); the server itself is
 Python's standard library. The shipped SynthFaces models are out of domain for real photos: the page says so.
 
-Safety: binds to 127.0.0.1 unless ``--host`` says otherwise (and then answers only requests addressed to a
+Safety: binds to 127.0.0.1 unless ``--host`` says otherwise (bound there, it answers only requests addressed to a
 loopback name); refuses uploads over ``--max-upload-mb`` (checked by the page, and by the server from the
-``Content-Length``) and files that are not images with a message; never uses an uploaded file's name (only its bytes are sent); keeps each photo in its own session
-(128 random bits, a private folder, only the files it wrote are served); a bad upload leaves the app, and the photo
-already open, as they were. See :mod:`clcae.app.editor` and :mod:`clcae.app.server`.
+``Content-Length``) and files that are not images with a message; never uses an uploaded file's name (only its bytes
+are sent); keeps each photo in its own session (128 random bits, a private folder, only the files it wrote are
+served); a bad upload leaves the app, and the photo already open, as they were. See :mod:`clcae.app.editor` and
+:mod:`clcae.app.server`.
 
 Exit status: 0 stopped with Ctrl-C; 2 a problem with the arguments (a missing checkpoint, the [align] extra
 missing, the port in use).

@@ -11,8 +11,8 @@ Safety, as the app needs it:
 - an upload is bytes; it is written to a fixed name (``upload``) in a folder created for the session, so a file
   name sent by a browser never reaches the file system;
 - uploads over ``max_upload_bytes`` and files that are not images (:func:`clcae.data.images.load_image` decides,
-  with ``max_pixels`` checked from the header before decoding) are refused with :class:`UploadError`, and the
-  session stays usable;
+  with ``max_pixels`` checked from the header before decoding) are refused with :class:`UploadError`; a session
+  keeps the photo it had;
 - sessions are named by 128 random bits; their files are served only from a list each session keeps of what it
   wrote (:meth:`PhotoEditor.file`); at most ``max_sessions`` are kept (the least recently used is deleted);
 - every computation holds one lock, so two users are served one after the other, never mixed.
@@ -37,7 +37,8 @@ from ..align.pipeline import (NoFaceError, PasteTarget, PipelineError, PhotoResu
 from ..data.images import ImageReadError, load_image, save_image
 from ..inversion.runner import LoadedMethod, RunnerError, load_method
 
-__all__ = ["ModelChoice", "UploadError", "UploadTooLarge", "SessionError", "Session", "PhotoEditor", "KIND_TITLES", "USER_ERRORS"]
+__all__ = ["ModelChoice", "UploadError", "UploadTooLarge", "SessionError", "Session", "PhotoEditor", "KIND_TITLES",
+           "USER_ERRORS"]
 
 #: Titles of the representations, in the order the page shows them.
 KIND_TITLES = {"w": "w", "wplus": "W+", "wplus_f": "W+F"}

@@ -17,7 +17,8 @@ Routes (JSON answers carry ``{"error": message}`` on failure, with the status be
 Bound to 127.0.0.1 unless told otherwise; there, requests whose ``Host`` is not a loopback name are refused (a web
 page elsewhere cannot reach the app through DNS rebinding). Request bodies over the limit are refused from their
 ``Content-Length``: nothing of them is stored (they are read into nothing so the client sees the answer, or the
-connection is cut when they are huge); the page also checks the size before sending. Each request runs in its own thread; the editor serialises the computations.
+connection is cut when they are huge); the page also checks the size before sending. Each request runs in its own
+thread; the editor serialises the computations.
 """
 from __future__ import annotations
 
