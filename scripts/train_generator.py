@@ -7,6 +7,9 @@
     # an image folder (searched recursively, centre-cropped and resized to --size), 4 GPUs
     torchrun --standalone --nproc_per_node 4 scripts/train_generator.py --data /data/ffhq --size 256 \\
         --batch 32 --mirror --out runs/sg2-ffhq256
+    # a named recipe (configs/generator_*.yaml) on your own folder of images; flags given here win over it
+    python scripts/train_generator.py --config generator_synthfaces64_projected --data /data/my_faces \\
+        --out runs/my_faces64
     # continue a run (after Ctrl-C, a crash or a kill); options not given come from the checkpoint
     python scripts/train_generator.py --resume runs/sg2-ffhq256 --kimg 10000
 
@@ -25,7 +28,7 @@ import sys
 from clcae import cli
 from clcae.checkpoints import CheckpointError
 from clcae.training.gan import (OPTION_CHOICES, OPTION_GROUPS, ConfigError, GANTrainOptions, NonFiniteLossError,
-                                run_training)
+                                load_generator_config, run_training)
 from clcae.training.options import add_dataclass_arguments
 from clcae.training.state import RunDirError
 
@@ -41,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="RUN_DIR_OR_CKPT",
                    help="continue a run: a run directory (uses checkpoints/latest.pt) or a checkpoint file; options "
                         "not given are taken from the checkpoint")
+    p.add_argument("--config", default=None, metavar="NAME_OR_YAML",
+                   help="a named recipe (configs/NAME.yaml, e.g. generator_synthfaces64_projected) or a YAML file of "
+                        "options; flags given on the command line win over it (not with --resume: a run keeps the "
+                        "options it was started with)")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
                    help="write TensorBoard event files under OUT/tensorboard (default: on; stats.jsonl is always "
                         "written)")
@@ -55,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     resume = args.pop("resume", None)
     tensorboard = args.pop("tensorboard", True)
+    config = args.pop("config", None)
+    if config is not None:
+        if resume is not None:
+            raise ConfigError("--config and --resume do not go together: a resumed run keeps the options stored in "
+                              "its checkpoint (give only the options a resume may change)")
+        args = {**load_generator_config(config), **args}
     result = run_training(args, resume=resume, tensorboard=tensorboard)
     if result.stopped_early:
         return cli.stop_exit_status(result.stop_reason)

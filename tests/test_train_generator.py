@@ -22,9 +22,11 @@ from PIL import Image
 import clcae
 from clcae.checkpoints import detect_format, load_discriminator, save_generator
 from clcae.networks.stylegan2 import Generator
-from clcae.training.augment import AdaptiveAugment
-from clcae.training.gan import (GANTrainOptions, NonFiniteLossError, TrainerCallback, build_dataset, ema_beta,
-                                run_training)
+from clcae.networks.domain import DomainNet, save_domain_net
+from clcae.networks.projected import ProjectedDiscriminator
+from clcae.training.augment import AdaptiveAugment, DiffAugment, parse_diffaug_policy
+from clcae.training.gan import (ConfigError, GANTrainOptions, NonFiniteLossError, TrainerCallback, build_dataset,
+                                ema_beta, load_generator_config, run_training)
 from clcae.training.sampler import InfiniteSampler, ShardedRandom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,8 +93,9 @@ def _assert_identical(a, b, path="state"):
 
 
 def _training_state(ckpt: dict) -> dict:
-    """Everything in a checkpoint that training produces (not the options, which name the run directory)."""
-    return {k: v for k, v in ckpt.items() if k not in ("args",)}
+    """Everything in a checkpoint that training produces (not the options, which name the run directory, nor the
+    measured CPU / wall time)."""
+    return {k: v for k, v in ckpt.items() if k not in ("args", "timing")}
 
 
 class StopAt(TrainerCallback):
@@ -297,6 +300,128 @@ def test_nan_loss_rollback_reloads_and_continues(tmp_path):
     with pytest.raises(NonFiniteLossError):  # a NaN that keeps coming back exhausts the rollbacks
         run_training(dict(TINY, data="synthfaces", kimg=0.016, on_nan="rollback", max_rollbacks=1,
                           out=str(tmp_path / "again")), callbacks=[InjectNaN(at=2, times=5)], **QUIET)
+
+
+def test_diffaugment_translation_and_cutout_in_closed_form():
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8) + 1  # no zero pixel
+    stream = ShardedRandom(5)
+    twin = ShardedRandom(5)
+    y = DiffAugment("translation")(x, stream)
+    ty, tx = twin.randint(-1, 2, 2), twin.randint(-1, 2, 2)  # ratio 1/8 of 8 px: shifts in -1..1
+    for i in range(2):
+        dy, dx = int(ty[i]), int(tx[i])
+        want = torch.zeros(8, 8)
+        for r in range(8):
+            for c in range(8):
+                if 0 <= r - dy < 8 and 0 <= c - dx < 8:
+                    want[r, c] = x[i, 0, r - dy, c - dx]
+        assert torch.equal(y[i, 0], want), (dy, dx)
+    x = x.requires_grad_(True)
+    y = DiffAugment("cutout")(x, stream)
+    cy, cx = twin.randint(0, 9, 2), twin.randint(0, 9, 2)  # a 4x4 square at a centre in 0..8, clipped
+    for i in range(2):
+        rows = [r for r in range(8) if int(cy[i]) - 2 <= r < int(cy[i]) + 2]
+        cols = [c for c in range(8) if int(cx[i]) - 2 <= c < int(cx[i]) + 2]
+        assert int((y[i] == 0).sum()) == len(rows) * len(cols)
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float())  # differentiable: gradient 1 where the pixel survives
+    colour = DiffAugment("color")(torch.zeros(3, 3, 4, 4), ShardedRandom(0))  # grey images: only brightness moves
+    assert colour.abs().max() <= 0.5 and torch.equal(colour, colour[:, :1].expand_as(colour))
+    assert parse_diffaug_policy("cutout, color") == ("color", "cutout") and parse_diffaug_policy("") == ()
+    for bad in ("colour", "color,color"):
+        with pytest.raises(ValueError):
+            parse_diffaug_policy(bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_domain_net(tmp_path_factory):
+    """A random 16 px DomainNet file (two stages: 8 and 4 px maps) standing in for the shipped one."""
+    torch.manual_seed(0)
+    net = DomainNet(input_size=16, stem_channels=4, channels=(8, 16), blocks=(1, 1), embed_dim=8, attr_reduce=4,
+                    attr_hidden=8)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode differs from train mode
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("domain") / "domain_net.pt"
+    save_domain_net(net, path)
+    return path, net
+
+
+def test_projected_discriminator_keeps_its_trunk_frozen(tiny_domain_net):
+    _, net = tiny_domain_net
+    D = ProjectedDiscriminator(16, net.config, mixing="ccm_csm", width=8).load_feature_weights(net)
+    D.train().requires_grad_(True)
+    assert not D.features.training and not any(p.requires_grad for p in D.features.parameters())
+    assert {id(p) for p in D.trainable_parameters()} == {id(p) for p in D.heads.parameters()}
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    logits = D(x)
+    assert logits.shape == (4, 5 * 5 + 1)  # an 8 px map -> 5x5 logits, a 4 px map -> 1
+    logits.sum().backward()
+    assert x.grad.abs().sum() > 0  # gradients reach the images through the frozen trunk
+    assert all(p.grad is None for p in D.features.parameters())
+    # the frozen trunk gives the domain network's own stage maps
+    maps = net.eval().trunk_features(x.detach())
+    D0 = ProjectedDiscriminator(16, net.config, mixing="none", width=8).load_feature_weights(net)
+    for a, b in zip(D0.feature_maps(x.detach()), maps[1:]):
+        torch.testing.assert_close(a, b)
+
+
+def test_projected_d_with_diffaug_resumes_bit_identically(tmp_path, tiny_domain_net):
+    path, net = tiny_domain_net
+    opts = dict(TINY, data="synthfaces", kimg=0.024, d_arch="projected", proj_net=str(path), proj_mixing="ccm_csm",
+                proj_width=8, diffaug="color,translation,cutout", aug="none", r1=0.5)  # 6 steps; stop after 3
+    full = run_training(dict(opts, out=str(tmp_path / "full")), **QUIET)
+    part = run_training(dict(opts, out=str(tmp_path / "part")), callbacks=[StopAt(3)], **QUIET)
+    assert part.stopped_early and part.step == 3
+    moved = tmp_path / "moved.pt"  # the resume needs neither the original path nor the file: the trunk is saved
+    moved.write_bytes(path.read_bytes())
+    resumed = run_training({"proj_net": str(moved)}, resume=str(tmp_path / "part"), **QUIET)
+    assert resumed.step == full.step == 6
+    a = _load(tmp_path / "full" / "checkpoints" / "latest.pt")
+    b = _load(tmp_path / "part" / "checkpoints" / "latest.pt")
+    _assert_identical(_training_state(a), _training_state(b))
+    assert a["d_kwargs"]["kind"] == "projected" and a["args"]["diffaug"] == "color,translation,cutout"
+    trunk = {k: v for k, v in net.state_dict().items() if not k.startswith(("embed_head.", "attr_head."))}
+    for k, v in trunk.items():  # six steps later the frozen trunk is the file's, BatchNorm statistics included
+        assert torch.equal(a["d"][f"features.{k}"], v), k
+    head_params = sum(p.numel() for p in ProjectedDiscriminator(16, net.config, "ccm_csm", 8).heads.parameters())
+    assert sum(s["exp_avg"].numel() for s in a["d_optim"]["state"].values()) == head_params  # only heads train
+    G = clcae.load_generator(tmp_path / "full" / "checkpoints" / "latest.pt")  # still a generator checkpoint
+    assert G(torch.randn(1, 32)).shape == (1, 3, 16, 16)
+    # CPU and wall time of the training steps: in the checkpoint (summed over sessions) and in the stats
+    assert 0 < a["timing"]["train_cpu_s"] and 0 < a["timing"]["train_wall_s"]
+    cpu = [s["Time/train_cpu_s"] for s in _stats(tmp_path / "part")]  # both sessions: the resume adds to the total
+    assert len(cpu) == 6 and cpu == sorted(cpu) and cpu[0] > 0 and b["timing"]["train_cpu_s"] == cpu[-1]
+    with pytest.raises(ConfigError, match="--proj-net"):
+        run_training(dict(opts, proj_net=str(tmp_path / "absent.pt"), out=str(tmp_path / "bad")), **QUIET)
+
+
+def test_named_generator_configs(tmp_path, script_main, tiny_domain_net):
+    shipped = sorted(p.stem for p in (ROOT / "configs").glob("generator_*.yaml"))
+    assert shipped, "no named generator recipe in configs/"
+    for name in shipped:
+        opts = GANTrainOptions(**load_generator_config(name))
+        opts.validate()
+    mine = tmp_path / "recipe.yaml"
+    mine.write_text("size: 16\nstyle_dim: 32\nn_mlp: 2\nchannel_base: 256\nchannel_max: 16\nbatch: 4\n"
+                    "diffaug: color,cutout\nd_arch: projected\nproj_net: nets/dn.pt\nkimg: 0.008\n")
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "dn.pt").write_bytes(tiny_domain_net[0].read_bytes())
+    got = load_generator_config(mine)
+    assert got["proj_net"] == str(tmp_path / "nets" / "dn.pt")  # relative to the config file
+    out = tmp_path / "run"
+    rc = script_main(["--config", str(mine), "--data", "synthfaces", "--synth-n", "16", "--batch", "8",
+                      "--workers", "0", "--threads", "1", "--sample-n", "0", "--no-tensorboard", "--out", str(out)])
+    assert rc == 0
+    saved = json.loads((out / "options.json").read_text())["options"]
+    assert saved["batch"] == 8 and saved["diffaug"] == "color,cutout" and saved["d_arch"] == "projected"
+    (tmp_path / "typo.yaml").write_text("sise: 16\n")
+    with pytest.raises(ConfigError, match="sise"):
+        load_generator_config(tmp_path / "typo.yaml")
+    assert script_main(["--config", str(mine), "--resume", str(out)]) == 2
 
 
 # ---------------------------------------------------------------------------------------------------- bad input

@@ -12,6 +12,15 @@ Every transform is differentiable in the pixels (gradients flow to G and through
 ``r_t = E[sign(D(real))]`` overfitting heuristic: every ``interval`` steps, ``p`` moves by
 ``sign(r_t - target) * images / (speed_kimg * 1000)``, so it can go from 0 to 1 in ``speed_kimg`` thousand images.
 
+:class:`DiffAugment` is the fixed-policy alternative of Zhao et al. 2020 (*Differentiable Augmentation for
+Data-Efficient GAN Training*), which Projected GAN also uses: every image D sees goes through every transform of the
+policy, always (no probability, nothing adapts):
+
+- ``color``: brightness ``+ U(-0.5, 0.5)``, saturation ``* U(0, 2)`` around the per-pixel channel mean, contrast
+  ``* U(0.5, 1.5)`` around the image mean;
+- ``translation``: an integer shift of up to 1/8 of the size in x and y, zero fill;
+- ``cutout``: a square of half the size, at a random centre (clipped at the border), set to zero.
+
 Random parameters are drawn on the CPU from a :class:`~clcae.training.sampler.ShardedRandom` (for the global batch,
 sliced per rank), so augmenting never waits for the GPU and every rank's images get the numbers a single process
 would give them.
@@ -27,7 +36,7 @@ import torch.nn.functional as F
 from .distributed import all_reduce_sum
 from .sampler import ShardedRandom
 
-__all__ = ["AdaptiveAugment"]
+__all__ = ["AdaptiveAugment", "DiffAugment", "DIFFAUG_TRANSFORMS", "parse_diffaug_policy"]
 
 
 class AdaptiveAugment:
@@ -165,3 +174,85 @@ class AdaptiveAugment:
         self._steps = int(state["steps"])
         self.last_rt = state.get("last_rt")
         self._pending = []
+
+
+# ---------------------------------------------------------------------------------------------------- DiffAugment
+#: The transforms :class:`DiffAugment` knows, in the order it applies them.
+DIFFAUG_TRANSFORMS = ("color", "translation", "cutout")
+
+
+def parse_diffaug_policy(policy: str) -> tuple[str, ...]:
+    """``'color,translation,cutout'`` -> ``('color', 'translation', 'cutout')`` (in :data:`DIFFAUG_TRANSFORMS`
+    order); ``''`` -> ``()``. Raises ValueError on an unknown or repeated name."""
+    names = [n.strip() for n in policy.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DIFFAUG_TRANSFORMS]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"a DiffAugment policy is a comma-separated subset of {', '.join(DIFFAUG_TRANSFORMS)}; "
+                         f"got {policy!r}")
+    return tuple(n for n in DIFFAUG_TRANSFORMS if n in names)
+
+
+class DiffAugment:
+    """DiffAugment (Zhao et al. 2020): ``color``, ``translation`` and ``cutout`` applied to every image, always.
+
+    Args:
+        policy: a comma-separated subset of :data:`DIFFAUG_TRANSFORMS` (``''``: identity).
+        translation_ratio: largest shift as a fraction of the size (1/8 in the paper).
+        cutout_ratio: side of the cut-out square as a fraction of the size (1/2 in the paper).
+
+    ``augment(images, rand)`` maps ``[b, C, H, W]`` to the same shape, differentiably in the pixels; ``b`` is this
+    rank's share of the global batch the parameters are drawn for (see the module docstring). Stateless.
+    """
+
+    def __init__(self, policy: str = "color,translation,cutout", translation_ratio: float = 0.125,
+                 cutout_ratio: float = 0.5):
+        self.transforms = parse_diffaug_policy(policy)
+        if not 0 <= translation_ratio < 1 or not 0 <= cutout_ratio <= 1:
+            raise ValueError("translation_ratio must be in [0, 1) and cutout_ratio in [0, 1]")
+        self.translation_ratio = float(translation_ratio)
+        self.cutout_ratio = float(cutout_ratio)
+
+    def __call__(self, images: torch.Tensor, rand: ShardedRandom) -> torch.Tensor:
+        x = images
+        b, _, h, w = x.shape
+        n = b * rand.world_size
+        dev, dt = x.device, x.dtype
+        if "color" in self.transforms:
+            brightness = (rand.rand(n) - 0.5).to(dev, dt).view(-1, 1, 1, 1)
+            saturation = (rand.rand(n) * 2).to(dev, dt).view(-1, 1, 1, 1)
+            contrast = (rand.rand(n) + 0.5).to(dev, dt).view(-1, 1, 1, 1)
+            x = x + brightness
+            mean = x.mean(dim=1, keepdim=True)
+            x = (x - mean) * saturation + mean
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * contrast + mean
+        if "translation" in self.transforms:
+            sy, sx = int(h * self.translation_ratio + 0.5), int(w * self.translation_ratio + 0.5)
+            ty = rand.randint(-sy, sy + 1, n).to(dev)
+            tx = rand.randint(-sx, sx + 1, n).to(dev)
+            x = _shift_zero_fill(x, ty, tx)
+        if "cutout" in self.transforms:
+            ch, cw = int(h * self.cutout_ratio + 0.5), int(w * self.cutout_ratio + 0.5)
+            cy = rand.randint(0, h + (1 - ch % 2), n).to(dev).view(-1, 1, 1)
+            cx = rand.randint(0, w + (1 - cw % 2), n).to(dev).view(-1, 1, 1)
+            yy = torch.arange(h, device=dev).view(1, -1, 1)
+            xx = torch.arange(w, device=dev).view(1, 1, -1)
+            inside = ((yy >= cy - ch // 2) & (yy < cy - ch // 2 + ch) & (xx >= cx - cw // 2) & (xx < cx - cw // 2 + cw))
+            x = x * (~inside).unsqueeze(1).to(dt)
+        return x
+
+
+def _shift_zero_fill(x: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
+    """Image ``i`` moved down by ``ty[i]`` and right by ``tx[i]`` pixels (integers), zeros where nothing moved in.
+
+    ``out[i, :, y, x] = x[i, :, y - ty[i], x - tx[i]]`` where that pixel exists, else 0 (a gather: differentiable).
+    """
+    b, c, h, w = x.shape
+    m_y, m_x = int(ty.abs().max()) if b else 0, int(tx.abs().max()) if b else 0
+    xp = F.pad(x, (m_x, m_x, m_y, m_y))  # zero padding wide enough for every shift
+    rows = (torch.arange(h, device=x.device).view(1, -1) - ty.view(-1, 1) + m_y)  # [b, h] rows of xp
+    cols = (torch.arange(w, device=x.device).view(1, -1) - tx.view(-1, 1) + m_x)  # [b, w]
+    idx_r = rows.view(b, 1, h, 1).expand(b, c, h, w + 2 * m_x)
+    out = xp.gather(2, idx_r)
+    idx_c = cols.view(b, 1, 1, w).expand(b, c, h, w)
+    return out.gather(3, idx_c)

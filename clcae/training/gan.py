@@ -45,11 +45,13 @@ from ..losses.gan import (d_logistic_loss, g_nonsaturating_loss, path_length_pen
                           update_pl_mean)
 from ..networks.layers import IMPLS
 from ..networks.memory_format import to_channels_last
+from ..networks.projected import PROJECTED_MIXING, ProjectedDiscriminator
 from ..networks.stylegan2 import Discriminator, Generator
 from . import distributed as du
-from .augment import AdaptiveAugment
+from .augment import AdaptiveAugment, DiffAugment, parse_diffaug_policy
 from .logger import TrainLogger
-from .options import flag
+from .options import ConfigError as OptionsConfigError
+from .options import flag, load_config
 from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
                    write_options_record)
 from .sampler import InfiniteSampler, ShardedRandom, derive_seed
@@ -58,7 +60,7 @@ from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, cpu_cop
 
 __all__ = [
     "GANTrainOptions", "ConfigError", "NonFiniteLossError", "TrainerCallback", "TrainResult", "StyleGAN2Trainer",
-    "run_training", "resolve_options", "build_dataset", "verify_image_folder", "unreadable_report", "UNREADABLE_LOG",
+    "run_training", "resolve_options", "build_dataset", "build_discriminator", "load_generator_config", "verify_image_folder", "unreadable_report", "UNREADABLE_LOG",
     "ema_beta", "update_ema", "RESUME_MAY_CHANGE",
     "TRAIN_FORMAT", "TRAIN_FORMAT_VERSION", "FORMAT_KEY", "OPTION_GROUPS", "OPTION_CHOICES",
 ]
@@ -104,6 +106,13 @@ class GANTrainOptions:
     channel_base: int = _opt(32768, "channels at resolution r: min(channel_base // r, channel_max); 32768 is "
                                     "config-f (rosinality channel_multiplier 2)")
     channel_max: int = _opt(512, "largest channel count")
+    d_arch: str = _opt("stylegan2", "discriminator: stylegan2 (residual, rosinality layout) | projected (small "
+                                    "heads on a frozen domain network's multi-scale features, Projected GAN)")
+    proj_net: str = _opt("", "with --d-arch projected: the DomainNet file whose trunk gives the features (default: "
+                             "the shipped pretrained/synthfaces64_domain_net.pt)")
+    proj_mixing: str = _opt("none", "with --d-arch projected: fixed random feature mixing: none | ccm (cross-channel) "
+                                    "| ccm_csm (cross-channel and cross-scale)")
+    proj_width: int = _opt(64, "with --d-arch projected: channels of each head's convolutions")
     # optimisation
     batch: int = _opt(32, "global batch size (split over processes)")
     lr: float = _opt(0.002, "Adam learning rate of G and D (betas 0, 0.99)")
@@ -124,6 +133,8 @@ class GANTrainOptions:
     ada_target: float = _opt(0.6, "ADA target for r_t = E[sign(D(real))]")
     ada_kimg: float = _opt(500.0, "ADA speed: thousands of images for p to move by 1")
     ada_interval: int = _opt(4, "ADA: adjust p every N steps")
+    diffaug: str = _opt("", "DiffAugment policy applied to every D input after --aug, always: a comma-separated "
+                            "subset of color,translation,cutout ('': off)")
     # run
     out: str = _opt("", "run directory: must be new or empty (with --resume: defaults to the checkpoint's run)")
     seed: int = _opt(0, "training seed (initialisation, latents, noise, augmentation, data order)")
@@ -184,6 +195,18 @@ class GANTrainOptions:
         need(0 <= self.mixing <= 1, f"--mixing is a probability in [0, 1]; got {self.mixing}")
         need(self.ema_kimg >= 0 and self.ema_rampup >= 0, "--ema-kimg and --ema-rampup must be >= 0")
         need(self.aug in ("ada", "fixed", "none"), f"--aug must be ada, fixed or none; got {self.aug!r}")
+        try:
+            parse_diffaug_policy(self.diffaug)
+        except ValueError as e:
+            raise ConfigError(f"--diffaug: {e}") from e
+        need(self.d_arch in ("stylegan2", "projected"), f"--d-arch must be stylegan2 or projected; got {self.d_arch!r}")
+        need(self.proj_mixing in PROJECTED_MIXING,
+             f"--proj-mixing must be one of {', '.join(PROJECTED_MIXING)}; got {self.proj_mixing!r}")
+        need(self.proj_width >= 1, f"--proj-width must be >= 1; got {self.proj_width}")
+        if self.d_arch == "projected":
+            need(self.feature_net_path().is_file(),
+                 f"--proj-net {self.feature_net_path()}: no such file; pass a DomainNet file "
+                 "(scripts/train_domain_net.py writes one)")
         need(0 <= self.aug_p <= 1, f"--aug-p is a probability in [0, 1]; got {self.aug_p}")
         need(-1 < self.ada_target < 1, f"--ada-target must be in (-1, 1) (0.6 in the paper); got {self.ada_target}")
         need(self.policy in ("center_crop", "resize", "pad"),
@@ -203,14 +226,23 @@ class GANTrainOptions:
 
     @property
     def d_kwargs(self) -> dict:
+        """Constructor arguments of the StyleGAN2 :class:`Discriminator` (``d_arch == 'stylegan2'``)."""
         return dict(size=self.size, channel_base=self.channel_base, channel_max=self.channel_max)
+
+    def feature_net_path(self) -> Path:
+        """The DomainNet file of ``--d-arch projected`` (``--proj-net``, or the shipped one)."""
+        if self.proj_net:
+            return Path(self.proj_net)
+        from ..pretrained import pretrained_dir
+
+        return pretrained_dir() / "synthfaces64_domain_net.pt"
 
 
 #: Options a resumed run may change. The others define the model, the data or the optimisation and must match the
 #: checkpoint. The numeric knobs in the second group may change, but the continuation is then no longer
 #: bit-identical to an uninterrupted run.
 RESUME_MAY_CHANGE = frozenset({
-    "data", "workers", "out", "kimg", "snapshot_kimg", "checkpoint_kimg", "sample_kimg", "log_kimg",
+    "data", "workers", "out", "kimg", "proj_net", "snapshot_kimg", "checkpoint_kimg", "sample_kimg", "log_kimg",
     "keep_snapshots", "sample_n", "on_nan", "max_rollbacks", "dist_timeout", "threads",
     "device", "impl", "bf16", "channels_last", "tf32", "deterministic",
 })
@@ -219,10 +251,11 @@ _NUMERIC_KNOBS = ("device", "impl", "bf16", "channels_last", "tf32", "determinis
 #: The options by topic (the order of ``--help`` and of docs/TRAINING_GENERATOR.md).
 OPTION_GROUPS = {
     "data": ("data", "synth_n", "data_seed", "policy", "mirror", "workers"),
-    "model": ("size", "style_dim", "n_mlp", "channel_base", "channel_max"),
+    "model": ("size", "style_dim", "n_mlp", "channel_base", "channel_max", "d_arch", "proj_net", "proj_mixing",
+              "proj_width"),
     "optimisation": ("batch", "lr", "kimg", "r1", "r1_interval", "pl_weight", "pl_interval", "pl_batch_shrink",
                      "pl_decay", "mixing", "ema_kimg", "ema_rampup"),
-    "augmentation": ("aug", "aug_p", "ada_target", "ada_kimg", "ada_interval"),
+    "augmentation": ("aug", "aug_p", "ada_target", "ada_kimg", "ada_interval", "diffaug"),
     "run": ("out", "seed", "snapshot_kimg", "checkpoint_kimg", "sample_kimg", "log_kimg", "keep_snapshots",
             "sample_n", "on_nan", "max_rollbacks"),
     "performance and precision": ("device", "impl", "bf16", "channels_last", "tf32", "deterministic", "threads",
@@ -230,11 +263,29 @@ OPTION_GROUPS = {
 }
 #: Allowed values of the options that take one of a few words.
 OPTION_CHOICES = {"policy": ("center_crop", "resize", "pad"), "aug": ("ada", "fixed", "none"),
+                  "d_arch": ("stylegan2", "projected"), "proj_mixing": PROJECTED_MIXING,
                   "on_nan": ("stop", "rollback"), "device": ("auto", "cpu", "cuda"), "impl": IMPLS}
 
 
 def _field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(GANTrainOptions)]
+
+
+#: Options of a generator config that name files or folders (with the words that are not paths).
+CONFIG_PATH_OPTIONS = {"data": ("synthfaces",), "proj_net": (), "out": ()}
+
+
+def load_generator_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """The options of a named recipe (``configs/<name>.yaml``) or a YAML file, as ``{option: value}``.
+
+    Keys are :class:`GANTrainOptions` field names (an unknown key is an error naming the file). Paths follow
+    :func:`clcae.training.options.resolve_config_path`: ``pretrained/...`` is the shipped models' folder, any other
+    relative path is relative to the config file. Raises :class:`ConfigError`.
+    """
+    try:
+        return load_config(name_or_path, known=_field_names(), paths=CONFIG_PATH_OPTIONS)
+    except OptionsConfigError as e:
+        raise ConfigError(str(e)) from e
 
 
 def resolve_options(given: Mapping[str, Any], resume: str | os.PathLike | None = None
@@ -379,6 +430,24 @@ def unreadable_report(datasets: Sequence[Any], log_file: Path | None = None) -> 
 UNREADABLE_LOG = "unreadable_images.jsonl"
 
 
+# ---------------------------------------------------------------------------------------------------- networks
+def build_discriminator(opts: GANTrainOptions) -> nn.Module:
+    """The discriminator ``opts.d_arch`` names: StyleGAN2's :class:`Discriminator`, or a
+    :class:`~clcae.networks.projected.ProjectedDiscriminator` whose frozen trunk is loaded from
+    ``opts.feature_net_path()`` (a resume then replaces every tensor, the trunk included, with the checkpoint's)."""
+    if opts.d_arch == "stylegan2":
+        return Discriminator(**opts.d_kwargs)
+    from ..networks.domain import load_domain_net
+
+    try:
+        net = load_domain_net(opts.feature_net_path())
+    except CheckpointError as e:
+        raise ConfigError(f"--proj-net: {e}") from e
+    D = ProjectedDiscriminator(opts.size, net.config, mixing=opts.proj_mixing, width=opts.proj_width,
+                               seed=derive_seed(opts.seed, 5))
+    return D.load_feature_weights(net)
+
+
 # ---------------------------------------------------------------------------------------------------- EMA
 def ema_beta(batch: int, nimg: int, ema_kimg: float, rampup: float = 0.0) -> float:
     """NVIDIA's EMA coefficient: ``0.5 ** (batch / half_life_img)``, the half-life optionally ramped up as
@@ -457,7 +526,7 @@ class StyleGAN2Trainer:
 
         seed_everything(opts.seed)  # identical initialisation on every rank
         self.G = Generator(**opts.g_kwargs).to(self.device).train()
-        self.D = Discriminator(**opts.d_kwargs).to(self.device).train()
+        self.D = build_discriminator(opts).to(self.device).train()
         self.G_ema = Generator(**opts.g_kwargs).to(self.device).eval()
         self.G_ema.load_state_dict(self.G.state_dict())
         self.G_ema.requires_grad_(False)
@@ -474,7 +543,9 @@ class StyleGAN2Trainer:
             return torch.optim.Adam(params, lr=opts.lr * ratio, betas=(0.0 ** ratio, 0.99 ** ratio), eps=1e-8)
 
         self.g_optim = adam(self.G.parameters(), opts.pl_interval, opts.pl_weight > 0)
-        self.d_optim = adam(self.D.parameters(), opts.r1_interval, opts.r1 > 0)
+        d_params = (self.D.trainable_parameters() if isinstance(self.D, ProjectedDiscriminator)
+                    else self.D.parameters())
+        self.d_optim = adam(d_params, opts.r1_interval, opts.r1 > 0)
 
         self.rand = ShardedRandom(derive_seed(opts.seed, 1), self.device, rank, world_size)  # z, mixing, noise
         self.aug_rand = ShardedRandom(derive_seed(opts.seed, 2), "cpu", rank, world_size)  # augment, mirror
@@ -482,10 +553,15 @@ class StyleGAN2Trainer:
         if opts.aug != "none":
             self.augment = AdaptiveAugment(p=opts.aug_p, adaptive=opts.aug == "ada", target=opts.ada_target,
                                            speed_kimg=opts.ada_kimg, interval=opts.ada_interval)
+        self.diffaug = DiffAugment(opts.diffaug) if opts.diffaug else None
         self.pl_mean = torch.zeros((), device=self.device)
         self.step = 0
         self.nimg = 0
         self.rollbacks = 0
+        # cumulative time in training steps (data loading included) over every session of the run: process CPU
+        # seconds (time.process_time: all threads of this process, not DataLoader workers) and wall seconds
+        self.train_cpu_s = 0.0
+        self.train_wall_s = 0.0
         self.stop_reason: str | None = None
         self.dataset_size: int | None = None  # set by the loop; recorded in checkpoints
         self._noise_res = [getattr(self.G.noises, f"noise_{i}").shape[-1] for i in range(self.G.num_layers)]
@@ -509,7 +585,11 @@ class StyleGAN2Trainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def _aug(self, images: torch.Tensor) -> torch.Tensor:
-        return self.augment(images, self.aug_rand) if self.augment is not None else images
+        if self.augment is not None:
+            images = self.augment(images, self.aug_rand)
+        if self.diffaug is not None:
+            images = self.diffaug(images, self.aug_rand)
+        return images
 
     def _fmt(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.opts.channels_last else x
@@ -662,6 +742,7 @@ class StyleGAN2Trainer:
             "pl_mean": self.pl_mean.detach().cpu().clone(),
             "rollbacks": self.rollbacks,
             "world_size": self.world_size,
+            "timing": {"train_cpu_s": self.train_cpu_s, "train_wall_s": self.train_wall_s},
             FORMAT_KEY: TRAIN_FORMAT,
             FORMAT_KEY + "_version": TRAIN_FORMAT_VERSION,
             "clcae_version": __version__,
@@ -684,6 +765,9 @@ class StyleGAN2Trainer:
         self.step = int(state["step"])
         self.nimg = int(state["nimg"])
         self.rollbacks = int(state.get("rollbacks", 0))
+        timing = state.get("timing") or {}
+        self.train_cpu_s = float(timing.get("train_cpu_s", 0.0))
+        self.train_wall_s = float(timing.get("train_wall_s", 0.0))
         self.pl_mean = state["pl_mean"].to(self.device, torch.float32).clone()
         if self.augment is not None:
             if state.get("augment"):
@@ -872,6 +956,7 @@ def _loop(trainer: StyleGAN2Trainer, dataset, writer: CheckpointWriter, logger: 
     with stop_on_signals(trainer.request_stop, logger.info, stopping=lambda: trainer.stop_reason is not None):
         while trainer.nimg < total_nimg:
             t0 = time.perf_counter()
+            c0 = time.process_time()
             real = next(data)
             before = trainer.nimg
             losses = trainer.train_step(real)
@@ -885,6 +970,8 @@ def _loop(trainer: StyleGAN2Trainer, dataset, writer: CheckpointWriter, logger: 
             stop_any = values_list[-1] > 0
             values = {k: v / trainer.world_size for k, v in zip(names, values_list[:-1])}
             dt = time.perf_counter() - t0
+            trainer.train_cpu_s += time.process_time() - c0
+            trainer.train_wall_s += dt
             train_time += dt
             interval_imgs += trainer.nimg - before
             total_imgs_timed += trainer.nimg - before
@@ -940,7 +1027,8 @@ def _loop(trainer: StyleGAN2Trainer, dataset, writer: CheckpointWriter, logger: 
                     scal["Loss/pl_mean"] = last_values.get("pl_mean", float(trainer.pl_mean))
                 img_s = interval_imgs / max(train_time, 1e-9)
                 scal.update({"Speed/img_per_s": img_s, "Speed/sec_per_kimg": 1000.0 / max(img_s, 1e-9),
-                             "Progress/kimg": trainer.kimg, "Progress/step": float(trainer.step)})
+                             "Progress/kimg": trainer.kimg, "Progress/step": float(trainer.step),
+                             "Time/train_cpu_s": trainer.train_cpu_s, "Time/train_wall_s": trainer.train_wall_s})
                 if trainer.augment is not None:
                     scal["ADA/p"] = trainer.augment.p
                     if trainer.augment.last_rt is not None:
