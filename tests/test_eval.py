@@ -135,7 +135,10 @@ def test_cli_synthfaces_end_to_end(files, tmp_path, capsys):
         assert math.isclose(e["mean"], vals.mean(), rel_tol=1e-12, abs_tol=1e-12)
         assert math.isclose(e["std"], vals.std(), rel_tol=1e-9, abs_tol=1e-12)
         checked += 1
-    assert checked == 5 * 6
+    # mse, psnr, 2 ssim, detail_ratio, domain_perceptual, id_domain and the 4 attribute-fidelity metrics (labels)
+    assert checked == 5 * 11
+    assert {"detail_ratio", "glasses_acc", "eyes_open_err", "smile_err", "age_err"} <= per_image_metrics
+    assert any(n.startswith("Attribute fidelity ceiling") for n in res["notes"])
     domain = str((files / "domain.pt").resolve())
     assert {e["weights"] for e in res["results"] if e["metric"] in ("id_domain", "fd_domain")} == {domain}
     assert {e["weights"] for e in res["results"] if e["metric"] == "mse"} == {None}

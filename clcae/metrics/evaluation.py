@@ -43,6 +43,7 @@ from torch import nn
 from ..data.images import ImageReadError, display_path, load_image, save_image, to_tensor
 from ..inversion.inverters import official_output
 from .editing import editing_metrics
+from .fidelity import attribute_fidelity, detail_ratio
 from .frechet import feature_statistics, frechet_distance
 from .reconstruction import mse, psnr, ssim
 from .tables import (REPRESENTATION_LABELS, GridRow, ImageGrid, MetricInfo, Report, ResultEntry,
@@ -240,6 +241,10 @@ class MetricSuite:
             MetricInfo("ssim_w21", f"SSIM at {size}, uniform 21x21 window with sample covariances, per RGB channel "
                                    "on [0, 1] (the official measure.py: skimage win_size=21)", True, decimals=4),
         ]
+        infos.append(MetricInfo("detail_ratio", f"high-frequency energy of the reconstruction over the input's "
+                                                f"at {size} (x - Gaussian blur of sigma 1 px; clcae.metrics.fidelity): "
+                                                "1 = as much fine detail as the input, below 1 = detail lost (blur), "
+                                                "above 1 = detail or noise added", None, decimals=3, best_at=1.0))
         if self.lpips is not None:
             infos.append(MetricInfo("lpips", f"LPIPS v0.1, AlexNet trunk, at {size} in [-1, 1] (lpips package "
                                              "heads)", False, weights=self.lpips_weights, decimals=4))
@@ -265,6 +270,19 @@ class MetricSuite:
             infos.append(MetricInfo("fd_domain", "Fréchet distance between the domain network's pooled features of "
                                                  "the reconstructions and of the inputs", False,
                                     weights=self.domain_weights, per_image=False))
+        if self.domain_net is not None:  # computed where the data has labels (SynthFaces)
+            from .fidelity import fidelity_metric_names
+
+            text = {"glasses_acc": ("glasses present or not, as the domain network sees it on the reconstruction, "
+                                    "against the input's ground-truth label (accuracy)", True),
+                    "eyes_open_err": ("|eyes_open predicted on the reconstruction - the input's label| (0..1; the "
+                                      "shipped domain network hardly sees eyes: compare with its error on the inputs "
+                                      "in the notes)", False),
+                    "smile_err": ("|smile predicted on the reconstruction - the input's label| (-1..1)", False),
+                    "age_err": ("|age predicted on the reconstruction - the input's label| (0..1)", False)}
+            for name in fidelity_metric_names(self.domain_net.attribute_names):
+                infos.append(MetricInfo(name, text[name][0], text[name][1], weights=self.domain_weights,
+                                        decimals=3))
         if self.inception is not None:
             infos.append(MetricInfo("fid_tv", "Fréchet distance of torchvision Inception-v3 pool features (2048-d, "
                                               "bilinear 299 px), reconstructions vs inputs, as the official "
@@ -296,6 +314,8 @@ class MetricSuite:
             out["ssim_w11"] = ssim(output, target, win_size=11, gaussian=True, sigma=1.5)
         if side >= 21:
             out["ssim_w21"] = ssim(output, target, win_size=21, gaussian=False)
+        if side > 6:
+            out["detail_ratio"] = detail_ratio(output, target)
         if self.lpips is not None and side >= LPIPS_MIN_SIDE:
             out["lpips"] = self.lpips(output, target, reduction="none")
         if self.domain_perceptual is not None:
@@ -310,6 +330,18 @@ class MetricSuite:
             sim = dlib_identity_similarity(output.float().cpu(), target.float().cpu(), embedder=self.dlib)
             out["id_dlib"] = torch.as_tensor(sim.similarity, dtype=torch.float64)  # NaN where no face
         return {k: v.detach().double().cpu() for k, v in out.items()}, capped
+
+    @torch.no_grad()
+    def attribute_fidelity(self, images: torch.Tensor, labels: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """The domain network's attributes of ``images`` against the ground-truth ``labels`` (one
+        ``{'attributes': vector in ATTRIBUTE_NAMES order}`` per image; see
+        :func:`clcae.metrics.fidelity.attribute_fidelity`); ``{}`` without a domain network."""
+        if self.domain_net is None:
+            return {}
+        from ..data.synthfaces import ATTRIBUTE_NAMES
+
+        truth = torch.stack([torch.as_tensor(lb["attributes"]) for lb in labels]).double()
+        return attribute_fidelity(self.domain_net, images, truth, ATTRIBUTE_NAMES)
 
     def skipped(self, side: int) -> list[str]:
         """The per-image metrics left out for images whose shorter side is ``side`` (an SSIM window or the
@@ -866,6 +898,7 @@ def evaluate(methods: Sequence[EvalMethod], source: EvalSource, metrics: MetricS
     metric_sizes: dict[str, list[int]] = {}
     seconds = {m.name: 0.0 for m in methods}
     codes: dict[str, list[torch.Tensor]] = {m.name: [] for m in methods}
+    ceiling: dict[str, list[float]] = {}  # attribute fidelity of the inputs themselves
     gt_attr_pred: list[torch.Tensor] = []
     gt_attr_true: list[torch.Tensor] = []
     image_names: list[str] = []
@@ -924,6 +957,8 @@ def evaluate(methods: Sequence[EvalMethod], source: EvalSource, metrics: MetricS
                 metric_sizes.setdefault(m.name, list(hw))
                 gt = target_at(hw)
                 values, n_capped = metrics.per_image(img, gt)
+                if has_labels:
+                    values.update(metrics.attribute_fidelity(img, labels_b))
                 skipped.update(metrics.skipped(min(hw)))
                 capped[(m.name, rep)] += n_capped
                 for k, v in values.items():
@@ -944,6 +979,9 @@ def evaluate(methods: Sequence[EvalMethod], source: EvalSource, metrics: MetricS
                 path = image_dir / f"{idx:04d}_input.png"
                 save_image(targets[hw0][j], path)
                 saved["input"].append(str(path))
+            if has_labels:
+                for k, v in metrics.attribute_fidelity(targets[hw0], labels_b).items():
+                    ceiling.setdefault(k, []).extend(v.tolist())
             if edits and has_labels:
                 with torch.no_grad():
                     gt_attr_pred.append(metrics.domain_net.attributes(targets[hw0]).double().cpu())
@@ -959,6 +997,10 @@ def evaluate(methods: Sequence[EvalMethod], source: EvalSource, metrics: MetricS
         notes.append(f"{', '.join(sorted(skipped))} not computed: the images ({side} px) are smaller than the SSIM "
                      f"window or the LPIPS trunk's minimum of {LPIPS_MIN_SIDE} px.")
 
+    if ceiling:
+        means = ", ".join(f"{k} {summarize(v)['mean']:.3f}" for k, v in ceiling.items())
+        notes.append(f"Attribute fidelity ceiling: the same domain-network predictions on the inputs themselves "
+                     f"give {means} (the network's own error; a reconstruction cannot be expected to do better).")
     set_level = _frechet_distances(feats, gt_feats, metric_sizes, n, notes)
     editing: list[dict] = []
     edit_saved: dict[tuple[str, str], list[list[str]]] = {}

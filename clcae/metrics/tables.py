@@ -57,6 +57,8 @@ class MetricInfo:
         per_image: ``False`` for set-level metrics (Fréchet distances: one value per method and representation,
             no std).
         decimals: digits shown in the Markdown / HTML tables.
+        best_at: for a metric whose ideal is a value rather than an extreme (the detail ratio: 1), that value; the
+            best entry is the one closest to it (``higher_is_better`` is then ``None``).
     """
 
     name: str
@@ -65,6 +67,13 @@ class MetricInfo:
     weights: str | None = None
     per_image: bool = True
     decimals: int = 4
+    best_at: float | None = None
+
+    def arrow(self) -> str:
+        """The header mark: ``' ↑'``, ``' ↓'``, ``' →1'`` (closest to 1 is best) or nothing."""
+        if self.best_at is not None:
+            return f" →{self.best_at:g}"
+        return "" if self.higher_is_better is None else (" ↑" if self.higher_is_better else " ↓")
 
     def to_dict(self) -> dict:
         """Plain-data copy."""
@@ -198,11 +207,13 @@ def format_mean_std(mean: float | None, std: float | None, decimals: int = 4) ->
 
 
 def _best(report: Report, metric: MetricInfo) -> float | None:
-    if metric.higher_is_better is None:
+    if metric.higher_is_better is None and metric.best_at is None:
         return None
     vals = [r.mean for r in report.results if r.metric == metric.name and r.mean is not None and math.isfinite(r.mean)]
     if len(vals) < 2:
         return None
+    if metric.best_at is not None:
+        return min(vals, key=lambda v: abs(v - metric.best_at))
     return max(vals) if metric.higher_is_better else min(vals)
 
 
@@ -222,8 +233,7 @@ def markdown_table(report: Report) -> str:
     table = report.lookup()
     header = ["method", "repr.", "n"]
     for m in metrics:
-        arrow = "" if m.higher_is_better is None else (" ↑" if m.higher_is_better else " ↓")
-        header.append(m.name + arrow)
+        header.append(m.name + m.arrow())
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     bests = {m.name: _best(report, m) for m in metrics}
     for method, rep in report.row_keys():
@@ -416,7 +426,7 @@ def _html_results_table(report: Report) -> str:
     table = report.lookup()
     bests = {m.name: _best(report, m) for m in metrics}
     head = "".join(f"<th title=\"{_e(m.description)}\">{_e(m.name)}"
-                   f"{'' if m.higher_is_better is None else (' ↑' if m.higher_is_better else ' ↓')}</th>"
+                   f"{m.arrow()}</th>"
                    for m in metrics)
     rows = []
     for method, rep in report.row_keys():
