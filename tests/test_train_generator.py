@@ -376,17 +376,29 @@ def test_projected_d_with_diffaug_resumes_bit_identically(tmp_path, tiny_domain_
     full = run_training(dict(opts, out=str(tmp_path / "full")), **QUIET)
     part = run_training(dict(opts, out=str(tmp_path / "part")), callbacks=[StopAt(3)], **QUIET)
     assert part.stopped_early and part.step == 3
-    moved = tmp_path / "moved.pt"  # the resume needs neither the original path nor the file: the trunk is saved
+    moved = tmp_path / "moved.pt"  # the feature network may move (it is recognised by its fingerprint) ...
     moved.write_bytes(path.read_bytes())
+    other = tmp_path / "other.pt"  # ... but not change
+    torch.manual_seed(1)
+    save_domain_net(DomainNet(**net.config), other)
+    with pytest.raises(clcae.checkpoints.CheckpointError, match="different network"):
+        run_training({"proj_net": str(other)}, resume=str(tmp_path / "part"), **QUIET)
     resumed = run_training({"proj_net": str(moved)}, resume=str(tmp_path / "part"), **QUIET)
     assert resumed.step == full.step == 6
     a = _load(tmp_path / "full" / "checkpoints" / "latest.pt")
     b = _load(tmp_path / "part" / "checkpoints" / "latest.pt")
+    fingerprint = a.pop("d_feature_net")["sha256"]
+    assert b.pop("d_feature_net")["sha256"] == fingerprint  # (the file names differ)
     _assert_identical(_training_state(a), _training_state(b))
     assert a["d_kwargs"]["kind"] == "projected" and a["args"]["diffaug"] == "color,translation,cutout"
-    trunk = {k: v for k, v in net.state_dict().items() if not k.startswith(("embed_head.", "attr_head."))}
-    for k, v in trunk.items():  # six steps later the frozen trunk is the file's, BatchNorm statistics included
-        assert torch.equal(a["d"][f"features.{k}"], v), k
+    assert not any(k.startswith("features.") for k in a["d"])  # the frozen trunk is not copied into checkpoints
+    D = ProjectedDiscriminator(16, net.config, "ccm_csm", 8).load_feature_weights(net)
+    assert fingerprint == D.feature_fingerprint()
+    # an older checkpoint that still holds the trunk in d loads when the trunk is the same, bit for bit
+    D.load_state_dict(D.strip_feature_state(dict(a["d"], **{f"features.{k}": v for k, v in
+                                                           D.features.state_dict().items()})))
+    with pytest.raises(ValueError, match="differs"):
+        D.strip_feature_state({"features.stem.0.weight": torch.zeros_like(D.features.stem[0].weight)})
     head_params = sum(p.numel() for p in ProjectedDiscriminator(16, net.config, "ccm_csm", 8).heads.parameters())
     assert sum(s["exp_avg"].numel() for s in a["d_optim"]["state"].values()) == head_params  # only heads train
     G = clcae.load_generator(tmp_path / "full" / "checkpoints" / "latest.pt")  # still a generator checkpoint

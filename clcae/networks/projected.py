@@ -15,14 +15,19 @@ network is :class:`~clcae.networks.domain.DomainNet`'s trunk (``pretrained/synth
 
 Differences from the paper's code, each for a reason: no BatchNorm in the heads (its running statistics would
 differ between data-parallel ranks and depend on how real and fake images are batched; spectral norm alone keeps
-the heads Lipschitz); the frozen random projections are buffers (saved with the checkpoint, so a resume is exact);
-the feature network is part of the state dict (a checkpoint rebuilds and resumes without the original file).
+the heads Lipschitz); the frozen random projections are buffers (saved with the checkpoint, so a resume is exact).
+
+The frozen trunk is **not** in :meth:`state_dict` (it would add the whole feature network to every checkpoint):
+it comes from the DomainNet file, and :meth:`feature_fingerprint` (a SHA-256 of its tensors) is what a checkpoint
+stores to make sure a resume uses the very same weights. :meth:`strip_feature_state` accepts a state dict that
+still holds the trunk (``features.*``) when those tensors equal the loaded trunk bit for bit.
 
 The trunk is always in eval mode with ``requires_grad=False`` (:meth:`train` and :meth:`requires_grad_` keep it
 so); gradients flow through it to the input images. Only :meth:`trainable_parameters` go to the optimiser.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Mapping, Sequence
 
@@ -117,6 +122,8 @@ class ProjectedDiscriminator(nn.Module):
             for i in range(len(scales) - 1):
                 self.register_buffer(f"csm_{i}", _random_conv_weight(out_ch[i], out_ch[i + 1], g))
         self.heads = nn.ModuleList([_Head(c, r, width) for c, r in zip(out_ch, res)])
+        self.register_state_dict_post_hook(_drop_feature_keys)
+        self.register_load_state_dict_post_hook(_ignore_missing_feature_keys)
 
     # ------------------------------------------------------------------ the frozen part stays frozen
     def train(self, mode: bool = True) -> "ProjectedDiscriminator":
@@ -140,6 +147,30 @@ class ProjectedDiscriminator(nn.Module):
         sd = {k: v for k, v in net.state_dict().items() if not k.startswith(("embed_head.", "attr_head."))}
         self.features.load_state_dict(sd)
         return self
+
+    def feature_fingerprint(self) -> str:
+        """SHA-256 (hex) of the frozen trunk's tensors (names, dtypes, shapes, bytes): what checkpoints record."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.features.state_dict().items()):
+            t = v.detach().cpu().contiguous()
+            h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+        return h.hexdigest()
+
+    def strip_feature_state(self, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+                            ) -> dict[str, torch.Tensor]:
+        """``state_dict`` without ``features.*`` entries, which must equal the loaded trunk exactly (ValueError
+        otherwise); a state dict without them is returned unchanged."""
+        trunk = self.features.state_dict()
+        out = {}
+        for k, v in state_dict.items():
+            if not k.startswith("features."):
+                out[k] = v
+                continue
+            mine = trunk.get(k[len("features."):])
+            if mine is None or mine.shape != v.shape or not torch.equal(mine.cpu(), v.cpu()):
+                raise ValueError(f"{source}: its frozen feature network ({k}) differs from the one loaded now")
+        return out
 
     def set_impl(self, impl: str) -> "ProjectedDiscriminator":
         """No custom ops here (plain convolutions); accepted for the trainer's common interface."""
@@ -165,3 +196,13 @@ class ProjectedDiscriminator(nn.Module):
             raise ValueError(f"ProjectedDiscriminator expects [B, 3, {self.size}, {self.size}]; "
                              f"got {tuple(images.shape)}")
         return torch.cat([head(m) for head, m in zip(self.heads, self.feature_maps(images))], dim=1)
+
+
+def _drop_feature_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
+    for k in [k for k in state_dict if k.startswith(prefix + "features.")]:
+        del state_dict[k]
+
+
+def _ignore_missing_feature_keys(module: nn.Module, incompatible_keys) -> None:
+    missing = incompatible_keys.missing_keys
+    missing[:] = [k for k in missing if not k.startswith("features.")]

@@ -434,7 +434,7 @@ UNREADABLE_LOG = "unreadable_images.jsonl"
 def build_discriminator(opts: GANTrainOptions) -> nn.Module:
     """The discriminator ``opts.d_arch`` names: StyleGAN2's :class:`Discriminator`, or a
     :class:`~clcae.networks.projected.ProjectedDiscriminator` whose frozen trunk is loaded from
-    ``opts.feature_net_path()`` (a resume then replaces every tensor, the trunk included, with the checkpoint's)."""
+    ``opts.feature_net_path()`` (checkpoints record its fingerprint, and a resume refuses another network)."""
     if opts.d_arch == "stylegan2":
         return Discriminator(**opts.d_kwargs)
     from ..networks.domain import load_domain_net
@@ -743,11 +743,39 @@ class StyleGAN2Trainer:
             "rollbacks": self.rollbacks,
             "world_size": self.world_size,
             "timing": {"train_cpu_s": self.train_cpu_s, "train_wall_s": self.train_wall_s},
+            "d_feature_net": self._feature_net_record(),
             FORMAT_KEY: TRAIN_FORMAT,
             FORMAT_KEY + "_version": TRAIN_FORMAT_VERSION,
             "clcae_version": __version__,
             "torch_version": str(torch.__version__),
         }
+
+    def _feature_net_record(self) -> dict | None:
+        """``{'sha256', 'file'}`` of a projected D's frozen feature network (not saved in ``d``), else None."""
+        if not isinstance(self.D, ProjectedDiscriminator):
+            return None
+        return {"sha256": self.D.feature_fingerprint(), "file": str(self.opts.feature_net_path())}
+
+    def _discriminator_state(self, state: Mapping[str, Any], source: str) -> Mapping[str, torch.Tensor]:
+        """The checkpoint's ``d``, checked against a projected D's frozen feature network (which must be the one
+        the run was trained with: recorded by fingerprint, or stored in ``d`` by older checkpoints)."""
+        d_state = state["d"]
+        if not isinstance(self.D, ProjectedDiscriminator):
+            return d_state
+        try:
+            stripped = self.D.strip_feature_state(d_state, source)
+        except ValueError as e:
+            raise CheckpointError(f"{e}; pass the DomainNet file the run was trained with as --proj-net") from e
+        record = state.get("d_feature_net") or {}
+        mine = self.D.feature_fingerprint()
+        if record.get("sha256") is None and len(stripped) == len(d_state):
+            raise CheckpointError(f"{source}: no record of the feature network its projected discriminator used")
+        if record.get("sha256") is not None and record["sha256"] != mine:
+            raise CheckpointError(
+                f"{source}: its projected discriminator was trained on the feature network {record.get('file')} "
+                f"(sha256 {record['sha256'][:16]}...), but --proj-net {self.opts.feature_net_path()} is a different "
+                f"network (sha256 {mine[:16]}...); pass the original file as --proj-net")
+        return stripped
 
     def load_state_dict(self, state: Mapping[str, Any], source: str = "checkpoint") -> list[str]:
         """Restore everything :meth:`state_dict` saved. Returns warnings (e.g. RNG states that could not be
@@ -758,7 +786,7 @@ class StyleGAN2Trainer:
             if saved and saved != dict(kwargs):
                 raise CheckpointError(f"{source}: {key} {saved} do not match the options' network {dict(kwargs)}")
         load_state_dict_strict(self.G, state["g"], source, "generator (g)")
-        load_state_dict_strict(self.D, state["d"], source, "discriminator (d)")
+        load_state_dict_strict(self.D, self._discriminator_state(state, source), source, "discriminator (d)")
         load_state_dict_strict(self.G_ema, state["g_ema"], source, "generator (g_ema)")
         self.g_optim.load_state_dict(state["g_optim"])
         self.d_optim.load_state_dict(state["d_optim"])
