@@ -713,7 +713,7 @@ def _build_and_assign(kwargs: Mapping[str, Any], sd: Mapping[str, torch.Tensor],
 
 def inverter_from_checkpoint(obj: Any, source: str = "checkpoint", base_dir: str | os.PathLike | None = None,
                              generator: Any = None, device: str | torch.device = "cpu",
-                             input_size: Sequence[int] | None = None, impl: str = "auto"):
+                             input_size: Sequence[int] | None = None, impl: str = "auto", precision: str = "fp32"):
     """Build an eval-mode inverter from an already-read checkpoint object (see :func:`load_inverter`).
 
     ``base_dir``: the checkpoint's folder, where ``opts['stylegan_weights']`` is looked for first.
@@ -771,11 +771,12 @@ def inverter_from_checkpoint(obj: Any, source: str = "checkpoint", base_dir: str
     if avg_image is not None:
         inv.set_avg_image(avg_image, "checkpoint")
     inv.set_impl(impl)
+    inv.set_precision(precision)
     return inv.to(device).eval().requires_grad_(False)
 
 
 def load_inverter(path: str | os.PathLike, generator: Any = None, device: str | torch.device = "cpu",
-                  input_size: Sequence[int] | None = None, impl: str = "auto"):
+                  input_size: Sequence[int] | None = None, impl: str = "auto", precision: str = "fp32"):
     """Load an eval-mode :class:`~clcae.inversion.Inverter` (gradients off) from a checkpoint, strictly.
 
     Reads (always ``weights_only``):
@@ -795,11 +796,13 @@ def load_inverter(path: str | os.PathLike, generator: Any = None, device: str | 
     naming them (the official
     code loads the encoder with ``strict=False``; this loader never does). The configuration comes from the tensor
     shapes and is checked against ``opts``; ``input_size`` overrides the encoder input size (default 192x256 when
-    ``opts['dataset_type']`` names cars, else 256x256); ``impl`` picks the generator's op implementation.
+    ``opts['dataset_type']`` names cars, else 256x256); ``impl`` picks the op implementation
+    (:meth:`~clcae.inversion.Inverter.set_impl`); ``precision`` is ``'fp32'`` or the opt-in ``'bf16'``
+    (:meth:`~clcae.inversion.Inverter.set_precision`).
     """
     path = Path(path)
     return inverter_from_checkpoint(load_file(path), source=str(path), base_dir=path.parent, generator=generator,
-                                    device=device, input_size=input_size, impl=impl)
+                                    device=device, input_size=input_size, impl=impl, precision=precision)
 
 
 def inverter_checkpoint(inverter: nn.Module, extra: Mapping[str, Any] | None = None) -> dict:

@@ -30,10 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..networks.encoders import CLCAEEncoder, Encoder4Editing, GradualStyleEncoder
+from ..networks.layers import set_impl
+from ..networks.memory_format import to_channels_last
 from ..networks.stylegan2 import Generator
 
 __all__ = ["Inverter", "CLCAEInverter", "PSPInverter", "E4EInverter", "build_inverter", "official_output",
-           "render_average_image", "ARCHS"]
+           "render_average_image", "ARCHS", "PRECISIONS"]
+
+#: Numerical precisions of :meth:`Inverter.set_precision`.
+PRECISIONS = ("fp32", "bf16")
 
 
 def official_output(image: torch.Tensor, input_size: Sequence[int] = (256, 256), size: int = 256) -> torch.Tensor:
@@ -103,6 +108,8 @@ class Inverter(nn.Module):
         self.decoder = decoder
         self.register_buffer("latent_avg", latent_avg.detach().clone().float(), persistent=False)
         self.input_size = tuple(int(v) for v in input_size)
+        self.precision = "fp32"
+        self.memory_format = torch.contiguous_format
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -120,8 +127,36 @@ class Inverter(nn.Module):
         return {}
 
     def set_impl(self, impl: str) -> "Inverter":
-        """Op implementation of the generator (``'auto'|'cuda'|'fast'|'ref'``); returns self."""
-        self.decoder.set_impl(impl)
+        """Op implementation of the whole network (``'auto'|'cuda'|'fast'|'ref'``); returns self.
+
+        ``'ref'`` is the official arithmetic everywhere (the generator's grouped modulated convolution and reference
+        ``upfirdn2d``; the encoder's batch norms run as separate layers). Any other value lets eval-mode inference
+        take the fast forms, equal to the reference within float rounding: batch norms folded into the IR-SE
+        convolutions, bias, noise and gain fused into the generator's convolutions, prepared FIR kernels.
+        """
+        set_impl(self, impl)
+        return self
+
+    def set_precision(self, precision: str) -> "Inverter":
+        """``'fp32'`` (the default) or ``'bf16'``: :meth:`invert` then runs under bfloat16 autocast on the model's
+        device (convolutions and matrix products in bfloat16, FIR filters and reductions in float32) and returns
+        float32 tensors. The error against fp32 is measured in ``docs/PERFORMANCE.md``. Returns self."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+        self.precision = precision
+        return self
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> "Inverter":
+        """Run activations in ``torch.channels_last`` or ``torch.contiguous_format`` (values unchanged). The
+        encoder's weights are converted with :func:`~clcae.networks.memory_format.to_channels_last` (which keeps
+        the convolutions that crash in channels-last on some CPUs contiguous). Returns self."""
+        if memory_format == torch.channels_last:
+            to_channels_last(self.encoder)
+        elif memory_format != torch.contiguous_format:
+            raise ValueError(f"memory_format must be torch.channels_last or torch.contiguous_format; got "
+                             f"{memory_format!r}")
+        self.memory_format = memory_format
+        self.decoder.set_memory_format(memory_format)
         return self
 
     def official_output(self, image: torch.Tensor) -> torch.Tensor:
@@ -151,7 +186,12 @@ class Inverter(nn.Module):
         ``avg_image`` is used by CLCAE only (see :class:`CLCAEInverter`). ``images`` picks which images to render
         (names without the ``image_`` prefix; default all). Returns the dict described in the module docstring.
         """
-        return self(x, avg_image=avg_image, images=images)
+        x = x.contiguous(memory_format=self.memory_format)
+        if self.precision == "fp32":
+            return self(x, avg_image=avg_image, images=images)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            out = self(x, avg_image=avg_image, images=images)
+        return {k: v.float().contiguous() if v.is_floating_point() else v for k, v in out.items()}
 
 
 class CLCAEInverter(Inverter):
