@@ -8,9 +8,10 @@ markdown table.
         --independent-net pretrained/synthfaces64_fd_net.pt --n 2000 --every-kimg 2 \\
         --results docs/generator_recipes.json --plot docs/generator_recipes.png
 
-Each snapshot (``RUN/checkpoints/snapshot-*.pt``, the ``g_ema``) is evaluated once; the results file is updated
-after each one, so the command can be rerun while the runs train (already evaluated snapshots are skipped). The
-real renders' features are computed once per ``--n`` and kept in ``--cache``.
+Each snapshot (``RUN/checkpoints/snapshot-*.pt``, the ``g_ema``) is evaluated once per feature network; the results
+file is updated after each one, so the command can be rerun while the runs train (what is done is skipped). The
+real renders and each snapshot's generated images (float32, clamped, before any feature network) are kept under
+``--cache``, so a network added later (``--independent-net``) is evaluated on exactly the same images.
 
 The x axis is the process CPU time of the training steps (``timing.train_cpu_s`` in the checkpoint, written by
 ``clcae.training.gan``: all threads of the training process, data loading included when ``--workers 0``), because
@@ -30,7 +31,7 @@ import torch
 from clcae.checkpoints import load_generator
 from clcae.fileio import atomic_write
 from clcae.metrics.generator import render_synthfaces
-from clcae.metrics.generator_quality import features_of, generated_features, quality_from_features
+from clcae.metrics.generator_quality import features_of, quality_from_features
 from clcae.networks.domain import load_domain_net
 
 SPACES = ("domain_net", "independent_net")
@@ -74,41 +75,79 @@ def real_features(nets: dict, files: dict, n: int, res: int, cache: Path) -> dic
     return feats
 
 
+@torch.no_grad()
+def generated_images(snap: Path, n: int, seed: int, cache: Path) -> torch.Tensor:
+    """``n`` samples of the snapshot's ``g_ema`` (z from ``seed``, random noise, psi 1, clamped), cached."""
+    path = cache.parent / f"{cache.stem}_generated" / snap.parent.parent.name / f"{snap.stem}_n{n}_seed{seed}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    G = load_generator(snap)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, n, 64):  # the draws of clcae.metrics.generator_quality.generated_features
+        z = torch.randn(min(64, n - start), G.style_dim, generator=g)
+        out.append(G(z, truncation=1.0, noise_mode="random").clamp(-1, 1))
+    images = torch.cat(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(images, path)
+    return images
+
+
+def read_results(paths: list[Path]) -> list[dict]:
+    out = []
+    for p in paths:
+        if p.is_file():
+            out += json.loads(p.read_text())
+    return out
+
+
 def evaluate_runs(args) -> list[dict]:
     torch.set_num_threads(args.threads)
-    results = json.loads(args.results.read_text()) if args.results.is_file() else []
-    done = {(r["run"], r["snapshot"]) for r in results if r["n"] == args.n}
-    files = {"domain_net": args.domain_net, "independent_net": args.independent_net}
+    results = read_results(args.results[:1])
+    rows = {(r["run"], r["snapshot"]): r for r in results if r["n"] == args.n and r["seed"] == args.seed}
+    files = {"domain_net": args.domain_net}
+    if args.independent_net:
+        files["independent_net"] = args.independent_net
     nets = {name: load_domain_net(f).features for name, f in files.items()}
     real = None
+    every = int(round(args.every_kimg * 1000))
     for run in args.runs:
         snaps = sorted((run / "checkpoints").glob("snapshot-*.pt"), key=_snapshot_kimg)
+        last_bucket = 0
         for i, snap in enumerate(snaps):
-            kimg = _snapshot_kimg(snap)
-            every = int(round(args.every_kimg * 1000))
-            if (run.name, snap.name) in done or (int(round(kimg * 1000)) % every and i != len(snaps) - 1
-                                                 and not args.all):
+            bucket = int(round(_snapshot_kimg(snap) * 1000)) // every  # the first snapshot past each multiple
+            chosen = bucket > last_bucket or args.all or (args.last and i == len(snaps) - 1)
+            last_bucket = max(last_bucket, bucket)
+            if not chosen:
                 continue
-            state = torch.load(snap, map_location="cpu", weights_only=True)
-            timing = state.get("timing") or {}
-            G = load_generator(snap)
-            if real is None:
-                real = real_features(nets, files, args.n, G.size, args.cache)
+            row = rows.get((run.name, snap.name))
+            todo = [name for name in nets if row is None or name not in row]
+            if not todo:
+                continue
             t = time.time()
-            gen = generated_features(G, nets, args.n, seed=args.seed)
-            row = {"run": run.name, "snapshot": snap.name, "kimg": state["nimg"] / 1000, "step": state["step"],
-                   "train_cpu_s": timing.get("train_cpu_s"), "train_wall_s": timing.get("train_wall_s"),
-                   "n": args.n, "seed": args.seed}
-            for name in SPACES:
+            if row is None:
+                state = torch.load(snap, map_location="cpu", weights_only=True)
+                timing = state.get("timing") or {}
+                row = {"run": run.name, "snapshot": snap.name, "kimg": state["nimg"] / 1000, "step": state["step"],
+                       "train_cpu_s": timing.get("train_cpu_s"), "train_wall_s": timing.get("train_wall_s"),
+                       "n": args.n, "seed": args.seed}
+                rows[(run.name, snap.name)] = row
+                results.append(row)
+            if real is None:
+                real = real_features(nets, files, args.n, 64, args.cache)
+            images = generated_images(snap, args.n, args.seed, args.cache)
+            gen = features_of(images, {name: nets[name] for name in todo})
+            for name in todo:
                 row[name] = quality_from_features(real[name], gen[name], k=args.k)
-            row["eval_s"] = round(time.time() - t, 1)
-            results.append(row)
-            with atomic_write(args.results, "w", encoding="utf-8") as f:
+            row.setdefault("eval_s", {})[",".join(todo)] = round(time.time() - t, 1)
+            with atomic_write(args.results[0], "w", encoding="utf-8") as f:
                 json.dump(results, f, indent=1)
-            q, o = row["independent_net"], row["domain_net"]
-            print(f"{run.name} {kimg:.1f} kimg, {row['train_cpu_s'] / 60:.1f} CPU min: FD {o['fd_generated_vs_test']:.3f} "
-                  f"(domain net) {q['fd_generated_vs_test']:.3f} (independent), P {q['precision']:.3f} "
-                  f"R {q['recall']:.3f}; {row['eval_s']} s", flush=True)
+            line = f"{run.name} {row['kimg']:.1f} kimg, {row['train_cpu_s'] / 60:.1f} CPU min:"
+            for name in todo:
+                q = row[name]
+                line += (f" {name} FD {q['fd_generated_vs_test']:.3f} P {q['precision']:.3f} "
+                         f"R {q['recall']:.3f};")
+            print(f"{line} {time.time() - t:.0f} s", flush=True)
     return results
 
 
@@ -123,17 +162,20 @@ def equal_cpu_table(results: list[dict], runs: list[str], n: int) -> str:
              f"(n = {n} per set).", "",
              "| recipe | CPU min | wall min | kimg | FD domain net | FD independent net | precision | recall |",
              "|---|---|---|---|---|---|---|---|"]
+    def get(x, space, key):
+        return f"{x[space][key]:.3f}" if space in x else "—"
+
     for r, v in rows.items():
         x = [e for e in v if e["train_cpu_s"] <= common + 1e-6][-1]
-        q, o = x["independent_net"], x["domain_net"]
         lines.append(f"| {r} | {x['train_cpu_s'] / 60:.1f} | {x['train_wall_s'] / 60:.1f} | {x['kimg']:.2f} | "
-                     f"{o['fd_generated_vs_test']:.3f} | {q['fd_generated_vs_test']:.3f} | {q['precision']:.3f} | "
-                     f"{q['recall']:.3f} |")
-    floor = next(iter(rows.values()))[0]
-    lines.append(f"| (real vs real floor) | | | | {floor['domain_net']['fd_real_vs_real']:.3f} | "
-                 f"{floor['independent_net']['fd_real_vs_real']:.3f} | "
-                 f"{floor['independent_net']['precision_real_vs_real']:.3f} | "
-                 f"{floor['independent_net']['recall_real_vs_real']:.3f} |")
+                     f"{get(x, 'domain_net', 'fd_generated_vs_test')} | "
+                     f"{get(x, 'independent_net', 'fd_generated_vs_test')} | {get(x, 'independent_net', 'precision')} | "
+                     f"{get(x, 'independent_net', 'recall')} |")
+    f = next(iter(rows.values()))[0]
+    lines.append(f"| (real vs real floor) | | | | {get(f, 'domain_net', 'fd_real_vs_real')} | "
+                 f"{get(f, 'independent_net', 'fd_real_vs_real')} | "
+                 f"{get(f, 'independent_net', 'precision_real_vs_real')} | "
+                 f"{get(f, 'independent_net', 'recall_real_vs_real')} |")
     return "\n".join(lines)
 
 
@@ -153,11 +195,13 @@ def plot(results: list[dict], runs: list[str], n: int, out: Path) -> None:
         floor = floor or v[0]
         t = [x["train_cpu_s"] / 60 for x in v]
         line, = axes[0].plot(t, [x["domain_net"]["fd_generated_vs_test"] for x in v], "o-", label=r)
-        axes[1].plot(t, [x["independent_net"]["fd_generated_vs_test"] for x in v], "o-", color=line.get_color(),
+        w = [x for x in v if "independent_net" in x]
+        ti = [x["train_cpu_s"] / 60 for x in w]
+        axes[1].plot(ti, [x["independent_net"]["fd_generated_vs_test"] for x in w], "o-", color=line.get_color(),
                      label=r)
-        axes[2].plot(t, [x["independent_net"]["precision"] for x in v], "o-", color=line.get_color(),
+        axes[2].plot(ti, [x["independent_net"]["precision"] for x in w], "o-", color=line.get_color(),
                      label=f"{r} precision")
-        axes[2].plot(t, [x["independent_net"]["recall"] for x in v], "s--", color=line.get_color(),
+        axes[2].plot(ti, [x["independent_net"]["recall"] for x in w], "s--", color=line.get_color(),
                      label=f"{r} recall")
     titles = ("FD, shipped domain net (256-d)", "FD, independent net (320-d)", "precision / recall, independent net")
     for ax, title in zip(axes, titles):
@@ -166,7 +210,8 @@ def plot(results: list[dict], runs: list[str], n: int, out: Path) -> None:
         ax.grid(alpha=0.3)
     if floor:
         for ax, space in zip(axes[:2], SPACES):
-            ax.axhline(floor[space]["fd_real_vs_real"], color="k", ls=":", label="real vs real")
+            if space in floor:
+                ax.axhline(floor[space]["fd_real_vs_real"], color="k", ls=":", label="real vs real")
             ax.set_yscale("log")
     axes[0].set_ylabel(f"Fréchet distance (n = {n})")
     axes[0].legend(fontsize=8)
@@ -181,26 +226,36 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", type=Path, required=True, help="training run directories (name = recipe)")
     p.add_argument("--domain-net", default="pretrained/synthfaces64_domain_net.pt")
-    p.add_argument("--independent-net", required=True)
+    p.add_argument("--independent-net", default=None, help="the independent DomainNet (its numbers can be added "
+                                                          "later: the images are cached)")
     p.add_argument("--n", type=int, default=2000, help="images per set")
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--every-kimg", type=float, default=2.0, help="evaluate snapshots at multiples of this (+ the last)")
+    p.add_argument("--every-kimg", type=float, default=2.0,
+                   help="evaluate the first snapshot at or past each multiple of this")
     p.add_argument("--all", action="store_true", help="evaluate every snapshot")
-    p.add_argument("--results", type=Path, default=Path("docs/generator_recipes.json"))
+    p.add_argument("--last", action="store_true", help="evaluate each run's newest snapshot too")
+    p.add_argument("--results", type=Path, nargs="+", default=[Path("docs/generator_recipes.json")],
+                   help="results file (JSON list); new evaluations go to the first, the table and plot read all")
     p.add_argument("--plot", type=Path, default=Path("docs/generator_recipes.png"))
     p.add_argument("--cache", type=Path, default=Path("runs/generator_recipes_real.pt"),
                    help="prefix of the cached test renders and their features")
     p.add_argument("--plot-only", action="store_true")
     p.add_argument("--render-only", action="store_true", help="render and cache the test images, then exit")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--watch", type=float, default=0,
+                   help="keep evaluating new snapshots, looking every N minutes (stop with Ctrl-C / kill)")
     args = p.parse_args(argv)
     if args.render_only:
         torch.set_num_threads(args.threads)
         real_images(args.n, 64, args.cache)
         return 0
-    results = (json.loads(args.results.read_text()) if args.plot_only and args.results.is_file()
-               else evaluate_runs(args))
+    if not args.plot_only:
+        evaluate_runs(args)
+        while args.watch > 0:
+            time.sleep(args.watch * 60)
+            evaluate_runs(args)
+    results = read_results(args.results)
     names = [r.name for r in args.runs]
     print(equal_cpu_table(results, names, args.n))
     plot(results, names, args.n, args.plot)

@@ -929,8 +929,8 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
         fresh = resume_state is None
         resume_state = None  # free the memory
         n_g = sum(p.numel() for p in trainer.G.parameters())
-        n_d = sum(p.numel() for p in trainer.D.parameters())
-        logger.info(f"run {run_dir}: {data_desc}; G {n_g / 1e6:.2f} M params, D {n_d / 1e6:.2f} M params; "
+        n_d = sum(p.numel() for group in trainer.d_optim.param_groups for p in group["params"])  # trainable
+        logger.info(f"run {run_dir}: {data_desc}; G {n_g / 1e6:.2f} M params, D {n_d / 1e6:.2f} M trained params; "
                     f"{info.world_size} process(es) on {info.device}, batch {opts.batch} "
                     f"({trainer.local_batch} per process), impl {opts.impl}, bf16 {opts.bf16}")
         for line in unreadable_report([dataset]):
