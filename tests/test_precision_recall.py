@@ -102,3 +102,39 @@ def test_generator_report_uses_the_same_images_for_every_network():
     assert a["recall"] <= 1 / 24
     with pytest.raises(ValueError):
         generator_quality_report(_ConstantG(), nets, n=12, real=real)
+
+
+def test_eval_generator_script_reports_both_networks(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from clcae.checkpoints import save_generator
+    from clcae.networks.domain import DomainNet, save_domain_net
+    from clcae.networks.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    save_generator(Generator(16, 32, 2, channel_base=256, channel_max=16), tmp_path / "G.pt")
+    save_domain_net(DomainNet(input_size=16, stem_channels=4, channels=(8, 16), blocks=(1, 1), embed_dim=8,
+                              attr_reduce=4, attr_hidden=8), tmp_path / "a.pt")
+    save_domain_net(DomainNet(input_size=16, stem_channels=6, channels=(8, 12), blocks=(2, 1), embed_dim=8,
+                              attr_reduce=4, attr_hidden=8), tmp_path / "b.pt")
+    spec = importlib.util.spec_from_file_location(
+        "eval_generator_script", Path(__file__).resolve().parents[1] / "scripts" / "eval_generator.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = ["--generator", str(tmp_path / "G.pt"), "--domain-net", str(tmp_path / "a.pt"), "--n", "12",
+            "--batch", "5"]
+    assert mod.main(base + ["--json", str(tmp_path / "old.json")]) == 0
+    assert mod.main(base + ["--independent-net", str(tmp_path / "b.pt"), "--k", "2",
+                            "--json", str(tmp_path / "new.json")]) == 0
+    old, new = (json.loads((tmp_path / f"{x}.json").read_text()) for x in ("old", "new"))
+    assert "spaces" not in old and old["domain_net"] == str(tmp_path / "a.pt")  # the report without it is unchanged
+    # the same images and the same network give the same distance with or without the second network
+    assert math.isclose(new["fd_generated_vs_test"], old["fd_generated_vs_test"], rel_tol=1e-9)
+    assert new["spaces"]["domain_net"]["fd_generated_vs_test"] == new["fd_generated_vs_test"]
+    indep = new["spaces"]["independent_net"]
+    assert indep["fd_generated_vs_test"] != new["fd_generated_vs_test"]
+    assert 0 <= indep["precision"] <= 1 and 0 <= indep["recall"] <= 1 and new["k"] == 2
+    with pytest.raises(SystemExit):
+        mod.main(base[:-4] + ["--n", "2", "--independent-net", str(tmp_path / "b.pt"), "--k", "3"])
