@@ -14,9 +14,9 @@ Configurations (``--configs``):
 
 - ``ref``: ``set_impl('ref')``, fp32, contiguous: the official arithmetic (grouped modulated convolution, FIR
   filters as one single-channel convolution over all maps, batch norms as separate layers);
-- ``fast``: the default, ``impl='auto'``, fp32 (equal to ``ref`` within 1e-4: the parity tests);
-- ``fast-cl``: ``fast`` with channels-last activations;
-- ``bf16``: ``fast`` with ``precision='bf16'`` (opt-in; its error against fp32 is printed below the table);
+- ``fast``: ``impl='auto'``, fp32, contiguous activations (equal to ``ref`` within 1e-4: the parity tests);
+- ``fast-cl``: ``fast`` with channels-last activations: what ``load_inverter`` gives on a CPU (the default);
+- ``bf16``: ``fast-cl`` with ``precision='bf16'`` (opt-in; its error against fp32 is printed below the table);
 - ``onnxruntime``: the exported W+F graph run by ONNX Runtime (needs the ``[export]`` extra; total only).
 
 Per row: seconds per image (median over ``--reps``), speed-up against the ``ref`` row of the same model and batch,
@@ -148,7 +148,7 @@ def configure(inv, config: str):
     """Put the one inverter instance in ``config`` (every configuration shares the weights)."""
     inv.set_impl("ref" if config == "ref" else "auto")
     inv.set_precision("bf16" if config == "bf16" else "fp32")
-    inv.set_memory_format(torch.channels_last if config == "fast-cl" else torch.contiguous_format)
+    inv.set_memory_format(torch.channels_last if config in ("fast-cl", "bf16") else torch.contiguous_format)
 
 
 class ComponentTimer:

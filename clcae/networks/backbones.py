@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SEModule", "BottleneckIR", "IRSEBackbone", "IRSE_STAGE_UNITS", "IRSE_WIDTHS"]
+__all__ = ["SEModule", "BottleneckIR", "IRSEBackbone", "IRSE_STAGE_UNITS", "IRSE_WIDTHS", "fold_batch_norm"]
 
 #: Units per stage for the supported depths: ArcFace's IR-50 / IR-100 / IR-152 (the released encoders use IR-SE-50),
 #: plus ResNet-style IR-18 and IR-34 for small encoders on small domains (e.g. the 64 px SynthFaces models).
@@ -25,6 +26,32 @@ IRSE_STAGE_UNITS: dict[int, tuple[int, int, int, int]] = {
     18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
 #: Output channels of the four stages of the standard trunk (the stem has ``widths[0]`` channels).
 IRSE_WIDTHS: tuple[int, int, int, int] = (64, 128, 256, 512)
+
+
+def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one convolution equal to ``bn(conv(x))`` with ``bn`` in eval mode (running statistics):
+    ``w * g / sqrt(var + eps)`` per output channel, bias ``beta + (b - mean) * g / sqrt(var + eps)``. Cached on
+    ``conv`` until any of the tensors involved changes (an optimiser step, a checkpoint load, ``.to()``)."""
+    tensors = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) if t is not None else None for t in tensors)
+    cached = getattr(conv, "_clcae_folded", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with torch.no_grad():
+        inv_std = torch.rsqrt(bn.running_var + bn.eps)
+        g = inv_std * bn.weight if bn.weight is not None else inv_std
+        w = conv.weight * g.reshape(-1, 1, 1, 1)
+        b = -bn.running_mean * g
+        if conv.bias is not None:
+            b = b + conv.bias * g
+        if bn.bias is not None:
+            b = b + bn.bias
+    conv._clcae_folded = (key, (w, b))
+    return w, b
+
+
+def _conv(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class SEModule(nn.Module):
@@ -76,8 +103,27 @@ class BottleneckIR(nn.Module):
             layers.append(SEModule(out_channels, se_reduction))
         self.res_layer = nn.Sequential(*layers)
 
+        self.impl = "auto"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res_layer(x) + self.shortcut_layer(x)
+        if self.training or torch.is_grad_enabled() or self.impl == "ref":
+            return self.res_layer(x) + self.shortcut_layer(x)
+        return self._forward_folded(x)
+
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval-mode inference with the batch norms after convolutions folded into them (:func:`fold_batch_norm`);
+        the leading batch norm stays a layer (folding it into a zero-padded convolution would change the border).
+        Equal to the layered forward up to float rounding."""
+        bn1, conv1, prelu, conv2, bn2 = list(self.res_layer)[:5]
+        r = prelu(conv1(bn1(x)))
+        r = _conv(conv2, r, *fold_batch_norm(conv2, bn2))
+        if len(self.res_layer) > 5:
+            r = self.res_layer[5](r)
+        sc = self.shortcut_layer
+        if isinstance(sc, nn.MaxPool2d):  # MaxPool2d(1, s) is a strided subsampling
+            s = sc.stride if isinstance(sc.stride, int) else sc.stride[0]
+            return r.add_(x[:, :, ::s, ::s])
+        return r.add_(_conv(sc[0], x, *fold_batch_norm(sc[0], sc[1])))
 
 
 class IRSEBackbone(nn.Module):
@@ -128,12 +174,17 @@ class IRSEBackbone(nn.Module):
         if any(not 0 <= t < len(body) for t in self.taps) or list(self.taps) != sorted(set(self.taps)):
             raise ValueError(f"taps must be increasing indices into the {len(body)} body units; got {self.taps}")
         self.tap_channels = tuple(unit_channels[t] for t in self.taps)
+        self.impl = "auto"  # 'ref': batch norms run as layers also at inference (see BottleneckIR)
 
     def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x [B, C, H, W] -> the tapped feature maps, in order (computes only up to the last tap)."""
         if x.ndim != 4:
             raise ValueError(f"expected an image batch [B, C, H, W]; got {tuple(x.shape)}")
-        out = self.input_layer(x)
+        if self.training or torch.is_grad_enabled() or self.impl == "ref":
+            out = self.input_layer(x)
+        else:  # eval-mode inference: the stem's batch norm folded into its convolution
+            conv, bn, prelu = self.input_layer
+            out = prelu(_conv(conv, x, *fold_batch_norm(conv, bn)))
         feats = []
         last = self.taps[-1]
         for i, unit in enumerate(self.body):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import fused_leaky_relu, upfirdn2d
+from ..ops import fused_leaky_relu, separable_factors, upfirdn2d, upfirdn2d_separable
 
 __all__ = [
     "make_kernel", "PixelNorm", "EqualLinear", "EqualConv2d", "FusedLeakyReLU", "Blur", "Upsample",
@@ -109,7 +109,41 @@ class FusedLeakyReLU(nn.Module):
         return fused_leaky_relu(x, self.bias, self.negative_slope, self.scale, impl=self.impl)
 
 
-class Blur(nn.Module):
+class _FIRFilter(nn.Module):
+    """A module that owns a fixed FIR ``kernel`` buffer and filters with it.
+
+    The kernel is prepared once, not per call: its separable factors are computed (one SVD) the first time the
+    PyTorch fast path runs and kept until the buffer changes (a checkpoint load, a ``.to()``), so each call is two
+    depthwise 1-D convolutions. ``impl='ref'``, and CUDA tensors (the CUDA kernel), use :func:`upfirdn2d` with the
+    2-D kernel as before.
+    """
+
+    up = 1
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        k = self.kernel
+        key = (k.data_ptr(), k._version, k.device, k.dtype)
+        if getattr(self, "_factors_key", None) != key:
+            self._factors_cache = separable_factors(k)
+            self._factors_key = key
+        return self._factors_cache
+
+    def filter(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Filter ``x`` [B, C, H, W]; ``bias`` [C] (optional) is added to the result."""
+        p0, p1 = self.pad
+        pad = (p0, p1, p0, p1)
+        if self.impl != "ref" and not (x.is_cuda and self.impl in ("auto", "cuda")):
+            factors = self._factors()
+            if factors is not None:
+                return upfirdn2d_separable(x, factors[0], factors[1], up=self.up, pad=pad, bias=bias)
+        out = upfirdn2d(x, self.kernel, up=self.up, pad=pad, impl=self.impl)
+        return out if bias is None else out + bias.reshape(1, -1, 1, 1).to(out.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.filter(x)
+
+
+class Blur(_FIRFilter):
     """FIR low-pass filter with padding ``(p0, p1)`` on both axes; buffer ``kernel`` (scaled by ``factor**2`` when it
     follows an upsampling transposed convolution)."""
 
@@ -122,25 +156,17 @@ class Blur(nn.Module):
         self.pad = tuple(pad)
         self.impl = "auto"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p0, p1 = self.pad
-        return upfirdn2d(x, self.kernel, pad=(p0, p1, p0, p1), impl=self.impl)
 
-
-class Upsample(nn.Module):
+class Upsample(_FIRFilter):
     """2x FIR upsampling (zero insertion + filter, kernel scaled by ``factor**2``); buffer ``kernel``."""
 
     def __init__(self, kernel: Sequence[float], factor: int = 2):
         super().__init__()
-        self.factor = factor
+        self.factor = self.up = factor
         self.register_buffer("kernel", make_kernel(kernel) * (factor ** 2))
         p = self.kernel.shape[0] - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
         self.impl = "auto"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p0, p1 = self.pad
-        return upfirdn2d(x, self.kernel, up=self.factor, pad=(p0, p1, p0, p1), impl=self.impl)
 
 
 class ModulatedConv2d(nn.Module):
@@ -187,18 +213,88 @@ class ModulatedConv2d(nn.Module):
             return True
         if self.fused != "auto":
             return bool(self.fused)
-        # Measured on a 2-core CPU (docs/PERFORMANCE.md): the unfused form is ~2x faster for training (gradients,
-        # batch > 1); for inference and batch 1 the grouped form (one plain conv per sample) is faster.
-        return x.is_cuda or not torch.is_grad_enabled() or x.shape[0] == 1
+        if x.is_cuda:
+            return True
+        if torch.is_grad_enabled():
+            # Measured on a 2-core CPU (docs/PERFORMANCE.md): the unfused form is ~2x faster for training
+            # (gradients, batch > 1); at batch 1 the grouped form is one plain convolution.
+            return x.shape[0] == 1
+        # Inference, chosen per layer shape: the grouped form builds B weights (out * in * k^2 each), the unfused
+        # one scales the input (in * H * W per sample); the cheaper preparation wins (bench_inversion.py). A batch
+        # in channels-last runs unfused: the grouped form's [1, B*C, H, W] view does not exist in that format.
+        if x.shape[0] > 1 and not x.is_contiguous():
+            return False
+        return self.out_channel * self.kernel_size ** 2 <= x.shape[2] * x.shape[3]
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def _fast_inference(self) -> bool:
+        return self.impl != "ref" and not torch.is_grad_enabled()
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, in, H, W], style [B, style_dim] -> ``gain * conv + bias`` [B, out, H', W'] (``bias`` [out],
+        optional; ``gain`` and ``bias`` let a caller fuse its epilogue into the convolution)."""
         b, c, h, w = x.shape
         if c != self.in_channel:
             raise ValueError(f"ModulatedConv2d expects {self.in_channel} input channels; got {tuple(x.shape)}")
         s = self.modulation(style)  # [B, in]
+        if self._fast_inference():
+            return self._forward_inference(x, s, gain, bias)
         if self._use_grouped(x):
-            return self._forward_grouped(x, s)
-        return self._forward_unfused(x, s)
+            out = self._forward_grouped(x, s)
+        else:
+            out = self._forward_unfused(x, s)
+        if gain != 1.0:
+            out = out * gain
+        return out if bias is None else out + bias.reshape(1, -1, 1, 1).to(out.dtype)
+
+    def _weight_sq(self) -> torch.Tensor:
+        """``sum_k (scale * weight)^2`` [out, in], cached while the weight is unchanged (inference only)."""
+        wt = self.weight
+        key = (wt.data_ptr(), wt._version, wt.dtype, wt.device)
+        if getattr(self, "_wsq_key", None) != key:
+            self._wsq = (self.scale * wt.squeeze(0)).pow(2).sum([2, 3])
+            self._wsq_key = key
+        return self._wsq
+
+    def _forward_inference(self, x: torch.Tensor, s: torch.Tensor, gain: float,
+                           bias: torch.Tensor | None) -> torch.Tensor:
+        """No-gradient forward: the per-sample scale ``s * demod * gain`` is built as a [B, out, in] coefficient and
+        applied to the weight in one pass (grouped form), or to input and output (unfused form); ``bias`` goes into
+        the convolution (or the blur after an upsampling one). Equal to the reference up to float rounding."""
+        b, c, h, w = x.shape
+        k, o = self.kernel_size, self.out_channel
+        demod = torch.rsqrt(s.pow(2) @ self._weight_sq().t() + self.eps) if self.demodulate else None  # [B, out]
+        out_scale = demod * gain if demod is not None else None
+        if self._use_grouped(x):
+            coef = s.view(b, 1, c) * self.scale
+            coef = coef * out_scale.view(b, o, 1) if out_scale is not None else (coef * gain).expand(b, o, c)
+            weight = self.weight.squeeze(0).unsqueeze(0) * coef.reshape(b, o, c, 1, 1)  # [B, out, in, k, k]
+            weight = weight.to(x.dtype)
+            # batch 1: x itself (a reshape would re-stride a channels-last tensor into the contiguous format)
+            if self.upsample:
+                xg = x if b == 1 else x.reshape(1, b * c, h, w)
+                weight = weight.transpose(1, 2).reshape(b * c, o, k, k)
+                out = F.conv_transpose2d(xg, weight, padding=0, stride=2, groups=b)
+                if b > 1:
+                    out = out.reshape(b, o, out.shape[2], out.shape[3])
+                return self.blur.filter(out, bias)
+            xg = x if b == 1 else x.reshape(1, b * c, h, w)
+            gbias = None if bias is None else bias.to(x.dtype).repeat(b)
+            out = F.conv2d(xg, weight.reshape(b * o, c, k, k), bias=gbias, padding=self.padding, groups=b)
+            return out if b == 1 else out.reshape(b, o, out.shape[2], out.shape[3])
+        weight = (self.scale * self.weight.squeeze(0)).to(x.dtype)
+        xs = x * s.view(b, c, 1, 1).to(x.dtype)
+        if self.upsample:
+            out = F.conv_transpose2d(xs, weight.transpose(0, 1), padding=0, stride=2)
+        else:
+            out = F.conv2d(xs, weight, padding=self.padding)
+        scale = (out_scale if out_scale is not None else s.new_full((b, o), gain)).view(b, o, 1, 1).to(out.dtype)
+        if self.upsample:
+            out = out.mul_(scale)
+            return self.blur.filter(out, bias)
+        if bias is None:
+            return out.mul_(scale)
+        return torch.addcmul(bias.view(1, o, 1, 1).to(out.dtype), out, scale)
 
     def _forward_grouped(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -273,7 +369,18 @@ class StyledConv(nn.Module):
         self.clamp = clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.activate(self.noise(self.conv(x, style), noise=noise))
+        act = self.activate
+        if self.conv._fast_inference() and act.bias is not None and act.scale > 0:
+            # inference: leaky_relu(z) * g == leaky_relu(g * z) for g > 0, so the gain and the bias go into the
+            # convolution and the noise is added in place: two passes over the output instead of five
+            g = act.scale
+            out = self.conv(x, style, gain=g, bias=act.bias * g)
+            if noise is None:
+                noise = out.new_empty(out.shape[0], 1, out.shape[2], out.shape[3]).normal_()
+            out = out.add_(noise.to(out.dtype) * (self.noise.weight * g).to(out.dtype))
+            out = F.leaky_relu_(out, act.negative_slope)
+        else:
+            out = act(self.noise(self.conv(x, style), noise=noise))
         return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
 
@@ -291,7 +398,10 @@ class ToRGB(nn.Module):
         self.clamp = clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style) + self.bias
+        if self.conv._fast_inference():
+            out = self.conv(x, style, bias=self.bias.reshape(-1))
+        else:
+            out = self.conv(x, style) + self.bias
         if self.clamp is not None:
             out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:

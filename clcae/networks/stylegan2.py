@@ -194,6 +194,7 @@ class Generator(nn.Module):
             if not 0 <= j < self.n_latent:
                 raise ValueError(f"features_in index must be in [0, {self.n_latent - 1}]; got {j}")
         feats: list[torch.Tensor] = []
+        fast = self.conv1.conv.impl != "ref"
 
         def blend(h: torch.Tensor, j: int) -> torch.Tensor:
             f = features_in.get(j)
@@ -202,8 +203,11 @@ class Generator(nn.Module):
             if f.shape[1:] != h.shape[1:]:
                 raise ValueError(f"features_in[{j}] has shape {tuple(f.shape)}; the activation there is "
                                  f"{tuple(h.shape)}")
+            f = f.to(h.dtype).contiguous(memory_format=self.memory_format)
             if feature_mode == "add":
                 return h + feature_scale * f
+            if fast and isinstance(feature_scale, (int, float)) and feature_scale == 1:
+                return f  # full replacement: nothing of h survives the blend
             return (1 - feature_scale) * h + feature_scale * f
 
         out = self.input(latent.shape[0]).contiguous(memory_format=self.memory_format)

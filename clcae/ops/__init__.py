@@ -6,7 +6,7 @@ A failed build warns once and falls back to PyTorch; :func:`set_strict` (or ``CL
 """
 from ._build import is_strict, set_strict
 from .bias_act import fused_leaky_relu, fused_leaky_relu_ref
-from .upfirdn2d import upfirdn2d, upfirdn2d_fast, upfirdn2d_ref
+from .upfirdn2d import separable_factors, upfirdn2d, upfirdn2d_fast, upfirdn2d_ref, upfirdn2d_separable
 
-__all__ = ["upfirdn2d", "upfirdn2d_ref", "upfirdn2d_fast", "fused_leaky_relu", "fused_leaky_relu_ref",
+__all__ = ["upfirdn2d", "upfirdn2d_ref", "upfirdn2d_fast", "upfirdn2d_separable", "separable_factors", "fused_leaky_relu", "fused_leaky_relu_ref",
            "set_strict", "is_strict"]

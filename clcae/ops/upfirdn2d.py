@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["upfirdn2d", "upfirdn2d_ref", "upfirdn2d_fast", "parse_pad"]
+__all__ = ["upfirdn2d", "upfirdn2d_ref", "upfirdn2d_fast", "upfirdn2d_separable", "separable_factors", "parse_pad"]
 
 
 def parse_pad(pad: int | Sequence[int]) -> tuple[int, int, int, int]:
@@ -111,6 +111,17 @@ def _separable(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     return _SEPARABLE_CACHE[key]
 
 
+def separable_factors(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(ky, kx)`` with ``kernel == outer(ky, kx)`` to float precision (a 1-D kernel ``k`` gives ``(k, k)``), or None
+    for a kernel that is not separable. Computed by an SVD in float64, once: modules that own a fixed kernel keep
+    the result (see :class:`clcae.networks.layers.Blur`) and call :func:`upfirdn2d_separable`."""
+    if kernel.ndim == 1:
+        return kernel, kernel
+    if kernel.shape[0] == 1 or kernel.shape[1] == 1:
+        return None
+    return _factorise(kernel)
+
+
 def _factorise(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     with torch.no_grad():
         kd = k.detach().double()
@@ -162,6 +173,53 @@ def _upfirdn2d_fast(x: torch.Tensor, kernel: torch.Tensor, up, down, pad) -> tor
         return x
     wk = k2.flip([0, 1]).reshape(1, 1, *k2.shape).expand(c, 1, *k2.shape)
     return F.conv2d(x, wk, stride=(downy, downx), groups=c)
+
+
+def upfirdn2d_separable(x: torch.Tensor, ky: torch.Tensor, kx: torch.Tensor, up=1, down=1, pad=(0, 0, 0, 0),
+                        bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``upfirdn2d(x, outer(ky, kx), up, down, pad)`` (+ ``bias`` [C] per channel, added by the last pass for free)
+    with the factors already known: two depthwise 1-D passes, no factorisation, nothing but standard convolutions
+    (so it traces and exports). Same result as :func:`upfirdn2d_ref` up to float rounding; autograd gives gradients
+    for ``x``. On CPU, bf16/fp16 inputs are computed in float32 (no fast reduced-precision depthwise kernels)."""
+    _check(x, ky)
+    if x.device.type == "cpu" and (x.dtype in (torch.bfloat16, torch.float16) or torch.is_autocast_enabled("cpu")):
+        with torch.autocast("cpu", enabled=False):
+            return upfirdn2d_separable(x.float(), ky.float(), kx.float(), up, down, pad,
+                                       None if bias is None else bias.float()).to(x.dtype)
+    upx, upy = _parse_factor(up, "up")
+    downx, downy = _parse_factor(down, "down")
+    x0, x1, y0, y1 = parse_pad(pad)
+    if upx == upy == 1 and x0 == x1 >= 0 and y0 == y1 >= 0:
+        py, px = y0, x0  # symmetric padding: the convolutions pad, no padded copy of x
+    else:
+        x, py, px = _upsample_pad(x, upx, upy, (x0, x1, y0, y1)), 0, 0
+    c = x.shape[1]
+    wy = ky.to(x.dtype).flip(0).reshape(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous()
+    wx = kx.to(x.dtype).flip(0).reshape(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous()
+    x = F.conv2d(x, wy, stride=(downy, 1), padding=(py, 0), groups=c)
+    return F.conv2d(x, wx, bias=None if bias is None else bias.to(x.dtype), stride=(1, downx), padding=(0, px),
+                    groups=c)
+
+
+def _upsample_pad(x: torch.Tensor, upx: int, upy: int, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """Zero insertion (a strided write) then padding (negative values crop)."""
+    x0, x1, y0, y1 = pad
+    n, c, h, w = x.shape
+    if upx > 1 or upy > 1:
+        up_x = torch.empty((n, c, h * upy, w * upx), dtype=x.dtype, device=x.device,
+                           memory_format=_format_of(x)).zero_()
+        up_x[:, :, ::upy, ::upx] = x
+        x = up_x
+    if max(x0, x1, y0, y1) > 0:
+        x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    if min(x0, x1, y0, y1) < 0:
+        x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
+    return x
+
+
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if (x.ndim == 4 and not x.is_contiguous()
+                                   and x.is_contiguous(memory_format=torch.channels_last)) else torch.contiguous_format
 
 
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up=1, down=1, pad=(0, 0, 0, 0), impl: str = "auto") -> torch.Tensor:
