@@ -15,7 +15,7 @@ Configurations (``--configs``):
 - ``ref``: ``set_impl('ref')``, fp32, contiguous: the official arithmetic (grouped modulated convolution, FIR
   filters as one single-channel convolution over all maps, batch norms as separate layers);
 - ``fast``: ``impl='auto'``, fp32, contiguous activations (equal to ``ref`` within 1e-4: the parity tests);
-- ``fast-cl``: ``fast`` with channels-last activations: what ``load_inverter`` gives on a CPU (the default);
+- ``fast-cl``: ``fast`` with channels-last activations: the default on a CPU (``memory_format=None``);
 - ``bf16``: ``fast-cl`` with ``precision='bf16'`` (opt-in; its error against fp32 is printed below the table);
 - ``onnxruntime``: the exported W+F graph run by ONNX Runtime (needs the ``[export]`` extra; total only).
 

@@ -772,11 +772,7 @@ def inverter_from_checkpoint(obj: Any, source: str = "checkpoint", base_dir: str
         inv.set_avg_image(avg_image, "checkpoint")
     inv.set_impl(impl)
     inv.set_precision(precision)
-    inv = inv.to(device).eval().requires_grad_(False)
-    if torch.device(device).type == "cpu" and impl != "ref":
-        # channels-last activations: the CPU convolutions run 1.4-1.6x faster in it (docs/PERFORMANCE.md)
-        inv.set_memory_format(torch.channels_last)
-    return inv
+    return inv.to(device).eval().requires_grad_(False)
 
 
 def load_inverter(path: str | os.PathLike, generator: Any = None, device: str | torch.device = "cpu",
@@ -802,8 +798,7 @@ def load_inverter(path: str | os.PathLike, generator: Any = None, device: str | 
     shapes and is checked against ``opts``; ``input_size`` overrides the encoder input size (default 192x256 when
     ``opts['dataset_type']`` names cars, else 256x256); ``impl`` picks the op implementation
     (:meth:`~clcae.inversion.Inverter.set_impl`); ``precision`` is ``'fp32'`` or the opt-in ``'bf16'``
-    (:meth:`~clcae.inversion.Inverter.set_precision`). On a CPU, unless ``impl='ref'``, activations run in
-    channels-last (:meth:`~clcae.inversion.Inverter.set_memory_format`; values unchanged).
+    (:meth:`~clcae.inversion.Inverter.set_precision`).
     """
     path = Path(path)
     return inverter_from_checkpoint(load_file(path), source=str(path), base_dir=path.parent, generator=generator,

@@ -550,6 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=cli.positive_int, default=8, help="strengths rendered per generator pass")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--impl", choices=["auto", "cuda", "fast", "ref"], default="auto", help="generator ops")
+    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default) or bf16: inversion and rendering under bfloat16 autocast (docs/PERFORMANCE.md)")
     g.add_argument("--threads", type=cli.positive_int, default=None, help="CPU threads for torch")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -563,7 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.latents is not None and args.input is not None:
         return cli.report_error("give --latents or --input, not both")
-    summary = run(args)
+    device_type = resolve_device(args.device).type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        summary = run(args)
     if summary.get("no_crop") and not summary["interrupted"]:
         return cli.report_error("no photo gave a face crop: nothing to edit", cli.EXIT_FAILED)
     print(f"{summary['done']} edited, {summary['skipped']} skipped (already finished), {summary['failed']} failed "

@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embed the grid images in report.html (base64) instead of referencing images/")
     o.add_argument("--batch", type=cli.positive_int, default=8, help="images per inversion call")
     o.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    o.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="the inverters' precision: fp32 (default) or bf16 (docs/PERFORMANCE.md)")
     o.add_argument("--threads", type=cli.positive_int, default=None, help="CPU threads for torch (default: torch's)")
     o.add_argument("--title", default="Inversion evaluation", help="report title")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -148,6 +150,8 @@ def _load_methods(args, device, suite) -> list[EvalMethod]:
     for name, ckpt in args.method:
         lm = load_method(checkpoint=ckpt, method="auto", generator=args.generator, device=device)
         inv = lm.inverter
+        if args.precision != "fp32":
+            inv.set_precision(args.precision)
         if args.avg_image is not None and hasattr(inv, "set_avg_image"):
             inv.set_avg_image(load_avg_image(args.avg_image, inv.input_size).to(device), str(args.avg_image))
             lm.settings["avg_image"] = str(Path(args.avg_image).resolve())

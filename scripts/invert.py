@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=cli.positive_int, default=4, help="images per batch (default 4)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster; results differ slightly)")
+    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default) or bf16 (= --bf16; error and speed in docs/PERFORMANCE.md)")
     g.add_argument("--impl", choices=["auto", "cuda", "fast", "ref"], default="auto",
                    help="generator op implementation")
     g.add_argument("--threads", type=cli.positive_int, default=None, help="CPU threads for torch")
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs, _ = list_inputs(crops)
     summary = invert_folder(loaded.inverter, inputs, args.out, batch=args.batch, size=args.size,
                             fmt=args.format, strips=not args.no_strips, overwrite=args.overwrite,
-                            resize=args.resize, bf16=args.bf16, method=loaded.method,
+                            resize=args.resize, bf16=args.bf16 or args.precision == "bf16", method=loaded.method,
                             checkpoint=loaded.checkpoint, settings=settings,
                             progress=not args.no_progress, align_summary=align_summary)
     print(format_summary(summary))

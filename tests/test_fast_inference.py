@@ -126,3 +126,40 @@ def test_shipped_inverter_fast_equals_reference():
     ref = inv.set_impl("ref").invert(x)
     for k in ("w", "wplus", "f", "f_gen", "image_wplus_f", "image_wplus", "image_w"):
         torch.testing.assert_close(fast[k], ref[k], rtol=1e-4, atol=1e-4, msg=k)
+
+
+def test_bf16_precision_is_opt_in_float32_out_and_close():
+    from clcae.pretrained import pretrained_dir
+    import clcae
+    import math
+
+    path = pretrained_dir() / "synthfaces64_clcae.pt"
+    if not path.exists():
+        pytest.skip("shipped 64 px CLCAE model not present")
+    inv = clcae.load_inverter(path)
+    assert inv.precision == "fp32"
+    x = torch.rand(2, 3, *inv.input_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ref = inv.invert(x)["image_wplus_f"]
+    low = clcae.load_inverter(path, precision="bf16").invert(x)["image_wplus_f"]
+    assert low.dtype == torch.float32 and not torch.equal(low, ref)  # it did run in reduced precision
+    mse = (low - ref).pow(2).mean().item()
+    assert 10 * math.log10(ref.abs().max().item() ** 2 / mse) > 35
+    with pytest.raises(ValueError, match="precision"):
+        inv.set_precision("fp16")
+
+
+@pytest.mark.parametrize("up,down,pad,taps", [(2, 1, (2, 1, 2, 1), 4), (2, 1, (1, 1, 1, 1), 4), (4, 1, (3, 3, 3, 3), 4),
+                                              (2, 1, (2, 1, 2, 1), 3), (1, 1, (1, 1, 1, 1), 4), (1, 1, (2, 1, 0, 1), 4),
+                                              (1, 2, (1, 1, 1, 1), 4), (2, 1, (-1, 2, 0, 0), 4)])
+def test_upfirdn2d_separable_equals_reference(up, down, pad, taps):
+    from clcae.ops import upfirdn2d_ref, upfirdn2d_separable
+
+    g = torch.Generator().manual_seed(taps + up)
+    ky, kx = torch.rand(taps, generator=g), torch.rand(taps, generator=g)
+    x, bias = torch.randn(2, 5, 9, 8, generator=g), torch.randn(5, generator=g)
+    ref = upfirdn2d_ref(x, torch.outer(ky, kx), up=up, down=down, pad=pad) + bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(upfirdn2d_separable(x, ky, kx, up=up, down=down, pad=pad, bias=bias), ref,
+                               rtol=1e-5, atol=1e-5)
+    cl = upfirdn2d_separable(x.contiguous(memory_format=torch.channels_last), ky, kx, up=up, down=down, pad=pad,
+                             bias=bias)
+    torch.testing.assert_close(cl, ref, rtol=1e-5, atol=1e-5)

@@ -109,7 +109,7 @@ class Inverter(nn.Module):
         self.register_buffer("latent_avg", latent_avg.detach().clone().float(), persistent=False)
         self.input_size = tuple(int(v) for v in input_size)
         self.precision = "fp32"
-        self.memory_format = torch.contiguous_format
+        self.memory_format: torch.memory_format | None = None  # None: chosen per call, see invert()
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -146,18 +146,26 @@ class Inverter(nn.Module):
         self.precision = precision
         return self
 
-    def set_memory_format(self, memory_format: torch.memory_format) -> "Inverter":
-        """Run activations in ``torch.channels_last`` or ``torch.contiguous_format`` (values unchanged). The
-        encoder's weights are converted with :func:`~clcae.networks.memory_format.to_channels_last` (which keeps
-        the convolutions that crash in channels-last on some CPUs contiguous). Returns self."""
+    def set_memory_format(self, memory_format: torch.memory_format | None) -> "Inverter":
+        """Run :meth:`invert`'s activations in ``torch.channels_last`` or ``torch.contiguous_format`` (values equal
+        within float rounding); ``None`` (the default) picks channels-last on a CPU unless ``impl='ref'`` (its
+        convolutions measured 1.4-1.6x faster there, ``docs/PERFORMANCE.md``) and contiguous elsewhere. For
+        channels-last the encoder's weights are converted with
+        :func:`~clcae.networks.memory_format.to_channels_last` (which keeps the convolutions that crash in
+        channels-last on some CPUs contiguous). Returns self."""
         if memory_format == torch.channels_last:
             to_channels_last(self.encoder)
-        elif memory_format != torch.contiguous_format:
-            raise ValueError(f"memory_format must be torch.channels_last or torch.contiguous_format; got "
+        elif memory_format not in (torch.contiguous_format, None):
+            raise ValueError(f"memory_format must be torch.channels_last, torch.contiguous_format or None; got "
                              f"{memory_format!r}")
         self.memory_format = memory_format
-        self.decoder.set_memory_format(memory_format)
         return self
+
+    def _call_memory_format(self, x: torch.Tensor) -> torch.memory_format:
+        if self.memory_format is not None:
+            return self.memory_format
+        fast = getattr(self.decoder.conv1.conv, "impl", "auto") != "ref"
+        return torch.channels_last if x.device.type == "cpu" and fast else torch.contiguous_format
 
     def official_output(self, image: torch.Tensor) -> torch.Tensor:
         """``image`` as the official inference scripts write it (see :func:`official_output`)."""
@@ -186,12 +194,17 @@ class Inverter(nn.Module):
         ``avg_image`` is used by CLCAE only (see :class:`CLCAEInverter`). ``images`` picks which images to render
         (names without the ``image_`` prefix; default all). Returns the dict described in the module docstring.
         """
-        x = x.contiguous(memory_format=self.memory_format)
-        if self.precision == "fp32":
-            return self(x, avg_image=avg_image, images=images)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            out = self(x, avg_image=avg_image, images=images)
-        return {k: v.float().contiguous() if v.is_floating_point() else v for k, v in out.items()}
+        fmt = self._call_memory_format(x)
+        x = x.contiguous(memory_format=fmt)
+        previous = self.decoder.memory_format
+        self.decoder.set_memory_format(fmt)
+        try:
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                out = self(x, avg_image=avg_image, images=images)
+        finally:
+            self.decoder.set_memory_format(previous)
+        return {k: v.float().contiguous() if torch.is_tensor(v) and v.is_floating_point() else v
+                for k, v in out.items()}
 
 
 class CLCAEInverter(Inverter):

@@ -120,22 +120,34 @@ class _FIRFilter(nn.Module):
 
     up = 1
 
-    def _factors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _factors(self, channels: int | None = None) -> tuple[torch.Tensor, ...] | None:
+        """``(ky, kx)`` of the kernel, or None if it is not separable; with ``channels``, ``(wy, wx, wy reversed,
+        wx reversed)``, the factors repeated per channel as depthwise weights ``[C, 1, K, 1]`` / ``[C, 1, 1, K]``
+        (cached too, so a trace sees constants)."""
         k = self.kernel
         key = (k.data_ptr(), k._version, k.device, k.dtype)
         if getattr(self, "_factors_key", None) != key:
             self._factors_cache = separable_factors(k)
             self._factors_key = key
-        return self._factors_cache
+            self._depthwise_cache = {}
+        factors = self._factors_cache
+        if factors is None or channels is None:
+            return factors
+        if channels not in self._depthwise_cache:
+            ky, kx = factors
+            wy, wx = ky.reshape(1, 1, -1, 1).repeat(channels, 1, 1, 1), kx.reshape(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+            self._depthwise_cache[channels] = (wy, wx, wy.flip(2).contiguous(), wx.flip(3).contiguous())
+        return self._depthwise_cache[channels]
 
     def filter(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """Filter ``x`` [B, C, H, W]; ``bias`` [C] (optional) is added to the result."""
         p0, p1 = self.pad
         pad = (p0, p1, p0, p1)
         if self.impl != "ref" and not (x.is_cuda and self.impl in ("auto", "cuda")):
-            factors = self._factors()
+            factors = self._factors(int(x.shape[1]))
             if factors is not None:
-                return upfirdn2d_separable(x, factors[0], factors[1], up=self.up, pad=pad, bias=bias)
+                return upfirdn2d_separable(x, factors[0], factors[1], up=self.up, pad=pad, bias=bias,
+                                           flipped=factors[2:])
         out = upfirdn2d(x, self.kernel, up=self.up, pad=pad, impl=self.impl)
         return out if bias is None else out + bias.reshape(1, -1, 1, 1).to(out.dtype)
 
@@ -261,7 +273,7 @@ class ModulatedConv2d(nn.Module):
         """No-gradient forward: the per-sample scale ``s * demod * gain`` is built as a [B, out, in] coefficient and
         applied to the weight in one pass (grouped form), or to input and output (unfused form); ``bias`` goes into
         the convolution (or the blur after an upsampling one). Equal to the reference up to float rounding."""
-        b, c, h, w = x.shape
+        b, c, h, w = (int(v) for v in x.shape)  # plain ints: a traced graph gets static weight shapes
         k, o = self.kernel_size, self.out_channel
         demod = torch.rsqrt(s.pow(2) @ self._weight_sq().t() + self.eps) if self.demodulate else None  # [B, out]
         out_scale = demod * gain if demod is not None else None
@@ -297,7 +309,7 @@ class ModulatedConv2d(nn.Module):
         return torch.addcmul(bias.view(1, o, 1, 1).to(out.dtype), out, scale)
 
     def _forward_grouped(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        b, c, h, w = (int(v) for v in x.shape)  # ints: an exported graph gets a static kernel shape
         k = self.kernel_size
         weight = self.scale * self.weight * s.view(b, 1, c, 1, 1)
         if self.demodulate:

@@ -77,7 +77,7 @@ def upfirdn2d_ref(x: torch.Tensor, kernel: torch.Tensor, up=1, down=1, pad=(0, 0
     downx, downy = _parse_factor(down, "down")
     x0, x1, y0, y1 = parse_pad(pad)
     k = _as_2d(kernel).to(x.dtype)
-    n, c, h, w = x.shape
+    n, c, h, w = (int(v) for v in x.shape)
     # zero insertion: place each sample at the top-left of an up_y x up_x cell
     out = x.reshape(n * c, h, 1, w, 1)
     out = F.pad(out, [0, upx - 1, 0, 0, 0, upy - 1])
@@ -176,29 +176,54 @@ def _upfirdn2d_fast(x: torch.Tensor, kernel: torch.Tensor, up, down, pad) -> tor
 
 
 def upfirdn2d_separable(x: torch.Tensor, ky: torch.Tensor, kx: torch.Tensor, up=1, down=1, pad=(0, 0, 0, 0),
-                        bias: torch.Tensor | None = None) -> torch.Tensor:
+                        bias: torch.Tensor | None = None,
+                        flipped: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``upfirdn2d(x, outer(ky, kx), up, down, pad)`` (+ ``bias`` [C] per channel, added by the last pass for free)
     with the factors already known: two depthwise 1-D passes, no factorisation, nothing but standard convolutions
-    (so it traces and exports). Same result as :func:`upfirdn2d_ref` up to float rounding; autograd gives gradients
-    for ``x``. On CPU, bf16/fp16 inputs are computed in float32 (no fast reduced-precision depthwise kernels)."""
-    _check(x, ky)
+    (so it traces and exports). ``ky``/``kx`` are 1-D, or already repeated per channel as ``[C, 1, K, 1]`` /
+    ``[C, 1, 1, K]`` (what a module caches, so that a trace holds them as constants); ``flipped`` optionally gives
+    the same two reversed (else reversed here). Same result as
+    :func:`upfirdn2d_ref` up to float rounding; autograd gives gradients for ``x``. On CPU, bf16/fp16 inputs are
+    computed in float32 (no fast reduced-precision depthwise kernels)."""
+    if x.ndim != 4:
+        raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W]; got {tuple(x.shape)}")
     if x.device.type == "cpu" and (x.dtype in (torch.bfloat16, torch.float16) or torch.is_autocast_enabled("cpu")):
         with torch.autocast("cpu", enabled=False):
             return upfirdn2d_separable(x.float(), ky.float(), kx.float(), up, down, pad,
-                                       None if bias is None else bias.float()).to(x.dtype)
+                                       None if bias is None else bias.float(),
+                                       None if flipped is None else tuple(t.float() for t in flipped)).to(x.dtype)
     upx, upy = _parse_factor(up, "up")
     downx, downy = _parse_factor(down, "down")
     x0, x1, y0, y1 = parse_pad(pad)
+    c = int(x.shape[1])
+    wy = (ky if ky.ndim == 4 else ky.reshape(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous()).to(x.dtype)
+    wx = (kx if kx.ndim == 4 else kx.reshape(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous()).to(x.dtype)
+    b = None if bias is None else bias.to(x.dtype)
+    if downx == downy == 1 and (upx > 1 or upy > 1):
+        # upsampling: a transposed convolution per axis inserts the zeros and filters in one pass (no multiplies by
+        # the inserted zeros), its padding crops what the pad would have cropped
+        cy = _transposed_crop(x.shape[2], upy, y0, y1, wy.shape[2])
+        cx = _transposed_crop(x.shape[3], upx, x0, x1, wx.shape[3])
+        if cy is not None and cx is not None:
+            x = F.conv_transpose2d(x, wy, stride=(upy, 1), padding=(cy, 0), groups=c)
+            return F.conv_transpose2d(x, wx, bias=b, stride=(1, upx), padding=(0, cx), groups=c)
     if upx == upy == 1 and x0 == x1 >= 0 and y0 == y1 >= 0:
         py, px = y0, x0  # symmetric padding: the convolutions pad, no padded copy of x
     else:
         x, py, px = _upsample_pad(x, upx, upy, (x0, x1, y0, y1)), 0, 0
-    c = x.shape[1]
-    wy = ky.to(x.dtype).flip(0).reshape(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous()
-    wx = kx.to(x.dtype).flip(0).reshape(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous()
+    # conv2d correlates: reversed filters for a true convolution
+    wy, wx = (wy.flip(2), wx.flip(3)) if flipped is None else (flipped[0].to(x.dtype), flipped[1].to(x.dtype))
     x = F.conv2d(x, wy, stride=(downy, 1), padding=(py, 0), groups=c)
-    return F.conv2d(x, wx, bias=None if bias is None else bias.to(x.dtype), stride=(1, downx), padding=(0, px),
-                    groups=c)
+    return F.conv2d(x, wx, bias=b, stride=(1, downx), padding=(0, px), groups=c)
+
+
+def _transposed_crop(size: int, up: int, p0: int, p1: int, k: int) -> int | None:
+    """The ``padding`` of a stride-``up`` transposed convolution with a ``k``-tap filter that gives upfirdn2d's
+    output along one axis (upsampling only), or None when the crop is not the same on both sides."""
+    full = (size - 1) * up + k
+    start = k - 1 - p0
+    end = full - start - (size * up + p0 + p1 - k + 1)
+    return start if start == end and start >= 0 else None
 
 
 def _upsample_pad(x: torch.Tensor, upx: int, upy: int, pad: tuple[int, int, int, int]) -> torch.Tensor:
