@@ -36,5 +36,7 @@ setup(
         "align": ["dlib-bin", "face_recognition_models"],
         # the web app's server is the standard library; it finds faces with the [align] extra
         "app": ["dlib-bin", "face_recognition_models"],
+        # scripts/export.py: ONNX export (onnx) and its check / the onnxruntime backend (onnxruntime)
+        "export": ["onnx", "onnxruntime"],
     },
 )

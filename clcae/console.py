@@ -60,6 +60,8 @@ COMMANDS: dict[str, Command] = {
     "ganspace-pca": Command("GANSpace PCA of W", script="ganspace_pca.py"),
     "eval-generator": Command("Frechet distance of a SynthFaces generator", script="eval_generator.py"),
     "convert": Command("convert a generator between formats (.pkl -> .pt, ...)", script="convert_checkpoint.py"),
+    "export": Command("export an inverter to ONNX and check it in ONNX Runtime (the [export] extra)",
+                      script="export.py"),
 }
 
 

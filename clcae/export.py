@@ -1,0 +1,102 @@
+"""ONNX export of an inverter with its generator: image in -> codes and one rendered image out.
+
+    from clcae.export import export_onnx, ort_session, check_export
+    names = export_onnx(inv, "clcae.onnx", batch=1)          # ('w', 'wplus', 'f', 'image_wplus_f') for CLCAE
+    session = ort_session("clcae.onnx")                       # needs onnxruntime: pip install -e ".[export]"
+    outs = session.run(None, {"image": x.numpy()})            # x [batch, 3, H, W] in [-1, 1] at inv.input_size
+
+The graph is the inference fast path (``impl='auto'`` on the CPU, fp32, contiguous): batch norms folded, FIR filters
+as depthwise (transposed) convolutions with their separable factors computed before the trace, the modulated
+convolution's per-sample weight built from the style. The batch size is fixed at export (the grouped modulated
+convolution's weight shape depends on it). For CLCAE the average image is stored in the graph (the encoder sees
+``x - avg``). Exporting needs ``onnx`` (the ``[export]`` extra); running it, ``onnxruntime``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import torch
+from torch import nn
+
+__all__ = ["InverterGraph", "export_onnx", "ort_session", "check_export", "output_names"]
+
+
+def output_names(inv, image: str) -> tuple[str, ...]:
+    """Names of the graph outputs for ``inv`` rendering ``image`` ('wplus_f', 'wplus' or 'w')."""
+    codes = ("w", "wplus", "f") if inv.arch == "clcae" else (("w", "wplus") if inv.arch == "e4e" else ("wplus",))
+    return codes + (f"image_{image}",)
+
+
+class InverterGraph(nn.Module):
+    """``forward(image) -> tuple`` of :func:`output_names` (codes, then the image, unclamped, full resolution)."""
+
+    def __init__(self, inverter, image: str | None = None):
+        super().__init__()
+        self.inverter = inverter
+        self.image = image or inverter.image_names[0]
+        if self.image not in inverter.image_names:
+            raise ValueError(f"{type(inverter).__name__} renders {inverter.image_names}; got image={self.image!r}")
+        self.names = output_names(inverter, self.image)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.inverter(image, images=(self.image,))
+        return tuple(out[n] for n in self.names)
+
+
+def export_onnx(inverter, path: str | os.PathLike, batch: int = 1, image: str | None = None,
+                opset: int = 17, impl: str = "fast") -> tuple[str, ...]:
+    """Write ``inverter`` (eval mode, on the CPU) as an ONNX graph with input ``image`` [batch, 3, H, W]; returns the
+    output names. ``impl``: ``'fast'`` (the inference fast path) or ``'ref'`` (the official arithmetic). The
+    inverter is left as it was (impl, memory format, precision)."""
+    if impl not in ("fast", "ref"):
+        raise ValueError(f"impl must be 'fast' or 'ref'; got {impl!r}")
+    try:
+        import onnx  # noqa: F401  (torch.onnx needs it)
+    except ImportError as e:
+        raise ImportError("exporting to ONNX needs the onnx package: pip install -e \".[export]\"") from e
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1; got {batch}")
+    graph = InverterGraph(inverter, image).eval()
+    impls = {m: m.impl for m in inverter.modules() if hasattr(m, "impl")}
+    state = (inverter.memory_format, inverter.precision, inverter.decoder.memory_format)
+    x = torch.zeros(batch, 3, *inverter.input_size)
+    try:
+        inverter.set_impl(impl).set_memory_format(torch.contiguous_format).set_precision("fp32")
+        inverter.decoder.set_memory_format(torch.contiguous_format)
+        if hasattr(inverter, "average_image"):
+            inverter.average_image()  # rendered now if needed, a constant in the graph
+        with torch.no_grad():
+            graph(x)  # prepares every cached kernel (FIR factors, folded batch norms) outside the trace
+            torch.onnx.export(graph, (x,), str(path), dynamo=False, opset_version=opset, input_names=["image"],
+                              output_names=list(graph.names), do_constant_folding=True)
+    finally:
+        for m, impl in impls.items():
+            m.impl = impl
+        inverter.memory_format, inverter.precision = state[0], state[1]
+        inverter.decoder.set_memory_format(state[2])
+    return graph.names
+
+
+def ort_session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session for ``path`` using ``threads`` (default: torch's thread count)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError("running the ONNX graph needs onnxruntime: pip install -e \".[export]\"") from e
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(Path(path)), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def check_export(inverter, path: str | os.PathLike, x: torch.Tensor, image: str | None = None,
+                 session=None) -> dict[str, float]:
+    """Max absolute difference between ONNX Runtime and PyTorch (fp32, this inverter's current impl) for each
+    output, on input ``x`` [batch, 3, H, W]."""
+    graph = InverterGraph(inverter, image).eval()
+    with torch.no_grad():
+        ref = graph(x)
+    session = session or ort_session(path)
+    got = session.run(None, {"image": x.detach().cpu().numpy()})
+    return {n: (torch.from_numpy(g) - r.float()).abs().max().item() for n, g, r in zip(graph.names, got, ref)}
