@@ -81,33 +81,47 @@ def loadavg() -> float:
         return float("nan")
 
 
-def _timed(fn, reps: int = 3) -> float:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device, reps: int = 3) -> float:
     fn()
     ts = []
     for _ in range(reps):
+        sync(device)
         t = time.perf_counter()
         fn()
+        sync(device)
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
 
 
-def machine_rates(dtype=torch.float32) -> dict:
-    """GFLOP/s of a 2048^2 matmul and of a 3x3 convolution (256 -> 256 channels, 64x64, batch 1, channels-last) in
-    ``dtype``, measured now."""
-    n = 2048
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    mm = 2 * n ** 3 / _timed(lambda: a @ b)
-    x = torch.randn(1, 256, 64, 64, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(256, 256, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    conv = 2 * 256 * 256 * 9 * 64 * 64 / _timed(lambda: F.conv2d(x, w, padding=1))
+def machine_rates(dtype=torch.float32, device=torch.device("cpu")) -> dict:
+    """GFLOP/s of a 2048^2 matmul (8192^2 on a GPU) and of a 3x3 convolution (256 -> 256 channels, 64x64, batch 1;
+    batch 32 on a GPU; channels-last) in ``dtype``, measured now."""
+    n, batch = (8192, 32) if device.type == "cuda" else (2048, 1)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    mm = 2 * n ** 3 / _timed(lambda: a @ b, device)
+    x = torch.randn(batch, 256, 64, 64, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last)
+    conv = 2 * batch * 256 * 256 * 9 * 64 * 64 / _timed(lambda: F.conv2d(x, w, padding=1), device)
     return {"matmul": mm / 1e9, "conv3x3": conv / 1e9}
 
 
 @contextlib.contextmanager
-def peak_rss():
+def peak_rss(device: torch.device = torch.device("cpu")):
     """Yields a dict whose 'mb' is the peak resident memory (MiB) while the block ran (process peak where the
-    kernel cannot reset it)."""
+    kernel cannot reset it); on a GPU, the peak of the memory torch allocated there."""
     out = {"mb": float("nan")}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            yield out
+        finally:
+            out["mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return
     reset = False
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -155,21 +169,25 @@ class ComponentTimer:
     """Wraps the encoder's forward and the generator's synthesis of one inverter and records how long each call
     took: 'encoder', and one entry per generator pass ('wplus_f', 'wplus', 'w')."""
 
-    def __init__(self, inv):
+    def __init__(self, inv, device: torch.device):
         self.times: dict[str, float] = {}
         enc, G = inv.encoder, inv.decoder
         enc_forward, synthesis = enc.forward, G.synthesis
 
         def timed_encoder(*a, **k):
+            sync(device)
             t = time.perf_counter()
             out = enc_forward(*a, **k)
+            sync(device)
             self.times["encoder"] = self.times.get("encoder", 0.0) + time.perf_counter() - t
             return out
 
         def timed_synthesis(ws, *a, **k):
             name = "wplus_f" if k.get("features_in") else ("w" if ws.ndim == 2 else "wplus")
+            sync(device)
             t = time.perf_counter()
             out = synthesis(ws, *a, **k)
+            sync(device)
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t
             return out
 
@@ -205,31 +223,33 @@ def count_flops(inv, x, avg) -> dict[str, float]:
 
 def onnx_session(inv, workdir: Path, batch: int):
     """An ONNX Runtime session of the inverter's W+F graph (``scripts/export.py``'s export), or None."""
-    try:
-        from clcae.export import export_onnx, ort_session
-    except ImportError:
-        return None
+    import warnings
+
+    from clcae.export import export_onnx, ort_session
+
+    warnings.filterwarnings("ignore", module="torch.onnx")
     try:
         path = workdir / f"inverter_{inv.arch}_{inv.decoder.size}_b{batch}.onnx"
         if not path.exists():
             export_onnx(inv, path, batch=batch)
         return ort_session(path)
-    except ImportError as e:
-        print(f"# onnxruntime row skipped: {e}", file=sys.stderr)
+    except Exception as e:  # a missing extra, or an export this model does not support: the row is left out
+        print(f"# onnxruntime row skipped: {type(e).__name__}: {e}", file=sys.stderr)
         return None
 
 
 # ------------------------------------------------------------------------------------------------ main
-def run_case(name: str, path: Path, batch: int, configs: list[str], reps: int, rates: dict, workdir: Path) -> list:
+def run_case(name: str, path: Path, batch: int, configs: list[str], reps: int, rates: dict, workdir: Path,
+             device: torch.device = torch.device("cpu")) -> list:
     import clcae
 
-    inv = clcae.load_inverter(path)
+    inv = clcae.load_inverter(path, device=device)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 3, *inv.input_size, generator=g) * 2 - 1
+    x = (torch.rand(batch, 3, *inv.input_size, generator=g) * 2 - 1).to(device)
     avg = inv.average_image() if inv.arch == "clcae" else None
     flops = count_flops(inv, x, avg if avg is not None else 0)
-    timer = ComponentTimer(inv)
-    session = onnx_session(inv, workdir, batch) if "onnxruntime" in configs else None
+    timer = ComponentTimer(inv, device)
+    session = onnx_session(inv, workdir, batch) if "onnxruntime" in configs and device.type == "cpu" else None
     samples = {c: [] for c in configs}
     peaks = {c: 0.0 for c in configs}
     outputs = {}
@@ -240,7 +260,7 @@ def run_case(name: str, path: Path, batch: int, configs: list[str], reps: int, r
                 if session is None:
                     continue
                 feed = {"image": x.numpy()}
-                with peak_rss() as mem:
+                with peak_rss(device) as mem:
                     t = time.perf_counter()
                     res = session.run(None, feed)
                     total = time.perf_counter() - t
@@ -249,9 +269,11 @@ def run_case(name: str, path: Path, batch: int, configs: list[str], reps: int, r
             else:
                 configure(inv, config)
                 timer.reset()
-                with peak_rss() as mem:
+                with peak_rss(device) as mem:
+                    sync(device)
                     t = time.perf_counter()
                     out = inv.invert(x)
+                    sync(device)
                     total = time.perf_counter() - t
                 times = dict(timer.times, total=total)
                 outputs[config] = out["image_wplus_f" if inv.arch == "clcae" else "image_wplus"]
@@ -279,7 +301,7 @@ def run_case(name: str, path: Path, batch: int, configs: list[str], reps: int, r
         row["pct_matmul"] = 100 * row["gflops"] / rate["matmul"]
         row["pct_conv"] = 100 * row["gflops"] / rate["conv3x3"]
         if config != "ref" and "ref" in outputs:
-            d = (outputs[config].float() - outputs["ref"].float())
+            d = (outputs[config].float().cpu() - outputs["ref"].float().cpu())
             peak = outputs["ref"].float().abs().max().item()
             mse = d.pow(2).mean().item()
             row["max_abs_err_vs_ref"] = d.abs().max().item()
@@ -317,6 +339,7 @@ def parse_args(argv=None):
     p.add_argument("--configs", default="ref,fast,fast-cl,bf16", help=f"comma list from {','.join(CONFIGS)}")
     p.add_argument("--reps", type=int, default=3, help="timed rounds after one warm-up round (default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] (TF32 off, as the parity tests)")
     p.add_argument("--quick", action="store_true",
                    help="ffhq1024 and clcae64 at batch 1, configs ref,fast,bf16, 2 rounds")
     p.add_argument("--workdir", type=Path, default=None,
@@ -339,13 +362,22 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device here")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     info = cpu_info()
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
     load0 = loadavg()
-    rates = {"fp32": machine_rates(torch.float32)}
-    rates["bf16"] = machine_rates(torch.bfloat16) if "bf16" in args.configs else rates["fp32"]
+    rates = {"fp32": machine_rates(torch.float32, device)}
+    rates["bf16"] = machine_rates(torch.bfloat16, device) if "bf16" in args.configs else rates["fp32"]
+    gpu = f"  GPU {info['gpu']} (peak memory = GPU memory)" if "gpu" in info else ""
     header = (f"# bench_inversion  {datetime.date.today()}  {info['model']}  features: "
               f"{' '.join(info['features']) or 'none'}  (torch kernels {info['torch_capability']}, "
-              f"{info['cores']} cores)  torch {torch.__version__}  threads {args.threads}\n"
+              f"{info['cores']} cores)  torch {torch.__version__}  threads {args.threads}{gpu}\n"
               f"# matmul {rates['fp32']['matmul']:.0f} GFLOP/s fp32, {rates['bf16']['matmul']:.0f} bf16; "
               f"3x3 conv {rates['fp32']['conv3x3']:.0f} fp32, {rates['bf16']['conv3x3']:.0f} bf16; "
               f"load average at start {load0:.1f}")
@@ -357,7 +389,7 @@ def main(argv=None) -> int:
         for name in args.models.split(","):
             path = obtain(name, workdir)
             for batch in (int(b) for b in args.batches.split(",")):
-                case = run_case(name, path, batch, args.configs.split(","), args.reps, rates, workdir)
+                case = run_case(name, path, batch, args.configs.split(","), args.reps, rates, workdir, device)
                 rows += case
                 print(fmt_table(case).split("\n", 2)[-1], flush=True)
     load1 = loadavg()
@@ -366,7 +398,8 @@ def main(argv=None) -> int:
           f"invert(images=('wplus_f',)) runs)\n")
     print(fmt_table(rows))
     if args.json:
-        args.json.write_text(json.dumps({"date": str(datetime.date.today()), "cpu": info, "torch": torch.__version__,
+        args.json.write_text(json.dumps({"date": str(datetime.date.today()), "cpu": info, "device": str(device),
+                                         "torch": torch.__version__,
                                          "threads": args.threads, "rates_gflops": rates,
                                          "load_avg": [load0, load1], "reps": args.reps, "rows": rows}, indent=1))
     return 0

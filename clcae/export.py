@@ -87,6 +87,8 @@ def ort_session(path: str | os.PathLike, threads: int | None = None):
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting worker threads between runs: they would take the CPU from whatever runs next
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(Path(path)), sess_options=opts, providers=["CPUExecutionProvider"])
 
 

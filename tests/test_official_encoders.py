@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -267,6 +268,14 @@ def _regen(compat_dir: Path, script: str, manifest: str, seed: int, preset: str,
                     "--preset", preset, "--out-dir", str(out_dir)], check=True, capture_output=True, timeout=600)
 
 
+#: Where the FFHQ-1024 parity tests run: CLCAE_TEST_DEVICE=cuda runs them on a GPU (benchmarks/gpu_check.sh; TF32 is
+#: turned off there, as the fixtures' tolerances assume).
+PARITY_DEVICE = os.environ.get("CLCAE_TEST_DEVICE", "cpu")
+if PARITY_DEVICE.startswith("cuda"):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 @pytest.fixture(scope="module")
 def clcae_ffhq(compat_dir, tmp_path_factory):
     """The regenerated official CLCAE FFHQ-1024 checkpoint, loaded (latent_avg from opts['stylegan_weights']
@@ -274,7 +283,7 @@ def clcae_ffhq(compat_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("clcae_ffhq")
     try:
         _regen(compat_dir, "regen_clcae_checkpoint.py", "keys_clcae_afpsp_ffhq1024.tsv", 20231, "ffhq1024", d)
-        inv = load_inverter(d / "ckpt_ffhq1024.pt")
+        inv = load_inverter(d / "ckpt_ffhq1024.pt", device=PARITY_DEVICE)
     finally:
         shutil.rmtree(d, ignore_errors=True)
     cases = torch.load(compat_dir / "clcae_official_ffhq1024_cases.pt", weights_only=True)
@@ -287,7 +296,7 @@ def psp_ffhq(compat_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("psp_ffhq")
     try:
         _regen(compat_dir, "regen_psp_e4e_checkpoint.py", "keys_psp_full_ffhq1024.tsv", 20241, "psp_ffhq1024", d)
-        inv = load_inverter(d / "ckpt_psp_ffhq1024.pt")
+        inv = load_inverter(d / "ckpt_psp_ffhq1024.pt", device=PARITY_DEVICE)
     finally:
         shutil.rmtree(d, ignore_errors=True)
     cases = torch.load(compat_dir / "psp_official_ffhq1024_cases.pt", weights_only=True)
@@ -296,6 +305,7 @@ def psp_ffhq(compat_dir, tmp_path_factory):
 
 
 def _close(name: str, got: torch.Tensor, want: torch.Tensor, rtol: float, atol: float, report: dict) -> None:
+    got = got.cpu()
     report[name] = (got - want).abs().max().item()
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
 
@@ -310,11 +320,11 @@ def test_clcae_ffhq1024_matches_official(clcae_ffhq, impl):
     inv, c = clcae_ffhq
     assert isinstance(inv, CLCAEInverter) and inv.input_size == (256, 256) and inv.n_latent == 18
     assert inv.latent_avg_source.endswith("stylegan2-ffhq-config-f.pt")
-    torch.testing.assert_close(inv.latent_avg, c["latent_avg"][0], rtol=0, atol=0)
+    torch.testing.assert_close(inv.latent_avg.cpu(), c["latent_avg"][0], rtol=0, atol=0)
     inv.set_impl(impl)
     try:
         t = time.perf_counter()
-        out = inv.invert(c["x"], avg_image=c["x_avg"])
+        out = inv.invert(c["x"].to(PARITY_DEVICE), avg_image=c["x_avg"].to(PARITY_DEVICE))
         seconds = time.perf_counter() - t
     finally:
         inv.set_impl("auto")
@@ -335,17 +345,17 @@ def test_clcae_ffhq1024_matches_official(clcae_ffhq, impl):
 def test_psp_ffhq1024_matches_official(psp_ffhq, impl):
     inv, c = psp_ffhq
     assert isinstance(inv, PSPInverter) and not isinstance(inv, E4EInverter)
-    torch.testing.assert_close(inv.latent_avg, c["latent_avg"], rtol=0, atol=0)  # all 18 distinct rows kept
+    torch.testing.assert_close(inv.latent_avg.cpu(), c["latent_avg"], rtol=0, atol=0)  # all 18 distinct rows kept
     inv.set_impl(impl)
     try:
         t = time.perf_counter()
-        out = inv.invert(c["x"])
+        out = inv.invert(c["x"].to(PARITY_DEVICE))
         seconds = time.perf_counter() - t
     finally:
         inv.set_impl("auto")
     report: dict = {}
     assert "w" not in out
-    _close("codes_raw", out["wplus"] - inv.latent_avg, c["codes_raw"], 1e-4, 1e-4, report)
+    _close("codes_raw", (out["wplus"] - inv.latent_avg).cpu(), c["codes_raw"], 1e-4, 1e-4, report)
     _close("wplus", out["wplus"], c["wplus"], 1e-4, 1e-4, report)
     full = out["image_wplus"]
     _close("img_256", F.adaptive_avg_pool2d(full, 256), c["img_256"], 1e-4, 1e-3, report)
