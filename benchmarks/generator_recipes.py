@@ -151,28 +151,35 @@ def evaluate_runs(args) -> list[dict]:
     return results
 
 
-def equal_cpu_table(results: list[dict], runs: list[str], n: int) -> str:
+def equal_cpu_table(results: list[dict], runs: list[str], n: int, at_minutes: float | None = None) -> str:
+    """A markdown table: for each run, the evaluated snapshot nearest to ``at_minutes`` CPU minutes (default: the
+    last one at or below the largest CPU time that every run reached)."""
     rows = {r: sorted((x for x in results if x["run"] == r and x["n"] == n and x["train_cpu_s"] is not None),
                       key=lambda x: x["train_cpu_s"]) for r in runs}
     rows = {r: v for r, v in rows.items() if v}
     if not rows:
         return ""
-    common = min(v[-1]["train_cpu_s"] for v in rows.values())
-    lines = [f"At equal CPU time: each run's last evaluated snapshot at or below {common / 60:.1f} CPU minutes "
-             f"(n = {n} per set).", "",
+    if at_minutes is None:
+        common = min(v[-1]["train_cpu_s"] for v in rows.values())
+        pick = {r: [e for e in v if e["train_cpu_s"] <= common + 1e-6][-1] for r, v in rows.items()}
+        head = f"each run's last evaluated snapshot at or below {common / 60:.1f} CPU minutes"
+    else:
+        pick = {r: min(v, key=lambda e: abs(e["train_cpu_s"] / 60 - at_minutes)) for r, v in rows.items()}
+        head = f"each run's evaluated snapshot nearest to {at_minutes:g} CPU minutes"
+    lines = [f"At equal CPU time: {head} (n = {n} per set).", "",
              "| recipe | CPU min | wall min | kimg | FD domain net | FD independent net | precision | recall |",
              "|---|---|---|---|---|---|---|---|"]
+
     def get(x, space, key):
         return f"{x[space][key]:.3f}" if space in x else "—"
 
-    for r, v in rows.items():
-        x = [e for e in v if e["train_cpu_s"] <= common + 1e-6][-1]
+    for r, x in pick.items():
         lines.append(f"| {r} | {x['train_cpu_s'] / 60:.1f} | {x['train_wall_s'] / 60:.1f} | {x['kimg']:.2f} | "
                      f"{get(x, 'domain_net', 'fd_generated_vs_test')} | "
                      f"{get(x, 'independent_net', 'fd_generated_vs_test')} | {get(x, 'independent_net', 'precision')} | "
                      f"{get(x, 'independent_net', 'recall')} |")
-    f = next(iter(rows.values()))[0]
-    lines.append(f"| (real vs real floor) | | | | {get(f, 'domain_net', 'fd_real_vs_real')} | "
+    f = next((e for v in rows.values() for e in v if all(s in e for s in SPACES)), next(iter(rows.values()))[0])
+    lines.append(f"| (real vs real, n = {n}) | | | | {get(f, 'domain_net', 'fd_real_vs_real')} | "
                  f"{get(f, 'independent_net', 'fd_real_vs_real')} | "
                  f"{get(f, 'independent_net', 'precision_real_vs_real')} | "
                  f"{get(f, 'independent_net', 'recall_real_vs_real')} |")
@@ -192,7 +199,7 @@ def plot(results: list[dict], runs: list[str], n: int, out: Path) -> None:
                    key=lambda x: x["train_cpu_s"])
         if not v:
             continue
-        floor = floor or v[0]
+        floor = floor or next((x for x in v if all(s in x for s in SPACES)), None)
         t = [x["train_cpu_s"] / 60 for x in v]
         line, = axes[0].plot(t, [x["domain_net"]["fd_generated_vs_test"] for x in v], "o-", label=r)
         w = [x for x in v if "independent_net" in x]
@@ -203,7 +210,8 @@ def plot(results: list[dict], runs: list[str], n: int, out: Path) -> None:
                      label=f"{r} precision")
         axes[2].plot(ti, [x["independent_net"]["recall"] for x in w], "s--", color=line.get_color(),
                      label=f"{r} recall")
-    titles = ("FD, shipped domain net (256-d)", "FD, independent net (320-d)", "precision / recall, independent net")
+    titles = ("FD, shipped domain net", "FD, independent net (synthfaces64_fd_net)",
+              "precision (o) / recall (s), independent net")
     for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel("training CPU minutes (1 thread)")
@@ -241,6 +249,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=Path("runs/generator_recipes_real.pt"),
                    help="prefix of the cached test renders and their features")
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--at", type=float, nargs="*", default=None, metavar="CPU_MINUTES",
+                   help="tables at these CPU times (each run's nearest evaluated snapshot)")
     p.add_argument("--render-only", action="store_true", help="render and cache the test images, then exit")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--watch", type=float, default=0,
@@ -257,7 +267,9 @@ def main(argv=None) -> int:
             evaluate_runs(args)
     results = read_results(args.results)
     names = [r.name for r in args.runs]
-    print(equal_cpu_table(results, names, args.n))
+    for at in args.at or [None]:
+        print(equal_cpu_table(results, names, args.n, at))
+        print()
     plot(results, names, args.n, args.plot)
     print(f"wrote {args.plot}")
     return 0
