@@ -17,7 +17,8 @@ Configurations (``--configs``):
 - ``fast``: ``impl='auto'``, fp32, contiguous activations (equal to ``ref`` within 1e-4: the parity tests);
 - ``fast-cl``: ``fast`` with channels-last activations: the default on a CPU (``memory_format=None``);
 - ``bf16``: ``fast-cl`` with ``precision='bf16'`` (opt-in; its error against fp32 is printed below the table);
-- ``onnxruntime``: the exported W+F graph run by ONNX Runtime (needs the ``[export]`` extra; total only).
+- ``onnxruntime``: the exported graph (encoder and every generator pass, ``clcae.export``) run by ONNX Runtime
+  (needs the ``[export]`` extra; total only).
 
 Per row: seconds per image (median over ``--reps``), speed-up against the ``ref`` row of the same model and batch,
 GFLOP/s achieved (FLOPs counted once by ``torch.utils.flop_counter`` on the arithmetic the network does) and that
@@ -43,6 +44,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from clcae.export import output_names
 
 REPO = Path(__file__).resolve().parents[1]
 COMPAT = REPO.parent / "shared" / "compat"
@@ -229,9 +232,9 @@ def onnx_session(inv, workdir: Path, batch: int):
 
     warnings.filterwarnings("ignore", module="torch.onnx")
     try:
-        path = workdir / f"inverter_{inv.arch}_{inv.decoder.size}_b{batch}.onnx"
-        if not path.exists():
-            export_onnx(inv, path, batch=batch)
+        path = workdir / f"inverter_{inv.arch}_{inv.decoder.size}_b{batch}_all.onnx"
+        if not path.exists():  # every image the method renders, as inv.invert(x) does: 'total' compares
+            export_onnx(inv, path, batch=batch, image=inv.image_names)
         return ort_session(path)
     except Exception as e:  # a missing extra, or an export this model does not support: the row is left out
         print(f"# onnxruntime row skipped: {type(e).__name__}: {e}", file=sys.stderr)
@@ -265,7 +268,8 @@ def run_case(name: str, path: Path, batch: int, configs: list[str], reps: int, r
                     res = session.run(None, feed)
                     total = time.perf_counter() - t
                 times = {"total": total}
-                outputs[config] = torch.from_numpy(res[-1])
+                names = list(output_names(inv, inv.image_names))
+                outputs[config] = torch.from_numpy(res[names.index(f"image_{inv.image_names[0]}")])
             else:
                 configure(inv, config)
                 timer.reset()

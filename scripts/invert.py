@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster; results differ slightly)")
     g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="fp32 (default) or bf16 (= --bf16; error and speed in docs/PERFORMANCE.md)")
+    g.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: encoder models run as an ONNX graph in ONNX Runtime on the CPU, fp32 (the "
+                        "[export] extra; exported once per model and --batch into ~/.cache/clcae/onnx; faster on "
+                        "CPUs, docs/PERFORMANCE.md)")
     g.add_argument("--impl", choices=["auto", "cuda", "fast", "ref"], default="auto",
                    help="generator op implementation")
     g.add_argument("--threads", type=cli.positive_int, default=None, help="CPU threads for torch")
@@ -184,7 +188,18 @@ def main(argv: list[str] | None = None) -> int:
             print(format_align_summary(align_summary))
             return cli.report_error("no photo gave a face crop: nothing to invert", cli.EXIT_FAILED)
         inputs, _ = list_inputs(crops)
-    summary = invert_folder(loaded.inverter, inputs, args.out, batch=args.batch, size=args.size,
+    inverter = loaded.inverter
+    if args.backend == "onnxruntime":
+        if loaded.method == "projection" or device.type != "cpu" or args.bf16 or args.precision != "fp32":
+            return cli.report_error("--backend onnxruntime runs an encoder model (clcae, psp, e4e) on the CPU in fp32")
+        from clcae.export import OnnxInverter
+
+        try:
+            inverter = OnnxInverter(loaded.inverter, batch=args.batch)
+        except ImportError as e:
+            return cli.report_error(e, cli.EXIT_FAILED)
+        settings["backend"] = "onnxruntime"
+    summary = invert_folder(inverter, inputs, args.out, batch=args.batch, size=args.size,
                             fmt=args.format, strips=not args.no_strips, overwrite=args.overwrite,
                             resize=args.resize, bf16=args.bf16 or args.precision == "bf16", method=loaded.method,
                             checkpoint=loaded.checkpoint, settings=settings,

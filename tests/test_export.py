@@ -68,3 +68,45 @@ def test_export_script_through_the_clcae_command(tmp_path, capsys):
                "--out", str(tmp_path / "bad.onnx")])
     assert rc == 2 and not (tmp_path / "bad.onnx").exists()
     torch.set_num_threads(threads)
+
+
+def test_invert_script_onnxruntime_backend_matches_torch(tmp_path, monkeypatch):
+    if not (pretrained_dir() / "synthfaces64_clcae.pt").exists():
+        pytest.skip("shipped 64 px CLCAE model not present")
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+    import numpy as np
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("clcae_script_invert_t", repo / "scripts" / "invert.py")
+    invert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(invert)
+    monkeypatch.setenv("CLCAE_ONNX_CACHE", str(tmp_path / "cache"))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in sorted((repo / "examples").glob("*.png"))[:3]:
+        (inputs / name.name).write_bytes(name.read_bytes())
+    threads = torch.get_num_threads()
+    common = ["--checkpoint", str(pretrained_dir() / "synthfaces64_clcae.pt"), "--input", str(inputs), "--batch", "2",
+              "--no-progress"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert invert.main(common + ["--out", str(tmp_path / "ort"), "--backend", "onnxruntime"]) == 0
+    assert invert.main(common + ["--out", str(tmp_path / "pt")]) == 0
+    torch.set_num_threads(threads)
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 1  # one graph for the model and batch, reused
+    lat = sorted((tmp_path / "ort" / "latents").glob("*.pt"))
+    assert len(lat) == 3  # 3 images through a batch-2 graph: the last chunk was padded
+    for f in lat:
+        a, b = torch.load(f, weights_only=True), torch.load(tmp_path / "pt" / "latents" / f.name, weights_only=True)
+        for k in ("w", "wplus", "f"):
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4, msg=k)
+    for kind in ("wplus_f", "wplus", "w"):
+        for f in sorted((tmp_path / "ort" / kind).glob("*.png")):
+            x = np.asarray(Image.open(f)).astype(int)
+            y = np.asarray(Image.open(tmp_path / "pt" / kind / f.name)).astype(int)
+            assert np.abs(x - y).max() <= 1
+    rc = invert.main(common + ["--out", str(tmp_path / "bad"), "--backend", "onnxruntime", "--precision", "bf16"])
+    assert rc == 2
