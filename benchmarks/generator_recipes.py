@@ -84,9 +84,11 @@ def generated_images(snap: Path, n: int, seed: int, cache: Path) -> torch.Tensor
     G = load_generator(snap)
     g = torch.Generator().manual_seed(seed)
     out = []
-    for start in range(0, n, 64):  # the draws of clcae.metrics.generator_quality.generated_features
-        z = torch.randn(min(64, n - start), G.style_dim, generator=g)
-        out.append(G(z, truncation=1.0, noise_mode="random").clamp(-1, 1))
+    with torch.random.fork_rng(devices=[]):  # the draws of clcae.metrics.generator_quality.generated_features
+        torch.manual_seed(seed + 1)
+        for start in range(0, n, 64):
+            z = torch.randn(min(64, n - start), G.style_dim, generator=g)
+            out.append(G(z, truncation=1.0, noise_mode="random").clamp(-1, 1))
     images = torch.cat(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(images, path)

@@ -54,16 +54,23 @@ def real_reference_features(nets: Mapping[str, FeatureFn], n: int, res: int, dat
 def generated_features(G, nets: Mapping[str, FeatureFn], n: int, truncation: float = 1.0, seed: int = 0,
                        batch: int = 64, device: str | torch.device = "cpu", progress: bool = False
                        ) -> dict[str, torch.Tensor]:
-    """``{net: [n, D]}``: features of ``n`` samples of ``G`` (the same images for every network)."""
+    """``{net: [n, D]}``: features of ``n`` samples of ``G`` (the same images for every network).
+
+    z comes from a generator seeded with ``seed``; the per-layer random noise, which ``G`` draws from the global
+    torch RNG, is drawn inside ``torch.random.fork_rng`` seeded with ``seed + 1``, so the report is the same on every
+    call (on the CPU) and the caller's RNG state is left as it was.
+    """
     from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(seed)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in nets}
-    for start in tqdm(range(0, n, batch), disable=not progress, desc="sampling", unit="batch"):
-        z = torch.randn(min(batch, n - start), G.style_dim, generator=g).to(device)
-        img = G(z, truncation=truncation, noise_mode="random").clamp(-1, 1)
-        for name, fn in nets.items():
-            out[name].append(fn(img).float().cpu())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        for start in tqdm(range(0, n, batch), disable=not progress, desc="sampling", unit="batch"):
+            z = torch.randn(min(batch, n - start), G.style_dim, generator=g).to(device)
+            img = G(z, truncation=truncation, noise_mode="random").clamp(-1, 1)
+            for name, fn in nets.items():
+                out[name].append(fn(img).float().cpu())
     return {name: torch.cat(v) for name, v in out.items()}
 
 
