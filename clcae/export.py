@@ -117,8 +117,8 @@ class OnnxInverter:
     as the PyTorch :class:`~clcae.inversion.Inverter` it wraps (whose other attributes it passes through), fp32.
 
     The graph renders every image the method has and is exported once per (checkpoint weights, average image,
-    batch size) into ``cache_dir`` (default ``$CLCAE_ONNX_CACHE``, else ``~/.cache/clcae/onnx``); a smaller batch is padded to the graph's
-    size. Why: on a CPU it measured faster than the PyTorch path (``docs/PERFORMANCE.md``).
+    batch size) into ``cache_dir`` (default ``$CLCAE_ONNX_CACHE``, else ``~/.cache/clcae/onnx``); a smaller batch
+    is padded to the graph's size. Why: on a CPU it measured faster than the PyTorch path (``docs/PERFORMANCE.md``).
     """
 
     def __init__(self, inverter, batch: int = 1, cache_dir: str | os.PathLike | None = None,

@@ -135,7 +135,8 @@ class _FIRFilter(nn.Module):
             return factors
         if channels not in self._depthwise_cache:
             ky, kx = factors
-            wy, wx = ky.reshape(1, 1, -1, 1).repeat(channels, 1, 1, 1), kx.reshape(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+            wy = ky.reshape(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+            wx = kx.reshape(1, 1, 1, -1).repeat(channels, 1, 1, 1)
             self._depthwise_cache[channels] = (wy, wx, wy.flip(2).contiguous(), wx.flip(3).contiguous())
         return self._depthwise_cache[channels]
 
