@@ -428,6 +428,24 @@ def check_lpips_weights() -> Check:
     return Check("lpips weights", OK, str(path), data={"path": str(path), "present": True})
 
 
+def check_export_extra() -> Check:
+    import importlib
+
+    found = {}
+    for name in ("onnx", "onnxruntime"):
+        try:
+            found[name] = getattr(importlib.import_module(name), "__version__", "?")
+        except ImportError:
+            found[name] = None
+    missing = [n for n, v in found.items() if v is None]
+    if missing:
+        return Check("export extra", WARN, f"{', '.join(missing)} not installed: scripts/export.py and invert.py "
+                     "--backend onnxruntime are unavailable (the rest runs)",
+                     "Install the optional extra: pip install -e \".[export]\".", {"available": False, **found})
+    return Check("export extra", OK, f"onnx {found['onnx']}, onnxruntime {found['onnxruntime']} (ONNX export and "
+                 "invert.py --backend onnxruntime)", data={"available": True, **found})
+
+
 # ---------------------------------------------------------------------------------------------------- models
 def check_shipped_models() -> list[Check]:
     """Each shipped model loaded as the tools load it (missing files WARN, files that do not load FAIL)."""
@@ -511,7 +529,7 @@ def run_checks(build: bool = False, bench: bool = True) -> list[Check]:
     if bench:
         steps.append(("fastest", check_fastest_settings))
     steps += [("align extra", check_align_extra), ("lpips weights", check_lpips_weights),
-              ("models", check_shipped_models)]
+              ("export extra", check_export_extra), ("models", check_shipped_models)]
     _quiet_cpp_extension()
     checks: list[Check] = []
     for name, fn in steps:

@@ -26,7 +26,7 @@ def test_report_on_this_machine(capsys):
     checks = doctor.run_checks(bench=False)
     names = [c.name for c in checks]
     for name in ("python", "torch", "gpu", "nvcc", "compiler", "ninja", "arch list", "ops build", "ops cpu", "cpu",
-                 "align extra", "lpips weights"):
+                 "align extra", "lpips weights", "export extra"):
         assert name in names, name
     assert all(c.status in (doctor.OK, doctor.WARN, doctor.FAIL) for c in checks)
     assert [c for c in checks if c.status == doctor.FAIL] == []
@@ -134,3 +134,21 @@ def test_fastest_settings_are_measured():
     assert {"ref", "fast"} <= set(seconds) and all(v > 0 for v in seconds.values())
     assert check.data["fastest"] == min(seconds, key=seconds.get)
     assert check.data["max_diff_vs_ref"]["fast"] < 1e-3
+
+
+def test_export_extra_is_reported_present_or_missing(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+    ok = doctor.check_export_extra()
+    installed = all(importlib.util.find_spec(n) is not None for n in ("onnx", "onnxruntime"))
+    assert (ok.status == doctor.OK) == installed and ok.data["available"] == installed
+
+    def no_onnxruntime(name, *a, **k):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real(name, *a, **k)
+    monkeypatch.setattr(importlib, "import_module", no_onnxruntime)
+    missing = doctor.check_export_extra()
+    assert missing.status == doctor.WARN and "onnxruntime" in missing.detail and "[export]" in missing.fix
+    assert missing.data["onnxruntime"] is None
