@@ -410,6 +410,8 @@ class ProjectionInverter(Inverter):
         if steps < 1:
             raise ValueError(f"ProjectionInverter: steps must be >= 1; got {steps}")
         super().__init__(encoder=None, decoder=G, latent_avg=projector.init_latent, input_size=size)
+        # the projector optimises in the generator's own format: invert() gives exactly Projector.project's result
+        self.memory_format = torch.contiguous_format
         self.projector = projector
         self.image_names = projector.image_names
         self.steps, self.seed, self.progress = int(steps), int(seed), bool(progress)

@@ -199,16 +199,9 @@ def upfirdn2d_separable(x: torch.Tensor, ky: torch.Tensor, kx: torch.Tensor, up=
     wy = (ky if ky.ndim == 4 else ky.reshape(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous()).to(x.dtype)
     wx = (kx if kx.ndim == 4 else kx.reshape(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous()).to(x.dtype)
     b = None if bias is None else bias.to(x.dtype)
-    if downx == downy == 1 and (upx > 1 or upy > 1) and not (torch.is_grad_enabled() and x.requires_grad):
-        # upsampling: a transposed convolution per axis inserts the zeros and filters in one pass (no multiplies by
-        # the inserted zeros), its padding crops what the pad would have cropped. Inference only: the backward of
-        # the grouped transposed convolution depends on the batch size in its last bits, which broke the equality
-        # of a 2-process and a 1-process training step (test_torchrun_two_processes_match_one_process[invert-psp])
-        cy = _transposed_crop(x.shape[2], upy, y0, y1, wy.shape[2])
-        cx = _transposed_crop(x.shape[3], upx, x0, x1, wx.shape[3])
-        if cy is not None and cx is not None:
-            x = F.conv_transpose2d(x, wy, stride=(upy, 1), padding=(cy, 0), groups=c)
-            return F.conv_transpose2d(x, wx, bias=b, stride=(1, upx), padding=(0, cx), groups=c)
+    # (A transposed-convolution upsampling path was tried here and removed: its grouped backward changes with the
+    # batch size in the last bits, and using it only without gradients made a no-grad render differ in the last
+    # bits from the same render with gradients; both broke exact-equality tests.)
     if upx == upy == 1 and x0 == x1 >= 0 and y0 == y1 >= 0:
         py, px = y0, x0  # symmetric padding: the convolutions pad, no padded copy of x
     else:
