@@ -12,32 +12,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
+from clcae.doctor import cpu_flags
 from clcae.networks.domain import DomainNet
 from clcae.networks.memory_format import guarded_convolutions, to_channels_last
 from clcae.networks.stylegan2 import Discriminator
 
 
 def cpu_description() -> str:
-    """CPU model and the vector features that decide oneDNN's kernels."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
-    return f"{model} ({', '.join(f for f in wanted if f in flags) or 'no AVX2'})"
+    """CPU model and the vector features that decide oneDNN's kernels (read by ``clcae doctor``'s parser)."""
+    info = cpu_flags()
+    present = [f for f, on in info["flags"].items() if on]
+    return f"{info['model'] or 'unknown CPU'} ({', '.join(present) or 'no AVX2'})"
 
 
 def time_pair(a, b, repeats: int) -> tuple[float, float]:

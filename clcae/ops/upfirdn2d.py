@@ -212,15 +212,6 @@ def upfirdn2d_separable(x: torch.Tensor, ky: torch.Tensor, kx: torch.Tensor, up=
     return F.conv2d(x, wx, bias=b, stride=(1, downx), padding=(0, px), groups=c)
 
 
-def _transposed_crop(size: int, up: int, p0: int, p1: int, k: int) -> int | None:
-    """The ``padding`` of a stride-``up`` transposed convolution with a ``k``-tap filter that gives upfirdn2d's
-    output along one axis (upsampling only), or None when the crop is not the same on both sides."""
-    full = (size - 1) * up + k
-    start = k - 1 - p0
-    end = full - start - (size * up + p0 + p1 - k + 1)
-    return start if start == end and start >= 0 else None
-
-
 def _upsample_pad(x: torch.Tensor, upx: int, upy: int, pad: tuple[int, int, int, int]) -> torch.Tensor:
     """Zero insertion (a strided write) then padding (negative values crop)."""
     x0, x1, y0, y1 = pad
