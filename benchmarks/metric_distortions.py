@@ -85,8 +85,9 @@ def distortions(x: torch.Tensor, ds: sf.SynthFaces, idx: list[int], seed: int = 
     }
 
 
-def measure(net, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Mean of every metric of ``y`` (the distorted copy) against ``x`` (the render)."""
+def measure(net, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, judge=None) -> dict[str, float]:
+    """Mean of every metric of ``y`` (the distorted copy) against ``x`` (the render); the attribute columns come
+    from ``judge`` when given (those of the domain network ``net`` then get the suffix ``@domain``)."""
     perc = DomainPerceptualLoss(net)
     out = {"mse": mse(y, x, size=None), "ssim_w11": ssim(y, x, win_size=11, gaussian=True, sigma=1.5),
            "domain_perceptual": perc(y, x).double(),
@@ -94,13 +95,17 @@ def measure(net, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor) -> dict
     n_layers = len(net.trunk_features(x[:1]))
     for layer in range(n_layers):
         out[f"domain_perceptual[{layer}]"] = DomainPerceptualLoss(net, layers=[layer])(y, x).double()
-    out.update(attribute_fidelity(net, y, labels, sf.ATTRIBUTE_NAMES))
+    if judge is not None:
+        out.update(attribute_fidelity(judge, y, labels, sf.ATTRIBUTE_NAMES))
+        out.update({f"{k}@domain": v for k, v in attribute_fidelity(net, y, labels, sf.ATTRIBUTE_NAMES).items()})
+    else:
+        out.update(attribute_fidelity(net, y, labels, sf.ATTRIBUTE_NAMES))
     return {k: float(v.double().mean()) for k, v in out.items()}
 
 
 def as_distance(name: str, value: float) -> float:
     """Metrics turned into "larger = further from the render"."""
-    if name in ("ssim_w11", "id_domain", "glasses_acc"):
+    if name in ("ssim_w11", "id_domain", "glasses_acc", "glasses_acc@domain"):
         return -value
     if name == "detail_ratio":
         return abs(float(np.log(max(value, 1e-12))))
@@ -111,19 +116,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=64, help="test renders (default 64)")
     p.add_argument("--domain-net", default=str(ROOT / "pretrained" / "synthfaces64_domain_net.pt"))
+    p.add_argument("--judge-net", default=str(ROOT / "pretrained" / "synthfaces64_judge_net.pt"),
+                   help="network for the attribute columns (default: the shipped attribute judge; 'domain': the "
+                        "domain network)")
     p.add_argument("--out", default="", help="folder for results.md, results.json and strip.png (default: print)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     net = load_domain_net(args.domain_net).eval()
+    judge = None if args.judge_net == "domain" else load_domain_net(args.judge_net).eval()
     ds = sf.SynthFaces(args.n, 64, "test")
     idx = list(range(args.n))
     x = torch.stack([ds[i][0] for i in idx])
     labels = torch.stack([torch.as_tensor(sf.attributes_to_vector(ds.labels(i))) for i in idx])
     with torch.no_grad():
         dist = distortions(x, ds, idx)
-        results = {name: measure(net, x, y, labels) for name, y in dist.items()}
-        results["input itself"] = measure(net, x, x, labels)
+        results = {name: measure(net, x, y, labels, judge) for name, y in dist.items()}
+        results["input itself"] = measure(net, x, x, labels, judge)
     metrics = list(results["blur 1"])
     agree = {m: sum(as_distance(m, results[a][m]) < as_distance(m, results[b][m]) for a, b in PAIRS)
              for m in metrics}

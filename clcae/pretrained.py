@@ -6,12 +6,15 @@ import os
 from pathlib import Path
 
 __all__ = ["pretrained_dir", "shipped", "shipped_direction", "SYNTHFACES_GENERATOR", "SYNTHFACES_DOMAIN_NET",
-           "SYNTHFACES_CLCAE", "SYNTHFACES_CLCAE_STAGE1", "SYNTHFACES_PSP", "SYNTHFACES_E4E", "SYNTHFACES_DIRECTIONS"]
+           "SYNTHFACES_JUDGE_NET",           "SYNTHFACES_CLCAE", "SYNTHFACES_CLCAE_STAGE1", "SYNTHFACES_PSP", "SYNTHFACES_E4E", "SYNTHFACES_DIRECTIONS"]
 
 #: The 64 px SynthFaces StyleGAN2 (our format; ``clcae.load_generator``).
 SYNTHFACES_GENERATOR = "synthfaces64_generator.pt"
 #: The SynthFaces domain network: identity embedding, attributes, Fréchet features.
 SYNTHFACES_DOMAIN_NET = "synthfaces64_domain_net.pt"
+#: A second domain network, trained apart from the first (other seeds, eyes and smile weighted up), that judges the
+#: attribute-fidelity metrics: the encoders' losses never saw it (``scripts/eval.py --judge-net``).
+SYNTHFACES_JUDGE_NET = "synthfaces64_judge_net.pt"
 #: Inverters trained on SynthFaces with the shipped generator (``clcae.load_inverter``).
 SYNTHFACES_CLCAE = "synthfaces64_clcae.pt"
 #: Folder of CLCAE's stage-1 encoders (``best_model_image.pt``, ``best_model_latent.pt``;

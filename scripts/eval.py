@@ -36,7 +36,7 @@ from clcae import cli
 from clcae.metrics.evaluation import (PROTOCOLS, EditSpec, EvalMethod, EvaluationError, FolderSource,
                                       SynthFacesSource, build_metric_suite, evaluate)
 from clcae.metrics.tables import markdown_report, write_all
-from clcae.pretrained import SYNTHFACES_DOMAIN_NET
+from clcae.pretrained import SYNTHFACES_DOMAIN_NET, SYNTHFACES_JUDGE_NET
 
 #: The shipped SynthFaces domain network, used on --data synthfaces when --domain-net is not given.
 DEFAULT_DOMAIN_NET = SYNTHFACES_DOMAIN_NET
@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchvision inception_v3_google-0cc3c7bd.pth for fid_tv (default: the torch hub cache)")
     w.add_argument("--domain-net", default=None,
                    help=f"SynthFaces domain network (default on synthfaces: pretrained/{DEFAULT_DOMAIN_NET})")
+    w.add_argument("--judge-net", default=None,
+                   help="SynthFaces network that judges the attribute-fidelity columns (default on synthfaces: "
+                        f"pretrained/{SYNTHFACES_JUDGE_NET}, trained apart from the domain network the losses use; "
+                        "'domain': the domain network judges)")
     w.add_argument("--no-hub-cache", action="store_true",
                    help="do not look for LPIPS / Inception weights in the torch hub cache")
     e = p.add_argument_group("editing metrics (SynthFaces)")
@@ -248,9 +252,13 @@ def run(args) -> int:
     if domain is None and synthfaces:
         shipped = pretrained_dir() / DEFAULT_DOMAIN_NET
         domain = shipped if shipped.is_file() else None
+    judge = None if args.judge_net == "domain" else args.judge_net
+    if args.judge_net is None and synthfaces:
+        shipped_judge = pretrained_dir() / SYNTHFACES_JUDGE_NET
+        judge = shipped_judge if shipped_judge.is_file() else None
     suite = build_metric_suite(lpips_weights=args.lpips_weights, arcface_weights=args.arcface_weights,
                                inception_weights=args.inception_weights, domain_net=domain, device=device,
-                               use_hub_cache=not args.no_hub_cache, id_dlib=args.id_dlib)
+                               use_hub_cache=not args.no_hub_cache, id_dlib=args.id_dlib, judge_net=judge)
     try:
         methods = _load_methods(args, device, suite)
     except RunnerError as e:

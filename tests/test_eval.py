@@ -142,6 +142,10 @@ def test_cli_synthfaces_end_to_end(files, tmp_path, capsys):
     domain = str((files / "domain.pt").resolve())
     assert {e["weights"] for e in res["results"] if e["metric"] in ("id_domain", "fd_domain")} == {domain}
     assert {e["weights"] for e in res["results"] if e["metric"] == "mse"} == {None}
+    # the attribute columns are judged by the shipped judge (a network the encoders were not trained against)
+    judge = ROOT / "pretrained" / "synthfaces64_judge_net.pt"
+    expect_judge = str(judge.resolve()) if judge.is_file() else domain
+    assert {e["weights"] for e in res["results"] if e["metric"] == "eyes_open_err"} == {expect_judge}
     assert any("LPIPS not computed: needs alexnet-owt-7be5be79.pth" in n and "--lpips-weights" in n
                for n in res["notes"])
     assert res["data"]["kind"] == "synthfaces" and res["data"]["n_measured"] == 5

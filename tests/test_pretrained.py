@@ -11,6 +11,7 @@ import torch
 
 from clcae.checkpoints import load_file, load_generator
 from clcae.pretrained import (SYNTHFACES_CLCAE, SYNTHFACES_CLCAE_STAGE1, SYNTHFACES_DIRECTIONS, SYNTHFACES_DOMAIN_NET, SYNTHFACES_E4E,
+                              SYNTHFACES_JUDGE_NET,
                               SYNTHFACES_GENERATOR, SYNTHFACES_PSP, pretrained_dir, shipped)
 
 #: per file; an inverter file holds its encoder (~5 M parameters at 64 px) and the 2 MB generator as decoder
@@ -28,7 +29,7 @@ def _need(name: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", [SYNTHFACES_GENERATOR, SYNTHFACES_DOMAIN_NET] + INVERTERS)
+@pytest.mark.parametrize("name", [SYNTHFACES_GENERATOR, SYNTHFACES_DOMAIN_NET, SYNTHFACES_JUDGE_NET] + INVERTERS)
 def test_shipped_file_has_a_card_and_fits(name):
     path = _need(name)
     assert path.stat().st_size < MAX_BYTES, path

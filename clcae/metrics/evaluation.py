@@ -215,7 +215,8 @@ class MetricSuite:
                  arcface: nn.Module | None = None, arcface_weights: str | None = None,
                  domain_net: nn.Module | None = None, domain_weights: str | None = None,
                  inception: nn.Module | None = None, inception_weights: str | None = None,
-                 dlib: Any = None, missing: Sequence[str] = ()):
+                 dlib: Any = None, missing: Sequence[str] = (),
+                 judge_net: nn.Module | None = None, judge_weights: str | None = None):
         from ..losses.identity import DomainIdentity
         from ..losses.perceptual import DomainPerceptualLoss
 
@@ -224,6 +225,9 @@ class MetricSuite:
         self.domain_net, self.domain_weights = domain_net, domain_weights
         self.inception, self.inception_weights = inception, inception_weights
         self.dlib = dlib  # a clcae.metrics.dlib_identity.DlibFaceEmbedder (real faces), or None
+        # the attribute judge: a second DomainNet trained apart from the one the encoders' losses use (None: the
+        # domain network judges its own attributes)
+        self.judge_net, self.judge_weights = judge_net, judge_weights
         self.domain_identity = DomainIdentity(domain_net) if domain_net is not None else None
         self.domain_perceptual = DomainPerceptualLoss(domain_net) if domain_net is not None else None
         self.missing = list(missing)
@@ -270,19 +274,21 @@ class MetricSuite:
             infos.append(MetricInfo("fd_domain", "Fréchet distance between the domain network's pooled features of "
                                                  "the reconstructions and of the inputs", False,
                                     weights=self.domain_weights, per_image=False))
-        if self.domain_net is not None:  # computed where the data has labels (SynthFaces)
+        judge, judge_weights = self.attribute_judge()
+        if judge is not None:  # computed where the data has labels (SynthFaces)
             from .fidelity import fidelity_metric_names
 
-            text = {"glasses_acc": ("glasses present or not, as the domain network sees it on the reconstruction, "
-                                    "against the input's ground-truth label (accuracy)", True),
-                    "eyes_open_err": ("|eyes_open predicted on the reconstruction - the input's label| (0..1; the "
-                                      "shipped domain network hardly sees eyes: compare with its error on the inputs "
-                                      "in the notes)", False),
-                    "smile_err": ("|smile predicted on the reconstruction - the input's label| (-1..1)", False),
-                    "age_err": ("|age predicted on the reconstruction - the input's label| (0..1)", False)}
-            for name in fidelity_metric_names(self.domain_net.attribute_names):
-                infos.append(MetricInfo(name, text[name][0], text[name][1], weights=self.domain_weights,
-                                        decimals=3))
+            who = ("the independent attribute judge (a DomainNet trained apart from the losses' network)"
+                   if self.judge_net is not None else "the domain network")
+            text = {"glasses_acc": (f"glasses present or not, as {who} sees it on the reconstruction, against the "
+                                    "input's ground-truth label (accuracy)", True),
+                    "eyes_open_err": (f"|eyes_open predicted by {who} on the reconstruction - the input's label| "
+                                      "(0..1; compare with its error on the inputs in the notes)", False),
+                    "smile_err": (f"|smile predicted by {who} on the reconstruction - the input's label| (-1..1)",
+                                  False),
+                    "age_err": (f"|age predicted by {who} on the reconstruction - the input's label| (0..1)", False)}
+            for name in fidelity_metric_names(judge.attribute_names):
+                infos.append(MetricInfo(name, text[name][0], text[name][1], weights=judge_weights, decimals=3))
         if self.inception is not None:
             infos.append(MetricInfo("fid_tv", "Fréchet distance of torchvision Inception-v3 pool features (2048-d, "
                                               "bilinear 299 px), reconstructions vs inputs, as the official "
@@ -331,17 +337,25 @@ class MetricSuite:
             out["id_dlib"] = torch.as_tensor(sim.similarity, dtype=torch.float64)  # NaN where no face
         return {k: v.detach().double().cpu() for k, v in out.items()}, capped
 
+    def attribute_judge(self) -> tuple[nn.Module | None, str | None]:
+        """The network that judges attributes (the judge when one is loaded, else the domain network) and its
+        weights file; ``(None, None)`` without either."""
+        if self.judge_net is not None:
+            return self.judge_net, self.judge_weights
+        return self.domain_net, self.domain_weights
+
     @torch.no_grad()
     def attribute_fidelity(self, images: torch.Tensor, labels: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        """The domain network's attributes of ``images`` against the ground-truth ``labels`` (one
+        """The judge's attributes of ``images`` against the ground-truth ``labels`` (one
         ``{'attributes': vector in ATTRIBUTE_NAMES order}`` per image; see
-        :func:`clcae.metrics.fidelity.attribute_fidelity`); ``{}`` without a domain network."""
-        if self.domain_net is None:
+        :func:`clcae.metrics.fidelity.attribute_fidelity`); ``{}`` without a judge or domain network."""
+        judge, _ = self.attribute_judge()
+        if judge is None:
             return {}
         from ..data.synthfaces import ATTRIBUTE_NAMES
 
         truth = torch.stack([torch.as_tensor(lb["attributes"]) for lb in labels]).double()
-        return attribute_fidelity(self.domain_net, images, truth, ATTRIBUTE_NAMES)
+        return attribute_fidelity(judge, images, truth, ATTRIBUTE_NAMES)
 
     def skipped(self, side: int) -> list[str]:
         """The per-image metrics left out for images whose shorter side is ``side`` (an SSIM window or the
@@ -374,7 +388,8 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
                        inception_weights: str | os.PathLike | None = None,
                        domain_net: str | os.PathLike | nn.Module | None = None,
                        device: str | torch.device = "cpu", use_hub_cache: bool = True,
-                       id_dlib: bool = False) -> MetricSuite:
+                       id_dlib: bool = False,
+                       judge_net: str | os.PathLike | nn.Module | None = None) -> MetricSuite:
     """Load the metric networks whose weights are available, and record the others as missing.
 
     Args:
@@ -389,6 +404,9 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
         use_hub_cache: look for the LPIPS and Inception weights in the torch hub cache.
         id_dlib: add ``id_dlib`` (dlib face-recognition embeddings; needs the ``[align]`` extra, an error naming
             what to install otherwise), for real faces.
+        judge_net: a second SynthFaces ``DomainNet`` (path or module) that judges the attribute-fidelity metrics
+            instead of ``domain_net``: a network the encoders were not trained against
+            (``pretrained/synthfaces64_judge_net.pt``). ``None``: ``domain_net`` judges.
 
     A path that is given but does not exist or does not load raises :class:`EvaluationError` naming it.
     """
@@ -418,6 +436,19 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
         missing.append("id_domain, domain_perceptual and fd_domain not computed: they need the SynthFaces domain "
                        "network (--domain-net FILE; pretrained/synthfaces64_domain_net.pt is used by default on "
                        "--data synthfaces).")
+
+    if judge_net is not None:
+        if isinstance(judge_net, nn.Module):
+            kwargs.update(judge_net=judge_net.to(device).eval().requires_grad_(False),
+                          judge_weights=getattr(judge_net, "weights_path", "(a DomainNet object)"))
+        else:
+            from ..networks.domain import load_domain_net
+
+            p = _existing(judge_net, "--judge-net")
+            try:
+                kwargs.update(judge_net=load_domain_net(p, device=device), judge_weights=_short(p))
+            except CheckpointError as e:
+                raise EvaluationError(f"--judge-net: {e}") from None
 
     lp = Path(lpips_weights) if lpips_weights is not None else (default_lpips_backbone_path("alex")
                                                                if use_hub_cache else None)
@@ -999,7 +1030,8 @@ def evaluate(methods: Sequence[EvalMethod], source: EvalSource, metrics: MetricS
 
     if ceiling:
         means = ", ".join(f"{k} {summarize(v)['mean']:.3f}" for k, v in ceiling.items())
-        notes.append(f"Attribute fidelity ceiling: the same domain-network predictions on the inputs themselves "
+        who = "attribute judge's" if metrics.judge_net is not None else "domain network's"
+        notes.append(f"Attribute fidelity ceiling: the same {who} predictions on the inputs themselves "
                      f"give {means} (the network's own error; a reconstruction cannot be expected to do better).")
     set_level = _frechet_distances(feats, gt_feats, metric_sizes, n, notes)
     editing: list[dict] = []
