@@ -180,6 +180,38 @@ def test_residual_feature_branch_starts_at_the_wplus_image_and_loads_back(genera
     assert not enc.feature_residual and "feature_residual" not in enc.config
 
 
+def test_zero_wplus_offset_init_starts_wplus_at_w_and_learns_the_offsets(generator_file, tmp_path):
+    """--wplus-offset-init zero: every W+ cross-attention layer's last LayerNorm starts at gain and bias 0, so at
+    step 0 each W+ layer equals w; the gains get gradients and move in training; the default keeps gain 1."""
+    opts, _, _ = resolve_encoder_options(_opts(generator_file, method="clcae", data="synthfaces", batch=2,
+                                               contrastive_lambda=0.0, stage2_init="none", feature_ramp="none",
+                                               wplus_offset_init="zero"))
+    opts.validate()
+    torch.manual_seed(0)
+    task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
+    enc = task.inverter.encoder
+    assert all(float(ca.norm3.weight.abs().max()) == 0 for ca in enc.cross_attention)
+    x = torch.stack([task.train_dataset[i] for i in range(2)])
+    out = task._forward(x, 0, "const", train=True)
+    torch.testing.assert_close(out["wplus"], out["w"].unsqueeze(1).expand_as(out["wplus"]))
+    terms = task._losses(x, out, 0)
+    sum(v for k, v in terms.items() if k == "loss" or k.startswith("l2")).backward()
+    assert any(float(ca.norm3.weight.grad.abs().max()) > 0 for ca in enc.cross_attention)
+    res = _train(**_opts(generator_file, method="clcae", stage="invert", data="synthfaces", batch=2, steps=3,
+                         val_interval=3, save_interval=3, contrastive_lambda=0.0, stage2_init="none", lr=1e-2,
+                         wplus_offset_init="zero", out=str(tmp_path / "z")))
+    assert res.step == 3
+    inv = load_inverter(tmp_path / "z" / "checkpoints" / "best_model.pt")
+    assert any(float(ca.norm3.weight.abs().max()) > 0 for ca in inv.encoder.cross_attention)
+    plain, _, _ = resolve_encoder_options(_opts(generator_file, method="clcae", data="synthfaces",
+                                                contrastive_lambda=0.0, stage2_init="none"))
+    plain.validate()
+    assert plain.wplus_offset_init == "official"
+    enc = build_task(plain, torch.device("cpu"), 0, 1, lambda m: None).inverter.encoder
+    # the official initialisation draws LayerNorm gains from N(1, 0.02)
+    assert all(abs(float(ca.norm3.weight.mean()) - 1) < 0.05 for ca in enc.cross_attention)
+
+
 def test_resume_is_bit_identical(generator_file, tmp_path):
     common = _opts(generator_file, method="e4e", data="synthfaces", batch=2, val_interval=2, save_interval=2,
                    progressive_start=1, progressive_every=1)
