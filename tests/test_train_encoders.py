@@ -180,36 +180,49 @@ def test_residual_feature_branch_starts_at_the_wplus_image_and_loads_back(genera
     assert not enc.feature_residual and "feature_residual" not in enc.config
 
 
-def test_zero_wplus_offset_init_starts_wplus_at_w_and_learns_the_offsets(generator_file, tmp_path):
-    """--wplus-offset-init zero: every W+ cross-attention layer's last LayerNorm starts at gain and bias 0, so at
-    step 0 each W+ layer equals w; the gains get gradients and move in training; the default keeps gain 1."""
-    opts, _, _ = resolve_encoder_options(_opts(generator_file, method="clcae", data="synthfaces", batch=2,
-                                               contrastive_lambda=0.0, stage2_init="none", feature_ramp="none",
-                                               wplus_offset_init="zero"))
-    opts.validate()
-    torch.manual_seed(0)
-    task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
-    enc = task.inverter.encoder
-    assert all(float(ca.norm3.weight.abs().max()) == 0 for ca in enc.cross_attention)
-    x = torch.stack([task.train_dataset[i] for i in range(2)])
-    out = task._forward(x, 0, "const", train=True)
-    torch.testing.assert_close(out["wplus"], out["w"].unsqueeze(1).expand_as(out["wplus"]))
-    terms = task._losses(x, out, 0)
-    sum(v for k, v in terms.items() if k == "loss" or k.startswith("l2")).backward()
-    assert any(float(ca.norm3.weight.grad.abs().max()) > 0 for ca in enc.cross_attention)
+def test_wplus_offset_gain_sets_the_initial_size_of_the_wplus_offsets(generator_file, tmp_path):
+    """--wplus-offset-gain G: every W+ cross-attention layer's last LayerNorm starts at gain G and bias 0, so the
+    offsets W+ - w start with norm G * sqrt(style_dim) exactly (G = 0: W+ = w); the gains learn; -1 (default) keeps
+    the official initialisation; a negative gain other than -1 is refused."""
+    sizes = {}
+    for gain in (0.0, 0.25):
+        opts, _, _ = resolve_encoder_options(_opts(generator_file, method="clcae", data="synthfaces", batch=2,
+                                                   contrastive_lambda=0.0, stage2_init="none", feature_ramp="none",
+                                                   wplus_offset_gain=gain))
+        opts.validate()
+        torch.manual_seed(0)
+        task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
+        enc = task.inverter.encoder
+        assert all(torch.equal(ca.norm3.weight, torch.full_like(ca.norm3.weight, gain)) for ca in enc.cross_attention)
+        x = torch.stack([task.train_dataset[i] for i in range(2)])
+        out = task._forward(x, 0, "const", train=False)
+        offsets = out["wplus"] - out["w"].unsqueeze(1)
+        sizes[gain] = offsets.norm(dim=-1)
+        terms = task._losses(x, out, 0)
+        terms["loss"].backward()
+        assert any(float(ca.norm3.weight.grad.abs().max()) > 0 for ca in enc.cross_attention)
+    d = out["w"].shape[-1]
+    assert float(sizes[0.0].max()) == 0
+    # LayerNorm output has RMS 1 per element (up to its eps), so the offset norm is gain * sqrt(D)
+    torch.testing.assert_close(sizes[0.25], torch.full_like(sizes[0.25], 0.25 * d ** 0.5), rtol=1e-3, atol=1e-3)
     res = _train(**_opts(generator_file, method="clcae", stage="invert", data="synthfaces", batch=2, steps=3,
                          val_interval=3, save_interval=3, contrastive_lambda=0.0, stage2_init="none", lr=1e-2,
-                         wplus_offset_init="zero", out=str(tmp_path / "z")))
+                         wplus_offset_gain=0.25, out=str(tmp_path / "g")))
     assert res.step == 3
-    inv = load_inverter(tmp_path / "z" / "checkpoints" / "best_model.pt")
-    assert any(float(ca.norm3.weight.abs().max()) > 0 for ca in inv.encoder.cross_attention)
+    inv = load_inverter(tmp_path / "g" / "checkpoints" / "best_model.pt")
+    assert any(not torch.equal(ca.norm3.weight, torch.full_like(ca.norm3.weight, 0.25))
+               for ca in inv.encoder.cross_attention)
     plain, _, _ = resolve_encoder_options(_opts(generator_file, method="clcae", data="synthfaces",
                                                 contrastive_lambda=0.0, stage2_init="none"))
     plain.validate()
-    assert plain.wplus_offset_init == "official"
+    assert plain.wplus_offset_gain == -1
     enc = build_task(plain, torch.device("cpu"), 0, 1, lambda m: None).inverter.encoder
     # the official initialisation draws LayerNorm gains from N(1, 0.02)
     assert all(abs(float(ca.norm3.weight.mean()) - 1) < 0.05 for ca in enc.cross_attention)
+    bad, _, _ = resolve_encoder_options(_opts(generator_file, method="clcae", data="synthfaces",
+                                              contrastive_lambda=0.0, stage2_init="none", wplus_offset_gain=-0.5))
+    with pytest.raises(Exception, match="wplus-offset-gain"):
+        bad.validate()
 
 
 def test_resume_is_bit_identical(generator_file, tmp_path):

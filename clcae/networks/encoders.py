@@ -309,15 +309,14 @@ class CLCAEEncoder(PyramidEncoder):
                            feature_channels=feature_channels, feature_downsample=feature_downsample,
                            **({"feature_residual": True} if self.feature_residual else {}), **self._trunk_config())
 
-    def zero_wplus_offsets(self) -> None:
-        """Zero the gain and bias of every W+ cross-attention layer's last LayerNorm (``norm3``), so that the
-        offsets start at 0 (W+ = w) and grow as training asks (the ``--wplus-offset-init zero`` option; no-op
-        without cross-attention). The official gain of 1 gives offsets of norm about ``sqrt(style_dim)`` from the
-        start: FFHQ's W scale; with the 64 px SynthFaces generator (style_dim 128) the W+ codes then sit 1.4x further
-        from the average code than the generator's own W samples do (docs/RESULTS.md)."""
+    def set_wplus_offset_gain(self, gain: float) -> None:
+        """Set the gain of every W+ cross-attention layer's last LayerNorm (``norm3``) to ``gain`` and its bias to 0:
+        the W+ offsets then start with norm about ``gain * sqrt(style_dim)`` (the ``--wplus-offset-gain`` option;
+        no-op without cross-attention). The official initialisation (gain about 1) suits FFHQ's W; the 64 px
+        SynthFaces generator's W is narrower (docs/RESULTS.md)."""
         if self.w_attention:
             for layer in self.cross_attention:
-                nn.init.zeros_(layer.norm3.weight)
+                nn.init.constant_(layer.norm3.weight, float(gain))
                 nn.init.zeros_(layer.norm3.bias)
 
     def zero_feature_delta(self) -> None:

@@ -66,11 +66,11 @@ class EncoderTrainOptions:
     feature_mode: str = _opt("replace", "CLCAE: replace (f replaces G's activation at --idx-k, the official code) | "
                                         "residual (ours: the F branch predicts a correction added to G's own "
                                         "activation, zero at the start; docs/RESULTS.md)")
-    wplus_offset_init: str = _opt("official", "CLCAE: initial gain and bias of each W+ cross-attention layer's last "
-                                              "LayerNorm, which set the size of the W+ offsets: official (gain 1: "
-                                              "offsets of norm about sqrt(style_dim) from the first step, FFHQ's W "
-                                              "scale) | zero (ours: W+ starts at w and the offsets grow as the losses "
-                                              "ask; for generators whose W is narrower; docs/RESULTS.md)")
+    wplus_offset_gain: float = _opt(-1.0, "CLCAE: initial gain of each W+ cross-attention layer's last LayerNorm "
+                                           "(bias 0), which sets the size of the W+ offsets: -1 keeps the official "
+                                           "initialisation (gain about 1: offsets of norm about sqrt(style_dim), "
+                                           "FFHQ's W scale); e.g. 0.25 for a generator whose W is narrower "
+                                           "(docs/RESULTS.md)")
     coarse_ind: int = _opt(-1, "W+ layers below this read c3 (-1: 3 for pSp/e4e, 2 for CLCAE, as released)")
     middle_ind: int = _opt(-1, "W+ layers below this read p2, the rest p1 (-1: 7 for pSp/e4e, 6 for CLCAE)")
     init: str = _opt("official", "encoder initialisation: official (normal 0.02 as the official BaseNetwork) | "
@@ -207,6 +207,8 @@ class EncoderTrainOptions:
         need(self.progressive_every >= 1 and self.progressive_start >= 0 and self.d_reg_every >= 1,
              "--progressive-every and --d-reg-every must be >= 1, --progressive-start >= 0")
         need(self.idx_k >= 1, f"--idx-k must be >= 1; got {self.idx_k}")
+        need(self.wplus_offset_gain == -1 or self.wplus_offset_gain >= 0,
+             f"--wplus-offset-gain must be -1 (official initialisation) or >= 0; got {self.wplus_offset_gain}")
         need(self.ramp_steps >= 0 and self.lr_plateau >= 0 and self.max_rollbacks >= 0 and self.workers >= 0
              and self.threads >= 0, "--ramp-steps, --lr-plateau, --max-rollbacks, --workers, --threads must be >= 0")
         need(self.dist_timeout > 0, "--dist-timeout must be > 0")
@@ -243,7 +245,7 @@ OPTION_CHOICES = {
     "pair_noise": ("const", "random", "none"), "init": ("official", "torch"),
     "stage2_init": ("contrastive", "none", "arcface"), "perceptual": ("lpips", "domain", "none"),
     "identity": ("arcface", "domain", "none"), "align_image": ("gen_w", "input"), "query_grad": ("full", "detach"),
-    "feature_mode": ("replace", "residual"), "wplus_offset_init": ("official", "zero"),
+    "feature_mode": ("replace", "residual"),
     "feature_ramp": ("per_epoch", "once", "none"), "train_noise": ("random", "const"),
     "optimizer": ("ranger", "adam", "adamw"), "on_nan": ("stop", "rollback"), "device": ("auto", "cpu", "cuda"),
     "impl": IMPLS,
@@ -254,7 +256,7 @@ OPTION_GROUPS = {
     "data": ("data", "val_data", "val_n", "synth_n", "data_seed", "policy", "flip", "pairs_n", "psi", "pair_noise",
              "workers"),
     "model": ("input_size", "num_layers", "widths", "use_se", "nhead", "dim_feedforward", "dropout",
-              "projection_dim", "w_attention", "feature_branch", "idx_k", "feature_mode", "wplus_offset_init", "coarse_ind", "middle_ind", "init",
+              "projection_dim", "w_attention", "feature_branch", "idx_k", "feature_mode", "wplus_offset_gain", "coarse_ind", "middle_ind", "init",
               "stage2_init", "contrastive_image", "contrastive_latent"),
     "losses": ("l2_lambda", "perceptual", "lpips_lambda", "lpips_scales", "lpips_weights", "identity", "id_lambda",
                "arcface_weights", "domain_net", "feature_matching_lambda", "contrastive_lambda", "align_image",

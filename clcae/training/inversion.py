@@ -193,8 +193,8 @@ class InversionTask(EncoderTask):
             if opts.method == "clcae":
                 enc.zero_feature_delta()  # a residual F branch starts at zero (W+F = W+)
         self._init_trunk(enc)
-        if opts.method == "clcae" and opts.wplus_offset_init == "zero":
-            enc.zero_wplus_offsets()  # W+ starts at w (after every other initialisation)
+        if opts.method == "clcae" and opts.wplus_offset_gain >= 0:
+            enc.set_wplus_offset_gain(opts.wplus_offset_gain)  # after every other initialisation
         enc = self.inverter.encoder = self.distributed_batchnorm(enc)
         self.trainable = {"encoder": enc}
         from .optim import build_optimizer
