@@ -30,8 +30,8 @@ from typing import Callable
 import torch
 
 from . import _build
-from .bias_act import fused_leaky_relu_ref
-from .upfirdn2d import _as_2d, _check, _out_size, _parse_factor, parse_pad, upfirdn2d_fast
+from .torch_impl import (_as_2d, _check, _out_size, _parse_factor, fused_leaky_relu_ref, parse_pad,
+                         upfirdn2d_fast)
 
 __all__ = ["upfirdn2d_cuda_fn", "bias_act_cuda_fn", "reset", "EXTENSION_OPS", "cached_library", "load_extension"]
 

@@ -5,29 +5,11 @@
 """
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
+
+from .torch_impl import DEFAULT_SCALE, DEFAULT_SLOPE, fused_leaky_relu_ref
 
 __all__ = ["fused_leaky_relu", "fused_leaky_relu_ref", "DEFAULT_SLOPE", "DEFAULT_SCALE"]
-
-DEFAULT_SLOPE = 0.2
-DEFAULT_SCALE = math.sqrt(2.0)
-
-
-def _bias_view(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    if bias.ndim != 1 or x.ndim < 2 or bias.shape[0] != x.shape[1]:
-        raise ValueError(f"bias of shape {tuple(bias.shape)} does not match channel dim of x {tuple(x.shape)}")
-    return bias.reshape((1, -1) + (1,) * (x.ndim - 2)).to(x.dtype)
-
-
-def fused_leaky_relu_ref(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = DEFAULT_SLOPE,
-                         scale: float = DEFAULT_SCALE) -> torch.Tensor:
-    """Reference: ``leaky_relu(x + bias[None, :, None...], negative_slope) * scale`` (bias optional)."""
-    if bias is not None:
-        x = x + _bias_view(x, bias)
-    return F.leaky_relu(x, negative_slope) * scale
 
 
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = DEFAULT_SLOPE,
