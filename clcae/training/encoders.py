@@ -1,7 +1,8 @@
 """Encoder training, resumable: CLCAE stage 1 and 2, pSp and e4e (the body of ``scripts/train.py``).
 
-The loop (:func:`run_encoder_training`) is shared; what a step does lives in a *task*:
-:class:`~clcae.training.align.AlignTask` (stage 1) or :class:`~clcae.training.inversion.InversionTask` (stage 2
+The loop (:func:`run_encoder_training`) is shared; what a step does lives in a *task*
+(:class:`~clcae.training.encoder_task.EncoderTask`):
+:class:`~clcae.training.contrastive.ContrastiveTask` (stage 1) or :class:`~clcae.training.inversion.InversionTask` (stage 2
 and the baselines). The loop owns the run directory, data order, logging, validation with the best checkpoint,
 checkpoints, resume, signals and NaN handling:
 
@@ -31,20 +32,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
 from .. import __version__
-from ..checkpoints import CheckpointError
 from . import distributed as du
 from .encoder_options import PATH_OPTIONS, RESUME_MAY_CHANGE, EncoderTrainOptions, parse_size
+from .encoder_task import EncoderTask
 from .logger import TrainLogger
 from .options import ConfigError, load_config
 from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
                    write_options_record)
 from .sampler import InfiniteSampler, derive_seed
-from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, cpu_copy, load_training_checkpoint,
+from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, load_training_checkpoint,
                     resolve_resume_path, restore_rng_state, seed_everything)
 
 __all__ = ["run_encoder_training", "resolve_encoder_options", "EncoderTask", "EncoderTrainResult",
@@ -75,114 +76,6 @@ class EncoderTrainResult:
     rank: int = 0
     world_size: int = 1
     img_per_s: float = 0.0
-
-
-# ---------------------------------------------------------------------------------------------------- tasks
-class EncoderTask:
-    """What one kind of training does; subclasses implement the methods below.
-
-    Attributes set by subclasses: ``trainable`` (``{name: module}`` trained and saved), ``optimizers``
-    (``{name: optimizer}``), ``train_dataset`` / ``val_dataset`` (items collated by the default collate).
-    """
-
-    trainable: dict[str, torch.nn.Module]
-    optimizers: dict[str, torch.optim.Optimizer]
-
-    def __init__(self, opts: EncoderTrainOptions, device: torch.device, rank: int, world_size: int,
-                 log: Callable[[str], None]):
-        self.opts = opts
-        self.device = device
-        self.rank = rank
-        self.world_size = world_size
-        self.log = log
-        self.local_batch = opts.batch // world_size
-        self.schedulers: dict[str, Any] = {}
-        #: the loop's step count (validation and image grids use it, e.g. for CLCAE's feature-blend ramp)
-        self.current_step = 0
-
-    # --- to implement
-    def train_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
-        """One optimisation step on this rank's slice; returns detached scalar losses for logging."""
-        raise NotImplementedError
-
-    def validate(self, batches: Iterator[Any]) -> dict[str, float]:
-        """Validation metrics over this rank's batches, reduced over ranks; must contain ``'loss'``."""
-        raise NotImplementedError
-
-    def image_columns(self, batch: Any) -> list[torch.Tensor]:
-        """Columns of the logged image grid (each [N, 3, H, W] in [-1, 1]), e.g. input | w | W+ | W+F."""
-        raise NotImplementedError
-
-    def export_best(self, directory: Path, info: Mapping[str, Any]) -> list[Path]:
-        """Write the inference-format best model(s) into ``directory``; returns the paths."""
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        return ""
-
-    # --- shared
-    def distributed_batchnorm(self, module: torch.nn.Module) -> torch.nn.Module:
-        """With several processes, batch statistics over the global batch: ``SyncBatchNorm`` on CUDA,
-        :class:`~clcae.networks.sync_bn.GlobalBatchNorm` elsewhere (same state-dict keys). Call before building
-        the optimisers (the parameters are new objects)."""
-        if self.world_size <= 1:
-            return module
-        if self.device.type == "cuda":
-            return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        from ..networks.sync_bn import convert_global_batchnorm
-
-        return convert_global_batchnorm(module)
-
-    def sync_gradients(self) -> None:
-        """Average the trainable modules' gradients over ranks (one all-reduce)."""
-        params = [p for m in self.trainable.values() for p in m.parameters()]
-        du.all_reduce_grads(params)
-
-    def sync_buffers(self) -> None:
-        """Average floating buffers (BatchNorm running statistics) over ranks so every rank saves the same model."""
-        if not (du.is_initialized() and du.get_world_size() > 1):
-            return
-        bufs = [b for m in self.trainable.values() for b in m.buffers() if b.is_floating_point()]
-        if bufs:
-            flat = torch.cat([b.reshape(-1) for b in bufs])
-            du.all_reduce_mean(flat)
-            offset = 0
-            for b in bufs:
-                b.copy_(flat[offset:offset + b.numel()].view_as(b))
-                offset += b.numel()
-
-    def state_dict(self) -> dict:
-        return {"modules": {k: cpu_copy(m.state_dict()) for k, m in self.trainable.items()},
-                "optimizers": {k: cpu_copy(o.state_dict()) for k, o in self.optimizers.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "extra": self.extra_state()}
-
-    def load_state_dict(self, state: Mapping[str, Any], source: str) -> None:
-        from ..checkpoints import load_state_dict_strict
-
-        for name, m in self.trainable.items():
-            if name not in state["modules"]:
-                raise CheckpointError(f"{source}: no '{name}' network in the training checkpoint")
-            load_state_dict_strict(m, state["modules"][name], source, name)
-        for name, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][name])
-        for name, s in self.schedulers.items():
-            if name in state.get("schedulers", {}):
-                s.load_state_dict(state["schedulers"][name])
-        self.load_extra_state(state.get("extra") or {})
-
-    def extra_state(self) -> dict:
-        return {}
-
-    def load_extra_state(self, state: Mapping[str, Any]) -> None:
-        pass
-
-    def step_schedulers(self, val_loss: float) -> None:
-        for s in self.schedulers.values():
-            s.step(val_loss)
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.opts.bf16)
 
 
 # ---------------------------------------------------------------------------------------------------- options
@@ -243,9 +136,9 @@ def build_task(opts: EncoderTrainOptions, device: torch.device, rank: int, world
                log: Callable[[str], None]) -> EncoderTask:
     """The task for ``opts.stage`` (imports lazily: each task pulls in its own losses and data)."""
     if opts.stage == "align":
-        from .align import AlignTask
+        from .contrastive import ContrastiveTask
 
-        return AlignTask(opts, device, rank, world_size, log)
+        return ContrastiveTask(opts, device, rank, world_size, log)
     from .inversion import InversionTask
 
     return InversionTask(opts, device, rank, world_size, log)

@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import CheckpointError, load_contrastive_encoder, load_generator, save_inverter
-from ..inversion.inverters import CLCAEInverter, E4EInverter, PSPInverter, official_output, render_average_image
+from ..inversion.inverters import CLCAEInverter, E4EInverter, PSPInverter, render_average_image
 from ..networks.encoders import CLCAEEncoder, Encoder4Editing, GradualStyleEncoder
 from ..networks.init import official_init
 from . import distributed as du
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
-from .encoders import EncoderTask
+from .encoder_task import EncoderTask, to_input_geometry
 from .options import ConfigError
 
 __all__ = ["InversionTask", "build_image_datasets", "feature_ramp_scale", "to_input_geometry",
@@ -46,12 +46,6 @@ __all__ = ["InversionTask", "build_image_datasets", "feature_ramp_scale", "to_in
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def to_input_geometry(image: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
-    """A generator image [B, 3, S, S] as the encoder input geometry: area-pooled to the input width, rows centre-
-    cropped to the input height (faces: S -> 256 or 64; cars: 512 -> 256 then rows 32:224)."""
-    return official_output(image, input_size, size=input_size[1])
-
-
 def feature_ramp_scale(mode: str, step: int, ramp_steps: int) -> float:
     """The F blend scale ``s`` at training ``step`` (spec §4.7 and §11.5).
 

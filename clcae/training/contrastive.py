@@ -23,11 +23,11 @@ from ..networks.contrastive import ImageEncoder, LatentEncoder
 from ..networks.init import official_init
 from . import distributed as du
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
-from .encoders import EncoderTask
+from .encoder_task import EncoderTask, to_input_geometry
 from .options import ConfigError
 from .sampler import derive_seed
 
-__all__ = ["AlignTask", "build_pair_datasets", "stage1_checkpoint"]
+__all__ = ["ContrastiveTask", "build_pair_datasets", "stage1_checkpoint"]
 
 
 def build_pair_datasets(opts: EncoderTrainOptions, input_size: tuple[int, int], G) -> tuple[Any, Any, torch.Tensor,
@@ -76,7 +76,7 @@ def stage1_checkpoint(net: torch.nn.Module, opts: Mapping[str, Any]) -> dict:
     return {"state_dict": state, "opts": {**dict(opts), **net.config, "use_norm": bool(net.use_norm)}}
 
 
-class AlignTask(EncoderTask):
+class ContrastiveTask(EncoderTask):
     """Stage-1 training of ``E_I`` and ``E_w`` (see the module docstring)."""
 
     def __init__(self, opts: EncoderTrainOptions, device: torch.device, rank: int, world_size: int, log):
@@ -182,8 +182,6 @@ class AlignTask(EncoderTask):
         x, w = batch
         x = x.to(self.device).float()
         rendered = self.G.synthesis(w.to(self.device).float().reshape(x.shape[0], -1), noise_mode="const")
-        from .inversion import to_input_geometry
-
         return [x, to_input_geometry(rendered, self.input_size)]
 
     def export_best(self, directory: Path, info: Mapping[str, Any]) -> list[Path]:
