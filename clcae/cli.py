@@ -17,7 +17,7 @@ status       meaning
 - :func:`stop_exit_status`: the status of a training run that stopped early (on a signal);
 - :func:`summary_exit_status`: the status of a per-image run from its summary (``invert.py``, ``edit.py``).
 
-Devices: :func:`clcae.inversion.runner.resolve_device` turns ``--device`` (``auto``, ``cpu``, ``cuda:N``) into a
+Devices: :func:`clcae.jobs.resolve_device` turns ``--device`` (``auto``, ``cpu``, ``cuda:N``) into a
 ``torch.device`` for every script.
 """
 from __future__ import annotations

@@ -27,18 +27,8 @@ from pathlib import Path
 
 from clcae.align.detect import AlignExtraMissing, FaceDetector
 from clcae.align.ffhq import align_folder, format_align_summary
-from clcae.inversion.runner import RunnerError
-
-
-def positive_int(text: str) -> int:
-    """An int >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+from clcae.cli import positive_int
+from clcae.jobs import JobError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,13 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    if args.transform_size is not None and args.transform_size < args.size:
+        print(f"error: --transform-size ({args.transform_size}) must be >= --size ({args.size})", file=sys.stderr)
+        return 2
     try:
         detector = FaceDetector(method=args.detector, upsample=args.upsample, min_score=args.min_score,
                                 detect_size=args.detect_size)
         summary = align_folder(args.input, args.out, detector, output_size=args.size, all_faces=args.all_faces,
                                transform_size=args.transform_size, padding=not args.no_padding,
                                overwrite=args.overwrite, progress=not args.no_progress)
-    except (AlignExtraMissing, FileNotFoundError, RunnerError, ValueError) as e:
+    except (AlignExtraMissing, FileNotFoundError, JobError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -34,7 +34,7 @@ import torch
 from clcae import cli
 from clcae.checkpoints import CheckpointError
 from clcae.data.images import display_path
-from clcae.inversion.runner import RunnerError, resolve_device
+from clcae.jobs import JobError, resolve_device
 from clcae.networks.stylegan2 import Generator
 from clcae.pretrained import (SYNTHFACES_CLCAE, SYNTHFACES_DOMAIN_NET, SYNTHFACES_E4E, SYNTHFACES_GENERATOR,
                               SYNTHFACES_PSP, pretrained_dir, shipped, shipped_direction)
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-@cli.exit_statuses(usage=(CheckpointError, RunnerError), interrupted="interrupted")
+@cli.exit_statuses(usage=(CheckpointError, JobError), interrupted="interrupted")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)")

@@ -219,7 +219,7 @@ def _edits(args, attribute_names, generator) -> list[EditSpec]:
 
 def run(args) -> int:
     """Run the evaluation for parsed ``args``; returns the exit status."""
-    from clcae.inversion.runner import RunnerError, resolve_device
+    from clcae.jobs import JobError, resolve_device
     from clcae.pretrained import pretrained_dir
 
     if args.threads is not None:
@@ -245,7 +245,7 @@ def run(args) -> int:
         raise EvaluationError(f"--out {out} already holds results; choose another folder or pass --overwrite")
     try:
         device = resolve_device(args.device)
-    except RunnerError as e:
+    except JobError as e:
         raise EvaluationError(str(e)) from None
 
     domain = args.domain_net
@@ -261,7 +261,7 @@ def run(args) -> int:
                                use_hub_cache=not args.no_hub_cache, id_dlib=args.id_dlib, judge_net=judge)
     try:
         methods = _load_methods(args, device, suite)
-    except RunnerError as e:
+    except JobError as e:
         raise EvaluationError(str(e)) from None
 
     if synthfaces:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from clcae import cli
 from clcae.checkpoints import CheckpointError, load_generator
-from clcae.inversion.runner import RunnerError, resolve_device
+from clcae.jobs import JobError, resolve_device
 from clcae.fileio import atomic_write
 from clcae.metrics.generator import generator_fd_report
 from clcae.metrics.generator_quality import generator_quality_report
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         net = load_domain_net(args.domain_net, device=args.device)
         independent = (load_domain_net(args.independent_net, device=args.device) if args.independent_net
                        else None)
-    except (CheckpointError, RunnerError) as e:
+    except (CheckpointError, JobError) as e:
         return cli.report_error(e)
     t = time.time()
     if independent is None:

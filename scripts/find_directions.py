@@ -32,7 +32,7 @@ from clcae import cli
 from clcae.checkpoints import CheckpointError, atomic_save, load_file, load_generator
 from clcae.editing import (LEARN_METHODS, apply_direction, generator_fingerprint, learn_direction, load_direction,
                            sample_scores, save_direction)
-from clcae.inversion.runner import RunnerError, resolve_device
+from clcae.jobs import JobError, resolve_device
 from clcae.networks.domain import load_domain_net
 from clcae.pretrained import SYNTHFACES_DOMAIN_NET, pretrained_dir
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         w, scores = _scores_for(args, generator, net, fingerprint["sha256"])
         direction, info = learn_direction(w, scores[:, attr], method=args.method, fraction=args.fraction,
                                           split=args.split, c=args.c, condition_on=conditions or None, seed=args.seed)
-    except (CheckpointError, RunnerError, ValueError) as e:
+    except (CheckpointError, JobError, ValueError) as e:
         return cli.report_error(e)
     info.update(attribute_network=str(args.domain_net), truncation=args.truncation, seed=args.seed,
                 conditioned_on=[str(p) for p in args.condition_on],

@@ -19,7 +19,7 @@ import torch
 from clcae import cli
 from clcae.checkpoints import CheckpointError, load_generator
 from clcae.editing import compute_pca, save_pca
-from clcae.inversion.runner import RunnerError, resolve_device
+from clcae.jobs import JobError, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         generator = load_generator(args.generator, device=device)
         pca = compute_pca(generator, n_samples=args.n, seed=args.seed, n_components=args.components,
                           batch=args.batch, device=device, progress=not args.no_progress)
-    except (CheckpointError, RunnerError, ValueError) as e:
+    except (CheckpointError, JobError, ValueError) as e:
         return cli.report_error(e)
     save_pca(pca, args.out, layout=args.layout)
     ratio = pca.meta["explained_variance_ratio"]

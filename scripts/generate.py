@@ -17,7 +17,7 @@ import torch
 from clcae import cli
 from clcae.checkpoints import CheckpointError, atomic_save, load_generator
 from clcae.data.images import save_image
-from clcae.inversion.runner import RunnerError, resolve_device
+from clcae.jobs import JobError, resolve_device
 from clcae.sampling import image_grid, sample_images
 
 
@@ -60,7 +60,7 @@ def generate(G, seeds, out: Path, truncation=1.0, noise_mode="const", batch=8, d
     return grid
 
 
-@cli.exit_statuses(usage=(CheckpointError, RunnerError))
+@cli.exit_statuses(usage=(CheckpointError, JobError))
 def main(argv=None) -> int:
     """Run the command line; returns 0 on success, 2 for a bad --generator or --device."""
     args = build_parser().parse_args(argv)

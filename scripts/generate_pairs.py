@@ -19,7 +19,7 @@ from pathlib import Path
 from clcae import cli
 from clcae.checkpoints import CheckpointError, load_generator
 from clcae.data.pairs import PairsError, write_pairs
-from clcae.inversion.runner import RunnerError, resolve_device
+from clcae.jobs import JobError, resolve_device
 
 TRAIN_STREAM, TEST_STREAM = 0, 1
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli.exit_statuses(usage=(CheckpointError, RunnerError, PairsError))
+@cli.exit_statuses(usage=(CheckpointError, JobError, PairsError))
 def main(argv=None) -> int:
     """Run the command line; returns 0 on success, 2 for a bad --generator, --device or output folder."""
     args = build_parser().parse_args(argv)

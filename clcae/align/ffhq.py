@@ -56,6 +56,7 @@ from PIL import Image
 
 from ..data.images import display_path, from_tensor
 from ..fileio import atomic_write
+from ..jobs import JobError, check_run_settings, list_inputs, write_json
 
 __all__ = ["FFHQ_TRANSFORM_SIZE", "ALIGNMENT_FORMAT", "RUN_FILE", "SUMMARY_FILE", "ffhq_quad", "AlignedFace",
            "align_face", "align_faces", "crop_to_source_matrix", "source_to_crop", "crop_to_source", "paste_back",
@@ -560,7 +561,7 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
                  padding: bool = True, overwrite: bool = False, progress: bool = True,
                  report: Callable[[str], None] | None = None, exclude: str | os.PathLike | None = None) -> dict:
     """Align every photo of a folder (recursive) or one file, writing for each input ``NAME`` (its path under the
-    folder without the extension, as :func:`clcae.inversion.runner.list_inputs` names it)::
+    folder without the extension, as :func:`clcae.jobs.list_inputs` names it)::
 
         OUT/NAME.png, OUT/NAME.json                      the largest face (default)
         OUT/NAME_face0.png, OUT/NAME_face0.json, ...     every face, largest first (all_faces=True)
@@ -589,23 +590,22 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
         ``faces`` (crops written now), ``skipped`` (finished before), ``no_face`` and ``failed`` (lists of
         ``{'path', 'reason'}``), ``renamed``, ``seconds``, ``interrupted``, ``out``, ``settings``.
 
-    Raises :class:`clcae.inversion.runner.RunnerError` for a missing input, no images, an output that is not a
+    Raises :class:`clcae.jobs.JobError` for a missing input, no images, an output that is not a
     folder, or one holding crops of other settings.
     """
     from tqdm.auto import tqdm
 
     from ..data.images import ImageReadError, load_image
-    from ..inversion.runner import RunnerError, check_run_settings, list_inputs, write_json
     from .detect import FaceDetector
 
     out = Path(os.fsdecode(out))
     if out.exists() and not out.is_dir():
-        raise RunnerError(f"--out {display_path(out)}: exists and is not a folder")
+        raise JobError(f"{display_path(out)}: exists and is not a folder")
     if output_size < 1:
-        raise RunnerError(f"--size must be >= 1; got {output_size}")
+        raise JobError(f"output_size must be >= 1; got {output_size}")
     resolved_transform = 4 * output_size if transform_size is None else int(transform_size)
     if resolved_transform < output_size:
-        raise RunnerError(f"--transform-size ({resolved_transform}) must be >= --size ({output_size})")
+        raise JobError(f"transform_size ({resolved_transform}) must be >= output_size ({output_size})")
     items, renamed = list_inputs(inputs, exclude=out if exclude is None else exclude)
     reserved = {Path(RUN_FILE).stem.casefold(), Path(SUMMARY_FILE).stem.casefold()}
     items = [type(it)(it.path, f"{it.name}~img") if it.name.casefold() in reserved else it for it in items]
@@ -620,7 +620,7 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RunnerError(f"--out {display_path(out)}: cannot create the folder ({e})") from None
+        raise JobError(f"{display_path(out)}: cannot create the folder ({e})") from None
     write_json(out / RUN_FILE, {"settings": settings})
 
     def say(line: str) -> None:

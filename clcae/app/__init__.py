@@ -32,7 +32,7 @@ import torch
 
 from .. import cli
 from ..align.detect import AlignExtraMissing, FaceDetector
-from ..inversion.runner import RunnerError, resolve_device
+from ..jobs import JobError, resolve_device
 from ..pretrained import (SYNTHFACES_CLCAE, SYNTHFACES_DIRECTIONS, SYNTHFACES_E4E, SYNTHFACES_PSP, pretrained_dir,
                           shipped)
 
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli.exit_statuses(usage=(RunnerError, AlignExtraMissing))
+@cli.exit_statuses(usage=(JobError, AlignExtraMissing))
 def main(argv: list[str] | None = None) -> int:
     """Start the app and serve until Ctrl-C; returns the exit status (see the module docstring)."""
     from .editor import ModelChoice, PhotoEditor

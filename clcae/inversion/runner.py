@@ -5,7 +5,8 @@ this module, so the image preprocessing, the output layout and the resume logic 
 
 - :func:`load_method` loads an encoder inverter (ours, or the official CLCAE / pSp / e4e files) or builds an
   optimisation-based :class:`~clcae.inversion.projection.ProjectionInverter`, and applies an average-image PNG;
-- :func:`list_inputs` lists the images of a folder (recursive) or one file and gives each a unique output name;
+- :func:`~clcae.jobs.list_inputs` (from :mod:`clcae.jobs`, re-exported here) lists the images of a folder
+  (recursive) or one file and gives each a unique output name;
 - :func:`read_input` reads one image as the network input (``[3, H, W]`` in [-1, 1] at ``inverter.input_size``);
 - :func:`invert_folder` runs the inverter in batches and writes, for each image ``NAME`` (its path relative to the
   input folder, without extension)::
@@ -33,7 +34,6 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import json
 import os
 import time
 import warnings
@@ -45,9 +45,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..checkpoints import CheckpointError, load_generator, load_inverter
-from ..data.images import DEFAULT_MIN_SIZE, ImageReadError, display_path, fit_image, list_images, load_image, \
+from ..data.images import DEFAULT_MIN_SIZE, ImageReadError, display_path, fit_image, load_image, \
     save_image, to_tensor
 from ..fileio import atomic_write
+from ..jobs import InputItem, JobError, check_run_settings, list_inputs, resolve_device, write_json
 from .inverters import Inverter, official_output
 
 __all__ = ["RunnerError", "ProjectionOptions", "LoadedMethod", "InputItem", "METHODS", "SIZES", "FORMATS",
@@ -73,10 +74,8 @@ _RUN_FILE = "run.json"
 _SUMMARY_FILE = "summary.json"
 _OOM_ERRORS = tuple({getattr(torch, "OutOfMemoryError", RuntimeError), torch.cuda.OutOfMemoryError})
 
-
-class RunnerError(Exception):
-    """A problem with the settings or the files they name that stops a run before it starts (bad checkpoint,
-    missing folder, no images, conflicting output folder); the message names the file or option."""
+#: The folder jobs' error (:class:`clcae.jobs.JobError`) under the name this module has always raised.
+RunnerError = JobError
 
 
 # ---------------------------------------------------------------------------------------------------- methods
@@ -134,22 +133,6 @@ class LoadedMethod:
     checkpoint: str
     settings: dict
     notes: tuple[str, ...] = ()
-
-
-def resolve_device(name: str) -> torch.device:
-    """``'auto'`` -> ``cuda`` when available, else ``cpu``; any other torch device string as given.
-
-    Raises :class:`RunnerError` for an unknown name or a CUDA device on a machine without one.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as e:
-        raise RunnerError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N): {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunnerError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
-    return device
 
 
 def _existing_file(path: str | os.PathLike, option: str) -> Path:
@@ -373,14 +356,6 @@ def _encoder_codes(encoder: Inverter, key: str) -> Callable[[torch.Tensor], torc
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
-@dataclasses.dataclass(frozen=True)
-class InputItem:
-    """One input file and its output name (relative path without extension, ``/``-separated)."""
-
-    path: Path
-    name: str
-
-
 def read_input(path: str | os.PathLike, input_size: Sequence[int], policy: str = "resize",
                min_size: int = DEFAULT_MIN_SIZE) -> torch.Tensor:
     """Read one image as the network input: ``float32 [3, H, W]`` in [-1, 1] at ``input_size = (H, W)``.
@@ -438,67 +413,6 @@ def load_avg_image(path: str | os.PathLike, input_size: Sequence[int], policy: s
         return read_input(p, input_size, policy).unsqueeze(0)
     except ImageReadError as e:
         raise RunnerError(f"--avg-image {e}") from None
-
-
-def _within(path: Path, folder: Path) -> bool:
-    """Whether ``path`` (symlinks followed) lies under ``folder``; a symlink loop or an unresolvable path is not."""
-    try:
-        Path(os.path.realpath(path)).relative_to(folder)
-        return True
-    except (ValueError, OSError, RuntimeError):
-        return False
-
-
-def list_inputs(source: str | os.PathLike, exclude: str | os.PathLike | None = None
-                ) -> tuple[list[InputItem], list[InputItem]]:
-    """The images under ``source`` (a folder, searched recursively, or one file) with unique output names.
-
-    A file's name is its path relative to the folder (for one file: its file name) without the extension, e.g.
-    ``a/b.png`` -> ``a/b``. Names that would collide (``x.png`` and ``x.jpg``; compared case-insensitively, for
-    case-insensitive file systems) keep their extension instead (``x.png``, ``x.jpg``); any remaining clash
-    (``X.PNG`` and ``x.png``) gets ``~2``, ``~3``, ... on all but the first in sorted order. Files under
-    ``exclude`` (the output folder, when it lies inside the input folder) are left out.
-
-    Returns ``(items, renamed)``: every item in a deterministic order, and the items whose name was
-    disambiguated. Raises :class:`RunnerError` when ``source`` does not exist or holds no image.
-    """
-    src = Path(os.fsdecode(source))
-    try:
-        paths = list_images(src, recursive=True, allow_empty=True)
-    except FileNotFoundError:
-        raise RunnerError(f"--input {display_path(src)}: no such file or folder") from None
-    root = src if src.is_dir() else src.parent
-    if exclude is not None and src.is_dir():
-        out = Path(os.fsdecode(exclude)).resolve()
-        paths = [p for p in paths if not _within(p, out)]
-    if not paths:
-        raise RunnerError(f"--input {display_path(src)}: no image files found (the folder is empty or holds only "
-                          "non-image files)")
-    rels = [p.relative_to(root) for p in paths]
-    names = [rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix() for rel in rels]
-
-    def clashes(candidates: list[str]) -> set[int]:
-        groups: dict[str, list[int]] = collections.defaultdict(list)
-        for i, n in enumerate(candidates):
-            groups[n.casefold()].append(i)
-        return {i for idx in groups.values() if len(idx) > 1 for i in idx}
-
-    renamed = clashes(names)
-    for i in renamed:
-        names[i] = rels[i].as_posix()
-    taken = {n.casefold() for n in names}
-    used: set[str] = set()
-    for i, n in enumerate(names):  # still clashing ('X.PNG' and 'x.png'): the first keeps its name
-        if n.casefold() in used:
-            k = 2
-            while f"{n}~{k}".casefold() in taken:
-                k += 1
-            names[i] = f"{n}~{k}"
-            renamed.add(i)
-        used.add(names[i].casefold())
-        taken.add(names[i].casefold())
-    items = [InputItem(p, n) for p, n in zip(paths, names)]
-    return items, [items[i] for i in sorted(renamed)]
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
@@ -566,31 +480,6 @@ def _write_image_files(paths: Mapping[str, Path], images: Mapping[str, torch.Ten
         save_image(make_strip(strip_input, [images[k] for k in IMAGE_KINDS if k in images]), paths["strip"])
     with atomic_write(paths["latents"], fsync=False) as f:
         torch.save(record, f)
-
-
-def check_run_settings(out: Path, settings: dict, overwrite: bool, run_file: str = "run.json",
-                       holds: str = "results of a run with", redo: str = "recompute them") -> None:
-    """Refuse to resume into a folder whose ``run_file`` records other ``settings`` (unless ``overwrite``);
-    ``holds`` / ``redo`` word the message (e.g. ``'crops made with'`` / ``'redo them'`` for alignment)."""
-    path = out / run_file
-    if overwrite or not path.is_file():
-        return
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
-    except (OSError, ValueError, AttributeError):
-        raise RunnerError(f"{display_path(path)}: unreadable; delete it or pass --overwrite") from None
-    differ = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-    if differ:
-        detail = "; ".join(f"{k}: {previous.get(k)!r} before, {settings.get(k)!r} now" for k in differ)
-        raise RunnerError(f"--out {display_path(out)} holds {holds} other settings ({detail}). "
-                          f"Pass --overwrite to {redo}, or choose another --out.")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented ASCII JSON, atomically (temp file + rename)."""
-    with atomic_write(path, mode="w", fsync=False, encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=True)
-        f.write("\n")
 
 
 def _invert_chunks(inverter: Inverter, x: torch.Tensor, kinds: tuple[str, ...], bf16: bool

@@ -555,16 +555,16 @@ class SynthFacesSource:
 
 
 class FolderSource:
-    """The images under a folder (recursive, sorted; names from :func:`clcae.inversion.runner.list_inputs`), the
+    """The images under a folder (recursive, sorted; names from :func:`clcae.jobs.list_inputs`), the
     first ``n`` of them (``None``: all). No labels."""
 
     def __init__(self, folder: str | os.PathLike, n: int | None = None):
-        from ..inversion.runner import RunnerError, list_inputs
+        from ..jobs import JobError, list_inputs
 
         try:
-            items, _ = list_inputs(folder)
-        except RunnerError as e:
-            raise EvaluationError(str(e).replace("--input", "--data")) from None
+            items, _ = list_inputs(folder, label="--data")
+        except JobError as e:
+            raise EvaluationError(str(e)) from None
         self.folder = Path(folder)
         self.total = len(items)
         self.items = items if n is None else items[:int(n)]

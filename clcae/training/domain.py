@@ -17,7 +17,6 @@ The metrics themselves are :mod:`clcae.metrics.verification` (verification, attr
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..checkpoints import load_file, load_state_dict_strict
 from ..data import synthfaces as sf
-from ..fileio import atomic_write
+from ..jobs import write_json
 from ..losses.identity import ArcMarginHead
 from ..metrics.frechet import feature_statistics, frechet_distance
 from ..metrics.verification import attribute_errors, verification_metrics
@@ -49,7 +48,7 @@ __all__ = [
     "LabelledImages", "render_split", "read_folder_split", "load_train_data", "load_eval_data", "to_float",
     "random_translate", "learning_rate", "margin_at", "parse_boost", "attribute_losses", "DomainNetTrainer",
     "TrainResult", "resolve_options", "train", "predict", "evaluate", "run_evaluation", "evaluate_model_file",
-    "format_metrics", "write_json", "load_any_domain_net",
+    "format_metrics", "load_any_domain_net",
 ]
 
 FORMAT_KEY = "domain_net_train"
@@ -574,7 +573,7 @@ def _loop(trainer: DomainNetTrainer, data: LabelledImages, opts: dict, logger: T
                   int(len(trainer.class_person_ids)), "data": to_jsonable(data.source), "options": to_jsonable(opts)}
     save_domain_net(trainer.net, model_path, {"training": train_info})
     metrics = run_evaluation(trainer.net, opts, progress)
-    write_json(run_dir / "eval_test.json", metrics)
+    write_json(run_dir / "eval_test.json", to_jsonable(metrics))
     save_domain_net(trainer.net, model_path, {"training": train_info, "metrics": to_jsonable(metrics)})
     logger.info("test metrics: " + format_metrics(metrics))
     logger.info(f"wrote {model_path} and {run_dir / 'eval_test.json'}")
@@ -646,15 +645,6 @@ def format_metrics(m: Mapping[str, Any]) -> str:
             f"{a['mean_mae_normalised']:.4f}; {extra}; FD(test half vs half) {m['frechet']['test_half_vs_half']:.4g}")
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` (made JSON-safe by :func:`~clcae.training.state.to_jsonable`) as indented JSON to ``path``,
-    atomically, replacing an existing file; returns the path."""
-    with atomic_write(path, "w", fsync=False, encoding="utf-8") as f:
-        json.dump(to_jsonable(data), f, indent=2)
-        f.write("\n")
-    return Path(path)
-
-
 def run_evaluation(net: DomainNet, opts: Mapping[str, Any], progress: bool | None = None) -> dict:
     """Load the test data named by the options and :func:`evaluate` ``net`` on it."""
     res = int(opts["eval_res"]) or net.input_size
@@ -704,5 +694,5 @@ def evaluate_model_file(model_path: str | Path, given: Mapping[str, Any] | None 
     res = metrics["data"]["res_in"]
     out = Path(json_path) if json_path else Path(model_path).with_name(
         f"{Path(model_path).stem}.eval_test_{res}px.json")
-    write_json(out, metrics)
+    write_json(out, to_jsonable(metrics))
     return metrics, out
