@@ -622,7 +622,7 @@ def _resolve_latent_avg(generator: Any, opts: Mapping, base_dir: Path | None, st
 def _official_inverter_kwargs(sd: Mapping[str, torch.Tensor], opts: Mapping, src: str,
                               input_size: Sequence[int] | None) -> dict:
     """:func:`~clcae.inversion.build_inverter` kwargs for an official checkpoint, from its tensors and opts."""
-    from .networks.encoders import n_styles_for_size
+    from .networks.encoders import DEFAULT_IDX_K, n_styles_for_size
     from .networks.stylegan2 import channel_plan
 
     if "logit_scale" in sd or "pos_embedding" in sd:
@@ -661,7 +661,7 @@ def _official_inverter_kwargs(sd: Mapping[str, torch.Tensor], opts: Mapping, src
         conv0 = sd.get("encoder.content_layer.convs.0.weight")
         feature_channels = int(conv0.shape[0]) if conv0 is not None else 512
         feature_downsample = len([k for k in sd if re.fullmatch(r"encoder\.content_layer\.convs\.\d+\.weight", k)])
-        idx_k = 5 if opts.get("idx_k") is None else int(opts["idx_k"])
+        idx_k = DEFAULT_IDX_K if opts.get("idx_k") is None else int(opts["idx_k"])
         res = 2 ** (2 + idx_k // 2)
         channels = channel_plan(size, gen["channel_base"], gen["channel_max"])
         f_side = max(input_size) // 4 // 2 ** feature_downsample

@@ -12,6 +12,7 @@ status       meaning
 ===========  ========================================================================================
 
 - :func:`positive_int`, :func:`non_negative_int`: argparse ``type=`` functions with a clear message;
+  :func:`arg_type` makes one of a library parser that raises ValueError;
 - :func:`report_error`: print ``error: MESSAGE`` to stderr and return a status;
 - :func:`exit_statuses`: a decorator that turns a ``main``'s exceptions into those statuses and messages;
 - :func:`stop_exit_status`: the status of a training run that stopped early (on a signal);
@@ -29,7 +30,7 @@ import sys
 from typing import Any, Callable, Mapping, TypeVar
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "ABORTED_WITHOUT_SAVING",
-           "positive_int", "non_negative_int", "report_error", "exit_statuses", "stop_exit_status",
+           "arg_type", "positive_int", "non_negative_int", "report_error", "exit_statuses", "stop_exit_status",
            "summary_exit_status"]
 
 EXIT_OK = 0
@@ -52,6 +53,20 @@ def _int_at_least(text: str, minimum: int) -> int:
     if value < minimum:
         raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
     return value
+
+
+def arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` from a library parser that raises ValueError (e.g.
+    :func:`clcae.editing.specs.parse_layers`): its message becomes the usage error."""
+
+    @functools.wraps(parse)
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
 
 
 def positive_int(text: str) -> int:

@@ -2,6 +2,7 @@
 settings, JSON records, device choice. Below every workflow; imports only the image reader and :mod:`clcae.fileio`.
 
 - :func:`resolve_device`: ``'auto'`` / ``'cpu'`` / ``'cuda:N'`` -> a ``torch.device`` that exists here;
+- :func:`parse_size`: ``'256'`` / ``'192x256'`` -> ``(H, W)``;
 - :func:`list_inputs`: the images of a folder (recursive) or one file, each with a unique output name;
 - :func:`check_run_settings`: refuse to resume into a folder made with other settings;
 - :func:`write_json`: indented ASCII JSON, written atomically.
@@ -23,7 +24,7 @@ import torch
 from .data.images import display_path, list_images
 from .fileio import atomic_write
 
-__all__ = ["JobError", "InputItem", "resolve_device", "list_inputs", "check_run_settings", "write_json"]
+__all__ = ["JobError", "InputItem", "resolve_device", "parse_size", "list_inputs", "check_run_settings", "write_json"]
 
 
 class JobError(Exception):
@@ -45,6 +46,23 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise JobError(f"device {name}: CUDA is not available on this machine (use cpu or auto)")
     return device
+
+
+def parse_size(text: str | int) -> tuple[int, int]:
+    """An image size: ``256`` or ``'256'`` -> (256, 256); ``'192x256'`` or ``'192,256'`` -> (192, 256) (H x W).
+
+    Raises ValueError naming the text for anything else (a non-integer side, three sides, a side < 1).
+    """
+    parts = str(text).lower().replace(" ", "").replace(",", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise ValueError(f"expected a size S or HxW with positive sides (e.g. 256, 192x256); got {text!r}")
+    return values[0], values[1]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,24 +55,23 @@ import torch
 
 from clcae import cli
 from clcae.align.detect import AlignExtraMissing, FaceDetector
-from clcae.align.ffhq import alignment_record_for, format_align_summary
-from clcae.align.pipeline import (ALIGNED_DIR, EDIT_KINDS, PASTED_DIR, EditOptions, EditSpec, PasteTarget,
-                                  align_inputs, edit_function, load_paste_target, parse_edit, parse_strengths,
-                                  render_edit, strength_label, unique_labels)
-from clcae.align.pipeline import parse_layers as pipeline_parse_layers
-from clcae.checkpoints import CheckpointError, load_file, load_generator, load_inverter
+from clcae.align.ffhq import align_inputs, alignment_record_for, format_align_summary
+from clcae.align.paste import ALIGNED_DIR, PASTED_DIR, PasteTarget, load_paste_target
+from clcae.checkpoints import CheckpointError, load_generator, load_inverter
 from clcae.data.images import ImageReadError, display_path, save_image
 from clcae.editing import GANSPACE_MODES, REPRESENTATIONS, encoder_edit, feature_at, representations_of
+from clcae.editing.specs import (EDIT_KINDS, EditOptions, EditSpec, edit_function, parse_edit, parse_layers,
+                                 parse_strengths, render_edit, strength_label, unique_labels)
 from clcae.fileio import atomic_write
-from clcae.inversion.inverters import official_output
-from clcae.inversion.runner import FORMATS, OFFICIAL_SIDE, SIZES, RunnerError, resolve_device
+from clcae.networks.encoders import DEFAULT_IDX_K
+from clcae.inversion.latents import check_against_generator, read_latents
+from clcae.inversion.runner import FORMATS, SIZES, RunnerError, output_at_size, resolve_device
 from clcae.sampling import image_grid
 
-# The --edit parsing lives in clcae.align.pipeline (shared with scripts/photo.py); its names stay importable here.
+# The edit specifications live in clcae.editing.specs (shared with scripts/photo.py and the app).
 __all__ = ["EDIT_KINDS", "EditSpec", "parse_edit", "parse_strengths", "parse_layers", "strength_label", "main"]
 
 GRID_PADDING = 2
-DEFAULT_IDX_K = 5
 
 
 class UsageError(Exception):
@@ -80,14 +79,6 @@ class UsageError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------- parsing
-def parse_layers(text: str) -> list[int]:
-    """``'2,3,4,5'`` or ``'2-5'`` (inclusive) or a mix -> W+ layer indices (argparse type of ``--layers``)."""
-    try:
-        return pipeline_parse_layers(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def edit_options(args: argparse.Namespace) -> EditOptions:
     """The edit options of the command line."""
     return EditOptions(layers=None if args.layers is None else tuple(args.layers), per_layer=args.per_layer,
@@ -115,52 +106,6 @@ def list_latents(source: Path) -> list[Item]:
     if not files:
         raise UsageError(f"--latents {display_path(source)}: no .pt files found")
     return [Item(p.relative_to(root).with_suffix("").as_posix(), p) for p in files]
-
-
-def read_latents(path: Path) -> dict[str, Any]:
-    """Read and check one latents file: ``{'w' [D]?, 'wplus' [n, D]?, 'f' [C, h, w]?, 'noise'?, meta...}``.
-
-    Raises ValueError / CheckpointError (with the reason) for anything unusable.
-    """
-    obj = load_file(path)
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a dict of tensors (as scripts/invert.py writes), got {type(obj).__name__}")
-    out: dict[str, Any] = {k: v for k, v in obj.items() if k not in ("w", "wplus", "f", "noise")}
-    want = {"w": 1, "wplus": 2, "f": 3}
-    for key, ndim in want.items():
-        if key not in obj or obj[key] is None:
-            continue
-        t = obj[key]
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise ValueError(f"'{key}' is not a floating-point tensor")
-        if t.ndim == ndim + 1 and t.shape[0] == 1:
-            t = t[0]
-        if t.ndim != ndim:
-            raise ValueError(f"'{key}' has shape {list(t.shape)}; expected {ndim} dimensions")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"'{key}' has NaN or Inf values")
-        out[key] = t.float()
-    if "w" not in out and "wplus" not in out:
-        raise ValueError(f"no 'w' or 'wplus' code (keys: {sorted(map(str, obj))})")
-    if "f" in out and "wplus" not in out:
-        raise ValueError("'f' without 'wplus'")
-    noise = obj.get("noise")
-    if noise is not None:
-        if not isinstance(noise, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in noise):
-            raise ValueError("'noise' must be a list of tensors")
-        out["noise"] = [t.float().reshape(1, 1, *t.shape[-2:]) for t in noise]
-    return out
-
-
-def check_against_generator(latents: dict[str, Any], generator) -> None:
-    """ValueError when the codes do not fit the generator (dimension, layer count, noise count)."""
-    d, n = generator.style_dim, generator.n_latent
-    if "w" in latents and latents["w"].shape != (d,):
-        raise ValueError(f"'w' has shape {list(latents['w'].shape)}; the generator needs [{d}]")
-    if "wplus" in latents and latents["wplus"].shape != (n, d):
-        raise ValueError(f"'wplus' has shape {list(latents['wplus'].shape)}; the generator needs [{n}, {d}]")
-    if "noise" in latents and len(latents["noise"]) != generator.num_layers:
-        raise ValueError(f"'noise' has {len(latents['noise'])} maps; the generator has {generator.num_layers}")
 
 
 class GeneratorSource:
@@ -231,13 +176,6 @@ def _finished(paths: list[Path]) -> bool:
         return False
 
 
-def to_output_size(images: torch.Tensor, input_size: tuple[int, int], size: str) -> torch.Tensor:
-    """``'full'``: unchanged; ``'official'``: pooled to 256 px (cars: rows cropped to 192x256), as invert.py."""
-    if size == "full":
-        return images
-    return official_output(images, input_size, size=min(OFFICIAL_SIDE, images.shape[-1]))
-
-
 def alignment_record(item: Item, latents: dict[str, Any] | None) -> tuple[Path | None, str]:
     """``(record, why_not)``: the alignment record of an input, or ``None`` and the reason.
 
@@ -292,7 +230,7 @@ def edit_one(generator, latents: dict[str, Any], spec: EditSpec, args: argparse.
     else:
         full = render_edit(generator, latents, fn, strengths, kinds=kinds, idx_k=idx_k, feature_scale=feature_scale,
                            f_gen=f_gen, noise=latents.get("noise"), batch=args.batch)
-    rendered = {key: to_output_size(image[None], input_size, args.size)[0] for key, image in full.items()}
+    rendered = {key: output_at_size(image[None], input_size, args.size)[0] for key, image in full.items()}
     grid_path, image_paths = edit_paths(out, spec.label, name, kinds, strengths, args.format)
     for key, path in image_paths.items():
         save_image(rendered[key], path)
@@ -336,7 +274,7 @@ def run(args: argparse.Namespace) -> dict:
         try:
             specs.append(parse_edit(text))
         except ValueError as e:
-            raise UsageError(str(e)) from None
+            raise UsageError(f"--edit {e}") from None
     for spec in specs:
         if spec.path is not None and not spec.path.is_file():
             raise UsageError(f"--edit {spec.text!r}: no such file {display_path(spec.path)}")
@@ -517,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--edit", action="append", required=True, metavar="SPEC",
                    help="interfacegan:PATH:STRENGTHS | ganspace:PCA:COMP:FIRST:LAST:STRENGTHS | sefa:K:STRENGTHS "
                         "(repeatable); STRENGTHS '-3,0,3' or 'A:B:N'")
-    g.add_argument("--layers", type=parse_layers, default=None,
+    g.add_argument("--layers", type=cli.arg_type(parse_layers), default=None,
                    help="W+ layers that InterFaceGAN and SeFa edits move, e.g. 0-5 (default: all; a direction "
                         "file may name its own); SeFa directions are computed from these layers")
     g.add_argument("--per-layer", action="store_true",

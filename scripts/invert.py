@@ -38,10 +38,11 @@ import torch
 
 from clcae import cli
 from clcae.align.detect import AlignExtraMissing, FaceDetector
-from clcae.align.ffhq import format_align_summary
-from clcae.align.pipeline import ALIGNED_DIR, align_inputs
-from clcae.inversion.runner import (FORMATS, METHODS, RESIZE_POLICIES, SIZES, ProjectionOptions, RunnerError,
-                                    format_summary, invert_folder, list_inputs, load_method, resolve_device)
+from clcae.align.ffhq import align_inputs, format_align_summary
+from clcae.align.paste import ALIGNED_DIR
+from clcae.inversion.runner import (FORMATS, METHODS, RESIZE_POLICIES, SIZES, ProjectionOptions, format_summary,
+                                    invert_folder, load_method)
+from clcae.jobs import JobError, list_inputs, parse_size, resolve_device
 from clcae.pretrained import SYNTHFACES_CLCAE, pretrained_dir
 
 #: The shipped SynthFaces CLCAE inverter (in the pretrained folder once it is trained).
@@ -49,20 +50,6 @@ DEFAULT_CHECKPOINT_NAME = SYNTHFACES_CLCAE
 #: Example images that ship with the repository.
 DEFAULT_INPUT = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_OUT = Path("outputs/invert")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256' -> (256, 256); '192x256' or '192,256' -> (192, 256) (height, width)."""
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected S or HxW, got {text!r}") from None
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected S or HxW with positive sides, got {text!r}")
-    return values[0], values[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--avg-image", type=Path, default=None,
                    help="average-image PNG (the official image_avg.png) for CLCAE, instead of the stored one or "
                         "the one rendered from latent_avg")
-    g.add_argument("--input-size", type=parse_size, default=None,
+    g.add_argument("--input-size", type=cli.arg_type(parse_size), default=None,
                    help="network input size S or HxW (default: the checkpoint's; projection: the generator's)")
     g = p.add_argument_group("projection (--method projection)")
     g.add_argument("--space", choices=["w", "wplus"], default="w", help="optimised code (default w)")
@@ -136,11 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _defaults(args: argparse.Namespace) -> None:
-    """Fill in the shipped checkpoint and examples/ when they were not given; RunnerError if they are missing."""
+    """Fill in the shipped checkpoint and examples/ when they were not given; JobError if they are missing."""
     if args.checkpoint is None and args.method != "projection":
         path = pretrained_dir() / DEFAULT_CHECKPOINT_NAME
         if not path.is_file():
-            raise RunnerError(
+            raise JobError(
                 f"no --checkpoint given, and the shipped SynthFaces CLCAE model {path} does not exist yet (it has "
                 "not been trained into pretrained/). Pass an inverter checkpoint: --checkpoint FILE (ours, or an "
                 "official CLCAE / pSp / e4e file; see docs/INVERSION.md), or project with --method projection "
@@ -148,19 +135,19 @@ def _defaults(args: argparse.Namespace) -> None:
         args.checkpoint = path
     if args.input is None:
         if not DEFAULT_INPUT.is_dir():
-            raise RunnerError(f"no --input given, and the default example folder {DEFAULT_INPUT} does not exist; "
+            raise JobError(f"no --input given, and the default example folder {DEFAULT_INPUT} does not exist; "
                               "pass --input FOLDER (or one image file)")
         args.input = DEFAULT_INPUT
 
 
-@cli.exit_statuses(usage=(RunnerError, AlignExtraMissing), interrupted="interrupted before the run started")
+@cli.exit_statuses(usage=(JobError, AlignExtraMissing), interrupted="interrupted before the run started")
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if not args.align and (args.align_size is not None or args.all_faces):
-        raise RunnerError("--align-size and --all-faces need --align")
+        raise JobError("--align-size and --all-faces need --align")
     torch.manual_seed(args.seed)
     _defaults(args)
     detector = FaceDetector(min_score=args.min_score) if args.align else None  # fails early without the extra

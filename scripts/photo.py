@@ -44,21 +44,14 @@ import torch
 
 from clcae import cli
 from clcae.align.detect import AlignExtraMissing, FaceDetector
-from clcae.align.pipeline import (PASTE_ORDER, EditOptions, NoFaceError, PipelineError, parse_edit,
-                                  parse_layers, process_photo)
 from clcae.data.images import display_path
-from clcae.editing import GANSPACE_MODES
-from clcae.inversion.runner import RESIZE_POLICIES, RunnerError, load_method, resolve_device
+from clcae.editing import GANSPACE_MODES, EditOptions, parse_edit, parse_layers
+from clcae.inversion.runner import RESIZE_POLICIES, load_method
+from clcae.jobs import JobError, resolve_device
+from clcae.photo import PASTE_ORDER, NoFaceError, PipelineError, process_photo
 from clcae.pretrained import SYNTHFACES_CLCAE, pretrained_dir
 
 DEFAULT_OUT = Path("outputs/photo")
-
-
-def _layers(text: str) -> list[int]:
-    try:
-        return parse_layers(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--edit", action="append", default=[], metavar="SPEC",
                    help="interfacegan:PATH:STRENGTHS | ganspace:PCA:COMP:FIRST:LAST:STRENGTHS | sefa:K:STRENGTHS "
                         "(repeatable; none: align, invert and paste back only)")
-    g.add_argument("--layers", type=_layers, default=None, help="W+ layers InterFaceGAN / SeFa edits move, e.g. 0-5")
+    g.add_argument("--layers", type=cli.arg_type(parse_layers), default=None, help="W+ layers InterFaceGAN / SeFa edits move, e.g. 0-5")
     g.add_argument("--per-layer", action="store_true", help="use every row of a per-layer direction on its layer")
     g.add_argument("--ganspace-mode", choices=GANSPACE_MODES, default="relative",
                    help="relative: add strength * std * component; absolute: set the coordinate")
@@ -110,14 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _default_checkpoint() -> Path:
     path = pretrained_dir() / SYNTHFACES_CLCAE
     if not path.is_file():
-        raise RunnerError(
+        raise JobError(
             f"no --checkpoint given, and the shipped SynthFaces CLCAE model {path} does not exist yet (it has not "
             "been trained into pretrained/). Pass an inverter: --checkpoint FILE; for real photos the official FFHQ "
             "CLCAE checkpoint with --generator stylegan2-ffhq-config-f.pt (see docs/REAL_PHOTOS.md).")
     return path
 
 
-@cli.exit_statuses(usage=(RunnerError, PipelineError, AlignExtraMissing), failure=(NoFaceError,),
+@cli.exit_statuses(usage=(JobError, PipelineError, AlignExtraMissing), failure=(NoFaceError,),
                    interrupted="interrupted")
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
@@ -127,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         edits = [parse_edit(text) for text in args.edit]
     except ValueError as e:
-        raise PipelineError(str(e)) from None
+        raise PipelineError(f"--edit {e}") from None
     if args.all_faces and args.face != 0:
         raise PipelineError("--face and --all-faces: give one (--all-faces edits every face)")
     if not args.photo.is_file():

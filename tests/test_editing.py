@@ -363,25 +363,26 @@ def test_style_layer_map_matches_the_synthesis(G):
 
 # ---------------------------------------------------------------------------------------------------- scripts
 def test_parse_strengths_and_edits():
-    ps = edit_script.parse_strengths
+    from clcae.editing.specs import parse_edit, parse_layers, parse_strengths as ps
+
     assert ps("-3,0,3") == [-3.0, 0.0, 3.0]
     assert ps("-3:3:7") == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]  # both ends included
     assert ps("2") == [2.0]
     for bad in ("", "a,b", "1:2", "1:2:1", "1:2:x"):
         with pytest.raises(ValueError):
             ps(bad)
-    e = edit_script.parse_edit("interfacegan:dirs/age.pt:-3:3:7")
+    e = parse_edit("interfacegan:dirs/age.pt:-3:3:7")
     assert e.path == Path("dirs/age.pt") and len(e.strengths) == 7
-    e = edit_script.parse_edit("ganspace:pca.pt:54:7:8:-20,0,20")
+    e = parse_edit("ganspace:pca.pt:54:7:8:-20,0,20")
     assert (e.component, e.first, e.last, e.strengths) == (54, 7, 8, [-20.0, 0.0, 20.0])
-    e = edit_script.parse_edit("ganspace:pca.pt:54:7:8:-20:20:5")
+    e = parse_edit("ganspace:pca.pt:54:7:8:-20:20:5")
     assert (e.component, e.first, e.last, len(e.strengths)) == (54, 7, 8, 5)
-    e = edit_script.parse_edit("sefa:3:-15:15:11")
+    e = parse_edit("sefa:3:-15:15:11")
     assert e.index == 3 and e.strengths[0] == -15 and e.strengths[-1] == 15
     for bad in ("warp:x:1", "ganspace:pca.pt:1:2:1", "sefa:x:1", "ganspace:p.pt:1:2", "sefa:-1:1,2"):
         with pytest.raises(ValueError):
-            edit_script.parse_edit(bad)
-    assert edit_script.parse_layers("0-2,5") == [0, 1, 2, 5]
+            parse_edit(bad)
+    assert parse_layers("0-2,5") == [0, 1, 2, 5]
 
 
 def _write_latents(folder: Path, G: Generator, ckpt: Path) -> None:

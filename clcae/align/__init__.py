@@ -9,20 +9,23 @@
   :func:`load_alignment`), and a whole folder (:func:`align_folder`). Pure numpy / scipy / Pillow: importable
   without dlib.
 
-- :mod:`clcae.align.pipeline` (not imported here: it needs the networks): the whole workflow, align -> invert ->
-  edit -> paste back, for one photo (:func:`~clcae.align.pipeline.process_photo`, which writes an HTML page) and the
-  pieces ``invert.py --align`` and ``edit.py --paste-back`` use; the ``--edit`` specs shared by ``edit.py`` and
-  ``photo.py``.
+- :mod:`clcae.align.paste`: the photo and quad an aligned crop goes back into (:class:`PasteTarget`), read from
+  the crop's record.
+
+The whole real-photo workflow (align -> invert -> edit -> paste back) is :mod:`clcae.photo`; this package only
+aligns faces and puts crops back.
 
 ``scripts/align.py`` aligns a folder; ``scripts/photo.py`` runs the workflow on one photo; docs/REAL_PHOTOS.md walks
 through align -> invert -> edit -> paste back.
 """
 from .detect import INSTALL_HINT, AlignExtraMissing, DetectedFace, FaceDetector
 from .ffhq import (ALIGNMENT_FORMAT, FFHQ_TRANSFORM_SIZE, AlignedFace, align_face, align_faces, align_folder,
-                   alignment_record_for, crop_to_source, crop_to_source_matrix, feather_mask, ffhq_quad,
+                   align_inputs, alignment_record_for, crop_to_source, crop_to_source_matrix, feather_mask, ffhq_quad,
                    format_align_summary, load_alignment, no_face_reason, paste_back, save_alignment, source_to_crop)
+from .paste import ALIGNED_DIR, PASTED_DIR, PasteTarget, load_paste_target
 
 __all__ = ["AlignExtraMissing", "INSTALL_HINT", "DetectedFace", "FaceDetector", "FFHQ_TRANSFORM_SIZE",
            "ALIGNMENT_FORMAT", "AlignedFace", "ffhq_quad", "align_face", "align_faces", "crop_to_source_matrix",
            "crop_to_source", "source_to_crop", "feather_mask", "paste_back", "save_alignment", "load_alignment",
-           "alignment_record_for", "no_face_reason", "align_folder", "format_align_summary"]
+           "alignment_record_for", "no_face_reason", "align_folder", "align_inputs", "format_align_summary",
+           "ALIGNED_DIR", "PASTED_DIR", "PasteTarget", "load_paste_target"]

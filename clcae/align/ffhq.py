@@ -691,6 +691,28 @@ def align_folder(inputs: str | os.PathLike, out: str | os.PathLike, detector: An
     return summary
 
 
+def align_inputs(inputs: str | os.PathLike, out: str | os.PathLike, *, size: int, all_faces: bool = False,
+                 detector: Any = None, overwrite: bool = False, progress: bool = True,
+                 report: Callable[[str], None] | None = None, exclude: str | os.PathLike | None = None) -> dict:
+    """Align the photos of ``inputs`` (a folder or one file) into ``out`` with :func:`clcae.align.align_folder`
+    (default detector: :class:`~clcae.align.detect.FaceDetector` with its defaults).
+
+    Each crop's record (``out/NAME.json``) names its photo by absolute path, for the paste-back. ``exclude`` is a
+    folder under ``inputs`` that is not read (default ``out``; pass the inversion's output folder when ``out`` lies
+    inside it). Photos without a face and
+    unreadable files are reported through ``report`` and listed in the returned summary (see ``align_folder``).
+
+    Raises :class:`~clcae.align.detect.AlignExtraMissing` without the ``[align]`` extra, and
+    :class:`~clcae.jobs.JobError` for a missing input or conflicting settings in ``out``.
+    """
+    from .detect import FaceDetector
+
+    detector = FaceDetector() if detector is None else detector
+    return align_folder(inputs, out, detector, output_size=int(size),
+                        all_faces=all_faces, overwrite=overwrite, progress=progress, report=report,
+                        exclude=exclude)
+
+
 def format_align_summary(summary: dict, max_listed: int = 20) -> str:
     """A few printable lines: counts, each photo without a crop and why, where the crops are."""
     lines = [f"aligned {summary['aligned']} image(s) ({summary['faces']} face crop(s)), {summary['skipped']} "

@@ -1,10 +1,10 @@
 """What ``clcae app`` computes, without the web: photo sessions over the real-photo pipeline.
 
 A :class:`PhotoEditor` holds the models (loaded once, on first use) and any number of :class:`Session` s, one per
-photo a user opened. Opening a photo runs :func:`clcae.align.pipeline.process_photo` (align the largest face,
+photo a user opened. Opening a photo runs :func:`clcae.photo.process_photo` (align the largest face,
 invert it, paste the reconstruction back) into the session's own folder; each slider move then renders the
-combination of InterFaceGAN directions with :func:`~clcae.align.pipeline.render_edit` for every representation
-(w, W+, W+F) and pastes the chosen one back into the photo (:meth:`~clcae.align.pipeline.PasteTarget.paste`).
+combination of InterFaceGAN directions with :func:`~clcae.editing.specs.render_edit` for every representation
+(w, W+, W+F) and pastes the chosen one back into the photo (:meth:`~clcae.align.paste.PasteTarget.paste`).
 
 Safety, as the app needs it:
 
@@ -32,10 +32,12 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..align.detect import FaceDetector
-from ..align.pipeline import (NoFaceError, PasteTarget, PipelineError, PhotoResult, edit_function,
-                              load_paste_target, parse_edit, process_photo, render_edit)
+from ..align.paste import PasteTarget, load_paste_target
 from ..data.images import ImageReadError, load_image, save_image
-from ..inversion.runner import LoadedMethod, RunnerError, load_method
+from ..editing.specs import edit_function, parse_edit, render_edit
+from ..inversion.runner import LoadedMethod, load_method
+from ..jobs import JobError
+from ..photo import NoFaceError, PipelineError, PhotoResult, process_photo
 
 __all__ = ["ModelChoice", "UploadError", "UploadTooLarge", "SessionError", "Session", "PhotoEditor", "KIND_TITLES",
            "USER_ERRORS"]
@@ -63,7 +65,7 @@ class SessionError(Exception):
 
 
 #: Errors whose message is shown to the user as it is (anything else is an internal error).
-USER_ERRORS = (UploadError, SessionError, NoFaceError, PipelineError, RunnerError)
+USER_ERRORS = (UploadError, SessionError, NoFaceError, PipelineError, JobError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +101,7 @@ class Session:
         folder: private folder; everything the session writes is inside it.
         files: the relative paths the session wrote and may serve.
         model: the name of the model the photo was inverted with (None before a photo).
-        result: :class:`~clcae.align.pipeline.PhotoResult` of the last inversion (its face 0, the largest, is
+        result: :class:`~clcae.photo.PhotoResult` of the last inversion (its face 0, the largest, is
             the one edited).
         latents: the codes (``w``, ``wplus``, ``f``) on the CPU.
         target: where the crop goes back into the photo.

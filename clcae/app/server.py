@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ..align.pipeline import NoFaceError
+from ..photo import NoFaceError
 from .editor import USER_ERRORS, PhotoEditor, SessionError, UploadError, UploadTooLarge
 
 __all__ = ["STATIC", "EXAMPLES", "AppServer", "make_server", "serve_in_thread", "LOOPBACK_NAMES"]

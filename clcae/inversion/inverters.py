@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..networks.encoders import CLCAEEncoder, Encoder4Editing, GradualStyleEncoder
+from ..networks.encoders import DEFAULT_IDX_K, CLCAEEncoder, Encoder4Editing, GradualStyleEncoder
 from ..networks.layers import set_impl
 from ..networks.memory_format import to_channels_last
 from ..networks.stylegan2 import Generator
@@ -225,7 +225,7 @@ class CLCAEInverter(Inverter):
     image_names = ("wplus_f", "wplus", "w")
 
     def __init__(self, encoder: CLCAEEncoder, decoder: Generator, latent_avg: torch.Tensor, input_size: Sequence[int],
-                 idx_k: int = 5, feature_scale: float = 1.0, avg_image: torch.Tensor | None = None):
+                 idx_k: int = DEFAULT_IDX_K, feature_scale: float = 1.0, avg_image: torch.Tensor | None = None):
         super().__init__(encoder, decoder, latent_avg, input_size)
         self.idx_k = int(idx_k)
         self.feature_scale = float(feature_scale)

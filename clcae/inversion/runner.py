@@ -47,14 +47,14 @@ from PIL import Image
 from ..checkpoints import CheckpointError, load_generator, load_inverter
 from ..data.images import DEFAULT_MIN_SIZE, ImageReadError, display_path, fit_image, load_image, \
     save_image, to_tensor
-from ..fileio import atomic_write
 from ..jobs import InputItem, JobError, check_run_settings, list_inputs, resolve_device, write_json
 from .inverters import Inverter, official_output
+from .latents import write_latents
 
 __all__ = ["RunnerError", "ProjectionOptions", "LoadedMethod", "InputItem", "METHODS", "SIZES", "FORMATS",
            "RESIZE_POLICIES", "IMAGE_KINDS", "OFFICIAL_SIDE", "resolve_device", "load_method", "load_avg_image",
            "is_shipped_synthfaces_generator",
-           "read_input", "read_input_and_preview", "list_inputs", "output_paths", "is_finished", "to_output_size", "make_strip",
+           "read_input", "read_input_and_preview", "list_inputs", "output_paths", "is_finished", "output_at_size", "to_output_size", "make_strip",
            "invert_folder", "format_summary"]
 
 #: ``--method`` values: ``'auto'`` takes the arch of the checkpoint; the others also check it.
@@ -440,8 +440,8 @@ def is_finished(paths: Mapping[str, Path]) -> bool:
     return True
 
 
-def to_output_size(inverter: Inverter, images: torch.Tensor, size: str = "official") -> torch.Tensor:
-    """Renders ``[B, 3, S, S]`` at the size the run saves.
+def output_at_size(images: torch.Tensor, input_size: Sequence[int], size: str = "official") -> torch.Tensor:
+    """Renders ``[B, 3, S, S]`` of an inverter with ``input_size = (H, W)`` at the size a run saves.
 
     ``'full'``: unchanged (the generator's resolution). ``'official'``: what the official scripts write with
     ``--resize_outputs`` (:func:`~clcae.inversion.inverters.official_output`): average-pooled to 256 px and, for
@@ -452,7 +452,12 @@ def to_output_size(inverter: Inverter, images: torch.Tensor, size: str = "offici
         return images
     if size != "official":
         raise ValueError(f"size must be one of {SIZES}; got {size!r}")
-    return official_output(images, inverter.input_size, size=min(OFFICIAL_SIDE, images.shape[-1]))
+    return official_output(images, tuple(input_size), size=min(OFFICIAL_SIDE, images.shape[-1]))
+
+
+def to_output_size(inverter: Inverter, images: torch.Tensor, size: str = "official") -> torch.Tensor:
+    """:func:`output_at_size` at ``inverter.input_size``."""
+    return output_at_size(images, inverter.input_size, size)
 
 
 def make_strip(inputs: torch.Tensor, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -478,8 +483,7 @@ def _write_image_files(paths: Mapping[str, Path], images: Mapping[str, torch.Ten
         save_image(img, paths[kind])
     if "strip" in paths:
         save_image(make_strip(strip_input, [images[k] for k in IMAGE_KINDS if k in images]), paths["strip"])
-    with atomic_write(paths["latents"], fsync=False) as f:
-        torch.save(record, f)
+    write_latents(paths["latents"], record)
 
 
 def _invert_chunks(inverter: Inverter, x: torch.Tensor, kinds: tuple[str, ...], bf16: bool

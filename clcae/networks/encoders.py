@@ -28,9 +28,12 @@ from torch import nn
 from .backbones import IRSE_WIDTHS, IRSEBackbone
 from .layers import EqualLinear
 
-__all__ = ["GradualStyleBlock", "GradualFeatureBlock", "CrossAttentionLayer", "PyramidEncoder",
+__all__ = ["DEFAULT_IDX_K", "GradualStyleBlock", "GradualFeatureBlock", "CrossAttentionLayer", "PyramidEncoder",
            "GradualStyleEncoder", "Encoder4Editing", "CLCAEEncoder", "upsample_add", "n_styles_for_size"]
 
+#: The generator activation index of CLCAE's F space (the feature ``f`` the encoder predicts; 16x16 at 1024 px),
+#: the official default of ``idx_k``: what a checkpoint or a latents file that names none uses.
+DEFAULT_IDX_K = 5
 HEAD_SLOPE = 0.01  # LeakyReLU slope of every conv tower (pinned down by the official-forward fixtures)
 
 

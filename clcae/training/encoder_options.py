@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..jobs import parse_size as _parse_size
 from ..networks.layers import IMPLS
 from .options import ConfigError, flag
 
@@ -215,18 +216,12 @@ class EncoderTrainOptions:
 
 
 def parse_size(text: str | int) -> tuple[int, int]:
-    """``'256'`` -> (256, 256); ``'192x256'`` -> (192, 256) (H x W)."""
-    s = str(text).lower().replace(" ", "")
-    parts = s.split("x")
+    """``'256'`` -> (256, 256); ``'192x256'`` -> (192, 256) (H x W): :func:`clcae.jobs.parse_size`, its error
+    naming the option (``--input-size``)."""
     try:
-        vals = [int(p) for p in parts]
+        return _parse_size(text)
     except ValueError:
         raise ValueError(f"--input-size must be N or HxW (e.g. 256, 192x256); got {text!r}") from None
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2 or min(vals) < 1:
-        raise ValueError(f"--input-size must be N or HxW (e.g. 256, 192x256); got {text!r}")
-    return vals[0], vals[1]
 
 
 def parse_widths(text: str) -> list[int]:

@@ -1,17 +1,15 @@
-"""The real-photo workflow as library functions: align -> invert -> edit -> paste back.
+"""The real-photo workflow: align -> invert -> edit -> paste back, for one photo, and its HTML page.
 
-``scripts/photo.py`` (one photo, one HTML page), ``scripts/invert.py --align`` and ``scripts/edit.py --align /
---paste-back`` are thin command lines over this module:
+``scripts/photo.py`` (one photo, one HTML page) and the web app (:mod:`clcae.app`) are thin layers over
+:func:`process_photo`; ``scripts/invert.py --align`` and ``scripts/edit.py --align`` use :func:`align_inputs`:
 
-- **edit specs** (:class:`EditSpec`, :func:`parse_edit`, :func:`edit_function`, :func:`render_edit`): the
-  ``--edit`` strings shared by ``edit.py`` and ``photo.py`` (``interfacegan:PATH:STRENGTHS``,
-  ``ganspace:PCA:COMP:FIRST:LAST:STRENGTHS``, ``sefa:K:STRENGTHS``) and the sweep of one edit over strengths for
-  every representation of an inversion (w, W+, W+ with the F-space feature carried through the edit);
 - **alignment of inputs** (:func:`align_inputs`): a folder of photos -> FFHQ crops with their JSON records, with
   the photos' paths made absolute so a later paste-back finds them from any working directory;
-- **paste-back targets** (:class:`PasteTarget`, :func:`load_paste_target`): the original photo and the quad an
-  inversion's crop came from;
 - **one photo end to end** (:func:`process_photo`) and its page (:func:`write_photo_page`).
+
+The pieces live where their names say: face alignment and paste-back targets in :mod:`clcae.align`
+(:class:`~clcae.align.paste.PasteTarget`), the edit specifications and the editor in :mod:`clcae.editing.specs`,
+inversion in :mod:`clcae.inversion`, the latents file in :mod:`clcae.inversion.latents`.
 
 Which photos a model can reconstruct: only a generator and an encoder trained on FFHQ-aligned photographs (the
 official FFHQ generator and CLCAE / pSp / e4e checkpoints) reconstruct the person in the photo. The shipped
@@ -22,9 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import math
 import os
-import re
 import time
 import urllib.parse
 from pathlib import Path
@@ -34,25 +30,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..checkpoints import CheckpointError
-from ..data.images import ImageReadError, display_path, load_image, save_image
-from ..editing import (apply_direction, apply_ganspace, apply_sefa, edit_and_render, feature_at, load_direction,
-                       load_pca, representations_of, sefa_directions)
-from ..editing.interfacegan import Direction
-from ..fileio import atomic_write
-from .ffhq import (_LEFT_EYE, _MOUTH_LEFT, _MOUTH_RIGHT, _RIGHT_EYE, AlignedFace, align_face, load_alignment,
-                   no_face_reason, paste_back, save_alignment)
+from .align.ffhq import (_LEFT_EYE, _MOUTH_LEFT, _MOUTH_RIGHT, _RIGHT_EYE, AlignedFace, align_face, align_inputs,
+                         no_face_reason, paste_back, save_alignment)
+from .align.paste import ALIGNED_DIR, PASTED_DIR
+from .checkpoints import CheckpointError
+from .data.images import ImageReadError, display_path, load_image, save_image
+from .editing.specs import EditOptions, EditSpec, edit_function, render_edit, strength_label, unique_labels
+from .fileio import atomic_write
+from .inversion.latents import write_latents
+from .networks.encoders import DEFAULT_IDX_K
 
-__all__ = ["EDIT_KINDS", "ALIGNED_DIR", "PASTED_DIR", "PASTE_ORDER", "EditSpec", "EditOptions",
-           "parse_strengths", "parse_layers", "parse_edit", "unique_labels", "strength_label", "edit_function",
-           "render_edit",
-           "align_inputs", "PasteTarget", "load_paste_target", "best_kind", "PipelineError", "NoFaceError",
+__all__ = ["ALIGNED_DIR", "PASTED_DIR", "PASTE_ORDER", "align_inputs", "best_kind", "PipelineError", "NoFaceError",
            "domain_note", "PhotoFace", "PhotoResult", "process_photo", "write_photo_page"]
 
-EDIT_KINDS = ("interfacegan", "ganspace", "sefa")
-#: Sub-folders of an inversion / edit output folder: the aligned crops (+ records), the pasted-back photos.
-ALIGNED_DIR = "aligned"
-PASTED_DIR = "pasted"
 #: Representation pasted back by default: the first one an inversion has.
 PASTE_ORDER = ("wplus_f", "wplus", "w")
 
@@ -64,333 +54,6 @@ class PipelineError(Exception):
 class NoFaceError(Exception):
     """The detector found no face in the photo (the message says how close the best candidate came); the work
     failed, the arguments were fine."""
-
-
-# ------------------------------------------------------------------------------------------------ edit specs
-def parse_strengths(text: str) -> list[float]:
-    """``'-3,0,3'`` -> [-3, 0, 3]; ``'-3:3:7'`` -> 7 values from -3 to 3, both ends included; ``'2'`` -> [2].
-
-    Raises ValueError saying what is wrong (no value, a non-number, a range with N < 2, a non-finite value).
-    """
-    text = text.strip()
-    if ":" in text:
-        parts = text.split(":")
-        try:
-            if len(parts) != 3:
-                raise ValueError
-            a, b, n = float(parts[0]), float(parts[1]), int(parts[2])
-        except ValueError:
-            raise ValueError(f"strength range {text!r}: expected A:B:N (numbers A, B and an integer N)") from None
-        if n < 2:
-            raise ValueError(f"strength range {text!r}: N must be >= 2 (for one value write it alone)")
-        values = [round(a + (b - a) * i / (n - 1), 10) for i in range(n)]
-    else:
-        try:
-            values = [float(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"strengths {text!r}: expected numbers separated by commas, or A:B:N") from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"strengths {text!r}: need at least one finite value")
-    return [0.0 if v == 0 else v for v in values]
-
-
-def parse_layers(text: str) -> list[int]:
-    """``'2,3,4,5'`` or ``'2-5'`` (inclusive) or a mix -> W+ layer indices; ValueError for anything else."""
-    layers: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)-(\d+)", part)
-        if m:
-            layers.extend(range(int(m.group(1)), int(m.group(2)) + 1))
-        elif part.isdigit():
-            layers.append(int(part))
-        elif part:
-            raise ValueError(f"layers {text!r}: expected indices like 2,3,4 or 2-5")
-    if not layers:
-        raise ValueError(f"layers {text!r}: no index")
-    return layers
-
-
-def _is_range(fields: list[str]) -> bool:
-    try:
-        float(fields[0]), float(fields[1])
-        return int(fields[2]) >= 2
-    except (ValueError, IndexError):
-        return False
-
-
-@dataclasses.dataclass
-class EditSpec:
-    """One ``--edit`` argument, parsed (:func:`parse_edit`).
-
-    Attributes:
-        kind: ``'interfacegan'``, ``'ganspace'`` or ``'sefa'``.
-        text: the argument as given.
-        strengths: the sweep.
-        path: the direction (InterFaceGAN) or PCA (GANSpace) file.
-        component, first, last: GANSpace component and W+ layers (inclusive).
-        index: SeFa direction (0 = strongest).
-        label: output folder name (unique per run after :func:`unique_labels`).
-        cache: per generator, the loaded edit (filled by :func:`edit_function`).
-    """
-
-    kind: str
-    text: str
-    strengths: list[float]
-    path: Path | None = None
-    component: int = 0
-    first: int = 0
-    last: int = 0
-    index: int = 0
-    label: str = ""
-    cache: dict = dataclasses.field(default_factory=dict)
-
-    def loaded_direction(self, generator: torch.nn.Module) -> Direction:
-        """The InterFaceGAN direction :func:`edit_function` loaded for ``generator`` (KeyError before that)."""
-        return self.cache[("direction", id(generator))]
-
-
-def parse_edit(text: str) -> EditSpec:
-    """Parse an ``--edit`` value: ``interfacegan:PATH:STRENGTHS``, ``ganspace:PCA:COMP:FIRST:LAST:STRENGTHS`` or
-    ``sefa:K:STRENGTHS`` (STRENGTHS as :func:`parse_strengths`); ValueError says what is wrong."""
-    kind, sep, rest = text.partition(":")
-    kind = kind.strip().lower()
-    if kind not in EDIT_KINDS or not sep:
-        raise ValueError(f"--edit {text!r}: expected interfacegan:PATH:STRENGTHS, "
-                         "ganspace:PCA:COMP:FIRST:LAST:STRENGTHS or sefa:K:STRENGTHS")
-    fields = rest.split(":")
-    head_len = {"interfacegan": 1, "ganspace": 4, "sefa": 1}[kind]
-    if len(fields) >= head_len + 3 and _is_range(fields[-3:]):
-        head, strengths = fields[:-3], parse_strengths(":".join(fields[-3:]))
-    elif len(fields) >= head_len + 1:
-        head, strengths = fields[:-1], parse_strengths(fields[-1])
-    else:
-        raise ValueError(f"--edit {text!r}: too few fields for {kind}")
-    spec = EditSpec(kind=kind, text=text, strengths=strengths)
-    try:
-        if kind == "interfacegan":
-            spec.path = Path(":".join(head))
-            spec.label = f"interfacegan_{spec.path.stem}"
-        elif kind == "ganspace":
-            spec.path = Path(":".join(head[:-3]))
-            spec.component, spec.first, spec.last = (int(v) for v in head[-3:])
-            if spec.component < 0 or not 0 <= spec.first <= spec.last:
-                raise ValueError
-            spec.label = f"ganspace_{spec.path.stem}_c{spec.component}_l{spec.first}-{spec.last}"
-        else:
-            if len(head) != 1:
-                raise ValueError
-            spec.index = int(head[0])
-            if spec.index < 0:
-                raise ValueError
-            spec.label = f"sefa_k{spec.index}"
-    except ValueError:
-        raise ValueError(f"--edit {text!r}: bad {kind} fields {head} (component / layers / K are integers >= 0, "
-                         "FIRST <= LAST)") from None
-    if spec.path is not None and not str(spec.path):
-        raise ValueError(f"--edit {text!r}: no file given")
-    return spec
-
-
-def unique_labels(specs: Sequence[EditSpec]) -> None:
-    """Make the specs' labels safe file names and unique (``x``, ``x_2``, ...), in place."""
-    seen: dict[str, int] = {}
-    for spec in specs:
-        base = re.sub(r"[^\w.+-]", "_", spec.label)
-        seen[base] = seen.get(base, 0) + 1
-        spec.label = base if seen[base] == 1 else f"{base}_{seen[base]}"
-
-
-def strength_label(s: float) -> str:
-    """File-name form of a strength: ``+3``, ``-1.5``, ``+0``."""
-    return f"{s:+g}"
-
-
-@dataclasses.dataclass(frozen=True)
-class EditOptions:
-    """How edits are applied (``edit.py`` / ``photo.py`` options).
-
-    Attributes:
-        layers: W+ layers InterFaceGAN and SeFa edits move (``None``: all, or those a direction file names); SeFa
-            directions are computed from these layers.
-        per_layer: use every row of a per-layer direction ``[n, D]`` on its layer (e4e) instead of row 0.
-        ganspace_mode: ``'relative'`` (add strength x std x component) or ``'absolute'`` (set the coordinate).
-        sefa_torgb: SeFa also factorises the ToRGB modulations.
-    """
-
-    layers: tuple[int, ...] | None = None
-    per_layer: bool = False
-    ganspace_mode: str = "relative"
-    sefa_torgb: bool = False
-
-
-def edit_function(spec: EditSpec, generator: torch.nn.Module, options: EditOptions | None = None
-                  ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``fn(wplus [B, n, D], strengths [B]) -> edited W+`` for ``spec`` on ``generator`` (cached on the spec per
-    generator and options).
-
-    Raises :class:`~clcae.checkpoints.CheckpointError` / ValueError when the edit's file or index does not fit
-    the generator.
-    """
-    options = options or EditOptions()
-    key = (id(generator), options)
-    if key in spec.cache:
-        return spec.cache[key]
-    layers = None if options.layers is None else list(options.layers)
-    if spec.kind == "interfacegan":
-        direction = load_direction(spec.path, generator=generator, per_layer=options.per_layer)
-        use_layers = layers if layers is not None else direction.layers
-        vec = direction.vector.to(generator.latent_avg.device)
-        spec.cache[("direction", id(generator))] = direction
-
-        def fn(codes: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-            return apply_direction(codes, vec, s, use_layers)
-    elif spec.kind == "ganspace":
-        pca = load_pca(spec.path, generator=generator)
-        if spec.component >= pca.n_components:
-            raise ValueError(f"{spec.text}: component {spec.component} does not exist ({spec.path} has "
-                             f"{pca.n_components})")
-        if spec.last >= generator.n_latent:
-            raise ValueError(f"{spec.text}: layer {spec.last} does not exist (the generator has "
-                             f"{generator.n_latent} W+ layers, 0..{generator.n_latent - 1})")
-
-        def fn(codes: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-            return apply_ganspace(codes, pca, [(spec.component, spec.first, spec.last, s)],
-                                  mode=options.ganspace_mode)
-    elif spec.kind == "sefa":
-        if spec.index >= generator.style_dim:
-            raise ValueError(f"{spec.text}: SeFa direction {spec.index} does not exist (W has {generator.style_dim} "
-                             "dimensions)")
-        sefa = sefa_directions(generator, layers="all" if layers is None else layers, k=spec.index + 1,
-                               include_torgb=options.sefa_torgb)
-        sefa.directions = sefa.directions.to(generator.latent_avg.device)
-
-        def fn(codes: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-            return apply_sefa(codes, sefa, spec.index, s)
-    else:
-        raise ValueError(f"unknown edit kind {spec.kind!r}; expected one of {EDIT_KINDS}")
-    spec.cache[key] = fn
-    return fn
-
-
-@torch.no_grad()
-def render_edit(generator: torch.nn.Module, latents: Mapping[str, Any],
-                edit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], strengths: Sequence[float], *,
-                kinds: Sequence[str] | None = None, idx_k: int = 5, feature_scale: float = 1.0,
-                f_gen: torch.Tensor | None = None, noise: Sequence[torch.Tensor] | None = None, batch: int = 8
-                ) -> dict[tuple[str, float], torch.Tensor]:
-    """Render one image's edit at every strength, for every representation it has.
-
-    Args:
-        generator: the generator of the codes (eval mode).
-        latents: one inversion: ``{'w' [D]?, 'wplus' [n, D]?, 'f' [C, h, w]?}`` (as ``scripts/invert.py`` saves).
-        edit: ``fn(wplus [B, n, D], strengths [B]) -> edited`` (:func:`edit_function`).
-        strengths: the sweep.
-        kinds: representations to render (default: all the latents have, :func:`representations_of`).
-        idx_k, feature_scale: where and how strongly ``f`` is blended in.
-        f_gen: ``G_k(W+)`` ``[1, C, h, w]`` when already computed (one pass saved).
-        noise: the generator's noise maps (projection latents); default the constant buffers.
-        batch: strengths per generator pass.
-    Returns:
-        ``{(kind, strength): float32 [3, S, S]}`` on the CPU at the generator's resolution, unclamped. For W+F the
-        feature follows the edit: ``f + G_k(W+_edited) - G_k(W+)`` (strength 0 reproduces the inversion exactly).
-    """
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1; got {batch}")
-    device = generator.latent_avg.device
-    kinds = list(kinds) if kinds is not None else representations_of(latents)
-    codes = {k: latents[k].to(device).float() for k in ("w", "wplus", "f") if k in latents}
-    if noise is not None:
-        noise = [t.to(device) for t in noise]
-    if "f" in codes and f_gen is None and "wplus_f" in kinds:
-        f_gen, _ = feature_at(generator, codes["wplus"][None], idx_k, noise=noise)
-    rendered: dict[tuple[str, float], torch.Tensor] = {}
-    for start in range(0, len(strengths), batch):
-        chunk = [float(v) for v in strengths[start:start + batch]]
-        b = len(chunk)
-        s = torch.tensor(chunk, dtype=torch.float32, device=device)
-        batched = {k: v.unsqueeze(0).expand(b, *v.shape) for k, v in codes.items()}
-        if f_gen is not None:
-            batched["f_gen"] = f_gen.to(device).expand(b, *f_gen.shape[1:])
-        res = edit_and_render(generator, batched, lambda c: edit(c, s), idx_k=idx_k, feature_scale=feature_scale,
-                              noise=noise, representations=kinds)
-        for kind in kinds:
-            images = res[f"image_{kind}"].float().cpu()
-            for j, value in enumerate(chunk):
-                rendered[(kind, value)] = images[j]
-    return rendered
-
-
-# ------------------------------------------------------------------------------------------------ alignment
-def align_inputs(inputs: str | os.PathLike, out: str | os.PathLike, *, size: int, all_faces: bool = False,
-                 detector: Any = None, overwrite: bool = False, progress: bool = True,
-                 report: Callable[[str], None] | None = None, exclude: str | os.PathLike | None = None) -> dict:
-    """Align the photos of ``inputs`` (a folder or one file) into ``out`` with :func:`clcae.align.align_folder`
-    (default detector: :class:`~clcae.align.detect.FaceDetector` with its defaults).
-
-    Each crop's record (``out/NAME.json``) names its photo by absolute path, for the paste-back. ``exclude`` is a
-    folder under ``inputs`` that is not read (default ``out``; pass the inversion's output folder when ``out`` lies
-    inside it). Photos without a face and
-    unreadable files are reported through ``report`` and listed in the returned summary (see ``align_folder``).
-
-    Raises :class:`~clcae.align.detect.AlignExtraMissing` without the ``[align]`` extra, and
-    :class:`~clcae.inversion.runner.RunnerError` for a missing input or conflicting settings in ``out``.
-    """
-    from .detect import FaceDetector
-    from .ffhq import align_folder
-
-    detector = FaceDetector() if detector is None else detector
-    return align_folder(inputs, out, detector, output_size=int(size),
-                        all_faces=all_faces, overwrite=overwrite, progress=progress, report=report,
-                        exclude=exclude)
-
-
-@dataclasses.dataclass
-class PasteTarget:
-    """Where an inversion's crop goes back: the original photo and the crop's quad.
-
-    Attributes:
-        photo: the source photo, RGB, EXIF orientation applied (as it was aligned).
-        quad: ``float64 [4, 2]`` pixel-corner corners of the crop in the photo.
-        record: the alignment record's path.
-        source: the photo's path.
-    """
-
-    photo: Image.Image
-    quad: np.ndarray
-    record: Path
-    source: Path
-
-    def paste(self, crop: torch.Tensor | Image.Image, feather: float = 0.1) -> Image.Image:
-        """The full-size photo with ``crop`` (``[3, S, S]`` in [-1, 1] or a PIL image, any size) warped into the
-        quad and blended with a feathered edge (:func:`clcae.align.paste_back`)."""
-        return paste_back(self.photo, crop, self.quad, feather=feather)
-
-
-def load_paste_target(record_path: str | os.PathLike) -> PasteTarget:
-    """Read an alignment record and its source photo.
-
-    Raises ValueError with the reason (the record is unreadable, names no photo, the photo is missing or
-    unreadable, or its size is not the one recorded, i.e. it is another or a modified photo).
-    """
-    record_path = Path(os.fsdecode(record_path))
-    record = load_alignment(record_path)
-    source = record.get("source")
-    if not source:
-        raise ValueError(f"the alignment record {display_path(record_path)} names no source photo")
-    path = Path(source)
-    if not path.is_file():
-        raise ValueError(f"the source photo {source} named by {display_path(record_path)} does not exist here "
-                         "(paste-back needs the original photo at the path it was aligned from)")
-    try:
-        photo = load_image(path)
-    except ImageReadError as e:
-        raise ValueError(f"the source photo {e}") from None
-    if (photo.size[1], photo.size[0]) != tuple(record["source_size"]):
-        raise ValueError(f"the source photo {source} is {photo.size[1]}x{photo.size[0]} (HxW) but was "
-                         f"{record['source_size'][0]}x{record['source_size'][1]} when aligned "
-                         f"({display_path(record_path)}): it has changed")
-    return PasteTarget(photo=photo, quad=record["quad"], record=record_path, source=path)
 
 
 def best_kind(kinds: Sequence[str]) -> str:
@@ -591,7 +254,7 @@ def process_photo(photo: str | os.PathLike, out: str | os.PathLike, loaded: Any,
         photo: the photo file (any format :func:`clcae.data.images.load_image` reads; EXIF orientation applied).
         out: output folder; files of an earlier run are replaced (each atomically).
         loaded: a :class:`clcae.inversion.runner.LoadedMethod` (an encoder inverter; its decoder renders edits).
-        edits: parsed ``--edit`` specs (:func:`parse_edit`); checked against the generator before any work.
+        edits: parsed edit specs (:func:`clcae.editing.specs.parse_edit`); checked against the generator before any work.
         detector: a :class:`~clcae.align.detect.FaceDetector` (default: its defaults; needs the ``[align]`` extra).
         align_size: side of the aligned crop (default: the inverter's input side, the crop is then read as is).
         feather: soft edge of the paste-back, a fraction of the crop side in [0, 0.5].
@@ -610,8 +273,8 @@ def process_photo(photo: str | os.PathLike, out: str | os.PathLike, loaded: Any,
         that is missing or does not fit the generator), :class:`NoFaceError` and
         :class:`~clcae.align.detect.AlignExtraMissing`.
     """
-    from ..inversion.runner import IMAGE_KINDS, read_input
-    from .detect import FaceDetector, as_rgb_array
+    from .align.detect import FaceDetector, as_rgb_array
+    from .inversion.runner import IMAGE_KINDS, read_input
 
     say = log or (lambda line: None)
     if fmt not in ("png", "jpg"):
@@ -644,7 +307,7 @@ def process_photo(photo: str | os.PathLike, out: str | os.PathLike, loaded: Any,
             functions.append(edit_function(spec, generator, options))
         except (CheckpointError, ValueError) as e:
             raise PipelineError(f"--edit {spec.text!r}: {e}") from None
-    idx_k = int(getattr(inverter, "idx_k", 5))
+    idx_k = int(getattr(inverter, "idx_k", DEFAULT_IDX_K))
     feature_scale = float(getattr(inverter, "feature_scale", 1.0))
     seconds: dict[str, float] = {}
 
@@ -703,8 +366,7 @@ def process_photo(photo: str | os.PathLike, out: str | os.PathLike, loaded: Any,
                      alignment=str(pf.record.resolve()))
         if "f" in latents:
             saved.update(idx_k=idx_k, feature_scale=feature_scale)
-        with atomic_write(pf.latents, fsync=False) as fh:
-            torch.save(saved, fh)
+        write_latents(pf.latents, saved)
         pf.reconstructions = {kind: save_image(result[f"image_{kind}"][0].float().cpu(),
                                                pf.folder / f"reconstruction_{kind}.{fmt}") for kind in kinds}
         codes.append(latents)
