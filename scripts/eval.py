@@ -23,20 +23,17 @@ Exit status: 0 on success; 1 when no image could be read; 2 for a problem with t
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import shlex
 import sys
 from pathlib import Path
 
 import torch
 
-import clcae
 from clcae import cli
-from clcae.metrics.evaluation import (PROTOCOLS, EditSpec, EvalMethod, EvaluationError, FolderSource,
-                                      SynthFacesSource, build_metric_suite, evaluate)
-from clcae.metrics.tables import markdown_report, write_all
-from clcae.pretrained import SYNTHFACES_DOMAIN_NET, SYNTHFACES_JUDGE_NET
+from clcae.metrics.evaluation import PROTOCOLS, EvaluationError
+from clcae.metrics.job import EvalJob, run_evaluation
+from clcae.metrics.tables import markdown_report
+from clcae.pretrained import SYNTHFACES_DOMAIN_NET, SYNTHFACES_JUDGE_NET, pretrained_dir
 
 #: The shipped SynthFaces domain network, used on --data synthfaces when --domain-net is not given.
 DEFAULT_DOMAIN_NET = SYNTHFACES_DOMAIN_NET
@@ -147,81 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_methods(args, device, suite) -> list[EvalMethod]:
-    from clcae.inversion.runner import ProjectionOptions, load_avg_image, load_method
-
-    methods = []
-    for name, ckpt in args.method:
-        lm = load_method(checkpoint=ckpt, method="auto", generator=args.generator, device=device)
-        inv = lm.inverter
-        if args.precision != "fp32":
-            inv.set_precision(args.precision)
-        if args.avg_image is not None and hasattr(inv, "set_avg_image"):
-            inv.set_avg_image(load_avg_image(args.avg_image, inv.input_size).to(device), str(args.avg_image))
-            lm.settings["avg_image"] = str(Path(args.avg_image).resolve())
-        info = dict(lm.settings)
-        if hasattr(inv, "avg_image_source"):
-            info["avg_image_source"] = inv.avg_image_source
-        methods.append(EvalMethod(name, inv, info=info))
-    for name, generator, space, steps in args.projection:
-        if suite.lpips is not None:
-            perceptual = "lpips"
-        elif suite.domain_net is not None:
-            perceptual = "domain"
-        else:
-            perceptual = "none"
-        opts = ProjectionOptions(space=space, steps=steps, perceptual=perceptual, lpips_weights=suite.lpips_weights,
-                                 domain_net=suite.domain_weights if perceptual == "domain" else None,
-                                 seed=args.projection_seed)
-        lm = load_method(checkpoint=None, method="projection", generator=generator, device=device, projection=opts)
-        methods.append(EvalMethod(name, lm.inverter, info=dict(lm.settings)))
-    return methods
-
-
-def _generator_side(methods: list[EvalMethod]) -> int:
-    sides = {int(m.inverter.decoder.size) for m in methods}
-    if len(sides) != 1:
-        raise EvaluationError(f"the methods' generators differ in resolution ({sorted(sides)}); pass --res")
-    return sides.pop()
-
-
-def _edits(args, attribute_names, generator) -> list[EditSpec]:
-    from clcae.checkpoints import CheckpointError
-    from clcae.editing.interfacegan import apply_direction, load_direction
-
-    ignore = {a.strip() for a in args.edit_ignore.split(",") if a.strip()}
-    unknown = sorted(ignore - set(attribute_names))
-    if unknown:
-        raise EvaluationError(f"--edit-ignore {unknown}: not attributes of the domain network "
-                              f"({list(attribute_names)})")
-    specs = []
-    for attribute, path in args.edit:
-        if attribute not in attribute_names:
-            raise EvaluationError(f"--edit {attribute}={path}: {attribute!r} is not an attribute of the domain "
-                                  f"network ({list(attribute_names)})")
-        if not Path(path).is_file():
-            raise EvaluationError(f"--edit {attribute}={path}: no such file")
-        try:
-            direction = load_direction(path, generator=generator)
-        except CheckpointError as e:
-            raise EvaluationError(f"--edit {attribute}: {e}") from None
-        if direction.attribute is not None and direction.attribute != attribute:
-            raise EvaluationError(f"--edit {attribute}={path}: the file is a direction for {direction.attribute!r}")
-
-        def fn(codes: torch.Tensor, strength: float, d=direction) -> torch.Tensor:
-            return apply_direction(codes, d.vector, strength, layers=d.layers)
-
-        others = [a for a in attribute_names if a != attribute and a not in ignore]
-        specs.append(EditSpec(attribute, fn, args.edit_strengths, source=str(Path(path).resolve()),
-                              other_attributes=others))
-    return specs
+def _shipped_by_default(given, name: str, synthfaces: bool):
+    """The file given, else on synthfaces the shipped ``pretrained/NAME`` when it exists, else None."""
+    if given is not None or not synthfaces:
+        return given
+    shipped = pretrained_dir() / name
+    return shipped if shipped.is_file() else None
 
 
 def run(args) -> int:
     """Run the evaluation for parsed ``args``; returns the exit status."""
-    from clcae.jobs import JobError, resolve_device
-    from clcae.pretrained import pretrained_dir
-
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if not args.method and not args.projection:
@@ -243,50 +175,24 @@ def run(args) -> int:
         raise EvaluationError(f"--out {out}: exists and is not a folder")
     if (out / "results.json").exists() and not args.overwrite:
         raise EvaluationError(f"--out {out} already holds results; choose another folder or pass --overwrite")
-    try:
-        device = resolve_device(args.device)
-    except JobError as e:
-        raise EvaluationError(str(e)) from None
-
-    domain = args.domain_net
-    if domain is None and synthfaces:
-        shipped = pretrained_dir() / DEFAULT_DOMAIN_NET
-        domain = shipped if shipped.is_file() else None
-    judge = None if args.judge_net == "domain" else args.judge_net
-    if args.judge_net is None and synthfaces:
-        shipped_judge = pretrained_dir() / SYNTHFACES_JUDGE_NET
-        judge = shipped_judge if shipped_judge.is_file() else None
-    suite = build_metric_suite(lpips_weights=args.lpips_weights, arcface_weights=args.arcface_weights,
-                               inception_weights=args.inception_weights, domain_net=domain, device=device,
-                               use_hub_cache=not args.no_hub_cache, id_dlib=args.id_dlib, judge_net=judge)
-    try:
-        methods = _load_methods(args, device, suite)
-    except JobError as e:
-        raise EvaluationError(str(e)) from None
-
-    if synthfaces:
-        res = args.res or _generator_side(methods)
-        source = SynthFacesSource(args.n or DEFAULT_SYNTHFACES_N, res=res, split="test", seed=args.synthfaces_seed)
-        if args.edit and suite.domain_net is None:
-            raise EvaluationError("--edit needs the SynthFaces domain network (--domain-net)")
-        edits = _edits(args, suite.domain_net.attribute_names, methods[0].inverter.decoder) if args.edit else []
-    else:
-        source = FolderSource(args.data, args.n)
-        edits = []
-
-    out.mkdir(parents=True, exist_ok=True)
-    result = evaluate(methods, source, suite, args.protocol, batch=args.batch, device=device,
-                      save_images=args.save_images, image_dir=out / "images", edits=edits, edit_n=args.edit_n,
-                      progress=not args.no_progress)
-    sections = {
+    domain = _shipped_by_default(args.domain_net, DEFAULT_DOMAIN_NET, synthfaces)
+    judge = (None if args.judge_net == "domain"
+             else _shipped_by_default(args.judge_net, SYNTHFACES_JUDGE_NET, synthfaces))
+    job = EvalJob(
+        methods=args.method, projections=args.projection, data=args.data, out=out,
+        n=(args.n or DEFAULT_SYNTHFACES_N) if synthfaces else args.n, res=args.res,
+        synthfaces_seed=args.synthfaces_seed, protocol=args.protocol, generator=args.generator,
+        avg_image=args.avg_image, projection_seed=args.projection_seed, lpips_weights=args.lpips_weights,
+        arcface_weights=args.arcface_weights, inception_weights=args.inception_weights, domain_net=domain,
+        judge_net=judge, use_hub_cache=not args.no_hub_cache, id_dlib=args.id_dlib, edits=args.edit,
+        edit_strengths=args.edit_strengths,
+        edit_n=args.edit_n, edit_ignore=[a.strip() for a in args.edit_ignore.split(",") if a.strip()],
+        save_images=args.save_images, embed_images=args.embed_images, batch=args.batch, device=args.device,
+        precision=args.precision, title=args.title, progress=not args.no_progress)
+    report = run_evaluation(job, {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "environment": {"clcae": clcae.__version__, "torch": torch.__version__, "python": platform.python_version(),
-                        "device": str(device),
-                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
-    }
-    report = result.to_report(args.title, sections)
-    write_all(report, out, embed_images=args.embed_images)
+    })
     print(markdown_report(report))
     print(f"wrote {out / 'results.md'}, results.csv, results.json, per_image.csv, report.html")
     return 0

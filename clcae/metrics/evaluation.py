@@ -51,7 +51,7 @@ from .tables import (REPRESENTATION_LABELS, GridRow, ImageGrid, MetricInfo, Repo
 
 __all__ = ["Protocol", "PROTOCOLS", "PSNR_CAP", "INCEPTION_FILE_NAME", "default_inception_path", "InceptionFeatures",
            "MetricSuite", "build_metric_suite", "EvalSource", "SynthFacesSource", "FolderSource", "EvalMethod",
-           "EditSpec", "default_representations", "EvaluationResult", "evaluate", "EvaluationError"]
+           "AttributeEdit", "default_representations", "EvaluationResult", "evaluate", "EvaluationError"]
 
 #: Per-image PSNR is capped here (dB): an exact reconstruction has infinite PSNR, which would make every mean
 #: infinite. 8-bit images at 256 px cannot exceed ~101 dB unless identical, so the cap only marks exact copies.
@@ -638,7 +638,7 @@ class EvalMethod:
 
 
 @dataclasses.dataclass
-class EditSpec:
+class AttributeEdit:
     """An edit to measure on SynthFaces: ``direction_fn(codes, strength) -> codes`` meant to change
     ``attribute``; ``strengths``; ``source`` (e.g. the direction file, for the report); ``other_attributes``
     (default: all the others)."""
@@ -808,7 +808,7 @@ def _frechet_distances(feats: Mapping[tuple[str, str], Mapping[str, list[torch.T
     return set_level
 
 
-def _measure_edits(edits: Sequence[EditSpec], methods: Sequence[EvalMethod], codes: Mapping[str, list[torch.Tensor]],
+def _measure_edits(edits: Sequence[AttributeEdit], methods: Sequence[EvalMethod], codes: Mapping[str, list[torch.Tensor]],
                    domain_net: nn.Module, gt_pred: torch.Tensor, gt_true: torch.Tensor, edit_n: int | None,
                    batch: int, device: torch.device, keep_images: int, image_dir: Path | None, notes: list[str]
                    ) -> tuple[list[dict], dict[tuple[str, str], list[list[str]]]]:
@@ -861,7 +861,7 @@ _SAVED_IMAGES_NOTE = {
 
 def evaluate(methods: Sequence[EvalMethod], source: EvalSource, metrics: MetricSuite,
              protocol: Protocol | str = "default", *, batch: int = 8, device: str | torch.device = "cpu",
-             save_images: int = 0, image_dir: str | os.PathLike | None = None, edits: Sequence[EditSpec] = (),
+             save_images: int = 0, image_dir: str | os.PathLike | None = None, edits: Sequence[AttributeEdit] = (),
              edit_n: int | None = None, edit_images: int = 4, progress: bool = False) -> EvaluationResult:
     """Invert ``source`` with every method and measure every representation (see the module docstring).
 
