@@ -29,7 +29,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..checkpoints import FORMAT_VERSION, CheckpointError, atomic_save, load_file
+from ..formats.files import FORMAT_VERSION, CheckpointError, atomic_save
+from ..formats.read import load_file
 from .interfacegan import generator_fingerprint
 
 __all__ = ["PCA", "PCA_KIND", "GANSPACE_MODES", "E4E_FFHQ_EDITS", "E4E_CARS_EDITS", "compute_pca",

@@ -32,7 +32,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..checkpoints import FORMAT_VERSION, CheckpointError, atomic_save, load_file
+from ..formats.files import FORMAT_VERSION, CheckpointError, atomic_save
+from ..formats.read import load_file
 
 __all__ = ["Direction", "DIRECTION_KIND", "LEARN_METHODS", "load_direction", "save_direction",
            "generator_fingerprint", "apply_direction", "check_layers", "learn_direction", "orthogonalize",

@@ -17,8 +17,8 @@ from typing import Any, Mapping
 
 import torch
 
-from ..checkpoints import load_file
 from ..fileio import atomic_write
+from ..formats.read import load_file
 
 __all__ = ["write_latents", "read_latents", "check_against_generator"]
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import CheckpointError, validate_finite
+from ..formats.files import CheckpointError, validate_finite
 
 __all__ = ["MissingWeightsError", "LPIPSLoss", "DomainPerceptualLoss", "build_perceptual", "lpips_backbone_file",
            "default_lpips_backbone_path", "unit_normalize"]

@@ -160,7 +160,7 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         import torchvision
 
-        from ..checkpoints import CheckpointError, load_state_dict_strict, validate_finite
+        from ..formats.files import CheckpointError, load_state_dict_strict, validate_finite
         from ..losses.perceptual import MissingWeightsError
 
         path = Path(weights_path) if weights_path is not None else default_inception_path()
@@ -410,7 +410,7 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
 
     A path that is given but does not exist or does not load raises :class:`EvaluationError` naming it.
     """
-    from ..checkpoints import CheckpointError
+    from ..formats.files import CheckpointError
     from ..losses.perceptual import LPIPSLoss, MissingWeightsError, default_lpips_backbone_path, lpips_backbone_file
 
     missing: list[str] = []

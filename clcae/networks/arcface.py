@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import CheckpointError, load_state_dict_strict, validate_finite
+from ..formats.files import CheckpointError, load_state_dict_strict, validate_finite
 from .backbones import IRSE_STAGE_UNITS, IRSE_WIDTHS, IRSEBackbone
 
 __all__ = ["ArcFaceIRSE", "load_arcface", "ARCFACE_FILE_NAME", "arcface_config_from_state_dict"]

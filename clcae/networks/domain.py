@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import (FORMAT_VERSION, CheckpointError, atomic_save, detect_format, load_file,
-                           load_state_dict_strict, validate_finite)
+from ..formats.files import FORMAT_VERSION, CheckpointError, atomic_save, load_state_dict_strict, validate_finite
+from ..formats.read import detect_format, load_file
 from ..data.synthfaces import ATTRIBUTES
 
 __all__ = ["DomainNet", "ResidualBlock", "save_domain_net", "load_domain_net", "domain_net_checkpoint",

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from ..checkpoints import CheckpointError, load_state_dict_strict
+from ..formats.files import CheckpointError, load_state_dict_strict
 from ..inversion.inverters import official_output
 from ..networks.sync_bn import convert_global_batchnorm
 from . import distributed as du

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoints import CheckpointError, load_state_dict_strict
+from ..formats.files import CheckpointError, load_state_dict_strict
 from ..losses.gan import (d_logistic_loss, g_nonsaturating_loss, path_length_penalty, path_lengths, r1_penalty,
                           update_pl_mean)
 from ..networks.layers import IMPLS

@@ -24,8 +24,9 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from ..checkpoints import CheckpointError, atomic_save, load_file
 from ..fileio import atomic_write
+from ..formats.files import CheckpointError, atomic_save
+from ..formats.read import load_file
 
 __all__ = [
     "RunDirError", "seed_everything", "capture_rng_state", "restore_rng_state", "check_new_run_dir",
