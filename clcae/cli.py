@@ -97,10 +97,10 @@ def exit_statuses(usage: tuple[type[BaseException], ...] = (), failure: tuple[ty
         failure: exceptions for work that failed (e.g. a NaN loss): ``error: MESSAGE``, status 1.
         interrupted: with a message, ``KeyboardInterrupt`` prints it to stderr and returns 130; ``None`` lets it
             propagate.
-    A :class:`~clcae.training.distributed.DistributedError` (another process died or timed out) always prints
+    A :class:`~clcae.distributed.DistributedError` (another process died or timed out) always prints
     ``error (rank R): MESSAGE`` and returns 1. Any other exception propagates; ``SystemExit`` from argparse too.
     """
-    from .training.distributed import DistributedError
+    from .distributed import DistributedError
 
     def decorate(main: MainFunction) -> MainFunction:
         @functools.wraps(main)

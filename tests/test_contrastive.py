@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clcae.losses.contrastive import ContrastiveLoss, all_reduce_grads_sum, clip_loss
-from clcae.training.distributed import all_reduce_grads
+from clcae.distributed import all_reduce_grads
 
 
 def _reference_loss(img: torch.Tensor, lat: torch.Tensor, scale: float) -> float:

@@ -27,7 +27,7 @@ from clcae.networks.projected import ProjectedDiscriminator
 from clcae.training.augment import AdaptiveAugment, DiffAugment, parse_diffaug_policy
 from clcae.training.gan import (ConfigError, GANTrainOptions, NonFiniteLossError, TrainerCallback, build_dataset,
                                 ema_beta, load_generator_config, run_training)
-from clcae.training.sampler import InfiniteSampler, ShardedRandom
+from clcae.data.sampler import InfiniteSampler, ShardedRandom
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_generator.py"
@@ -568,7 +568,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
 
 _DEAD_RANK = """
 import os, sys
-from clcae.training import distributed as du
+from clcae import distributed as du
 info = du.init_distributed("cpu", timeout_s=30)
 if info.rank == 1:
     os._exit(0)  # dies without a word, like a crashed or OOM-killed worker

@@ -45,7 +45,7 @@ from PIL import Image
 
 from .. import __version__
 from ..fileio import atomic_write
-from ..training.sampler import derive_seed
+from .sampler import derive_seed
 from .images import (ImageReadError, display_path, from_tensor, list_images, load_image, probe_image, save_image,
                      to_tensor)
 

@@ -22,7 +22,7 @@ each holding ``n`` local pairs; the global batch is rank 0's pairs, then rank 1'
   exact for it too.
 * With ``grad_reduction='mean'`` the local gradients are multiplied by ``W`` instead (and the scale's is left
   whole), so that **averaging** over ranks gives the single-process gradient: use this with
-  :func:`clcae.training.distributed.all_reduce_grads` (which averages) or ``DistributedDataParallel``.
+  :func:`clcae.distributed.all_reduce_grads` (which averages) or ``DistributedDataParallel``.
 
 Both modes rescale gradients only (``x.detach() + c * (x - x.detach())`` has the value of a finite ``x``
 exactly); the loss value is the same. Without a process group, with ``W = 1`` or with ``gather=False`` the
@@ -43,7 +43,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..training.distributed import all_reduce_sum, get_world_size, is_initialized
+from ..distributed import all_reduce_sum, get_world_size, is_initialized
 
 __all__ = ["clip_loss", "ContrastiveLoss", "gather_embeddings", "all_reduce_grads_sum", "GRAD_REDUCTIONS"]
 

@@ -26,19 +26,19 @@ def _world() -> int:
 class _AllReduceSum(torch.autograd.Function):
     """Sum over processes; the gradient of every input is the sum of the output gradients over processes.
 
-    Both passes go through :func:`clcae.training.distributed.all_reduce_sum`, so a dead or stuck peer raises
-    :class:`~clcae.training.distributed.DistributedError` (naming the collective) instead of the backend's error.
+    Both passes go through :func:`clcae.distributed.all_reduce_sum`, so a dead or stuck peer raises
+    :class:`~clcae.distributed.DistributedError` (naming the collective) instead of the backend's error.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        from ..training.distributed import all_reduce_sum
+        from ..distributed import all_reduce_sum
 
         return all_reduce_sum(x.clone(), "GlobalBatchNorm statistics (forward)")
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        from ..training.distributed import all_reduce_sum
+        from ..distributed import all_reduce_sum
 
         return all_reduce_sum(g.clone(), "GlobalBatchNorm statistics (backward)")
 

@@ -1,7 +1,9 @@
-"""Training utilities shared by the trainers: distributed helpers, resumable state, logging, sampling, the GAN loop.
+"""Training utilities shared by the trainers: resumable state, logging, augmentation, the GAN loop.
 
-- :mod:`.distributed`: process-group helpers that are no-ops in a single process;
-- :mod:`.sampler`: the resumable, rank-sharded data order and random streams;
+The process-group helpers (no-ops in a single process) are :mod:`clcae.distributed` and the resumable, rank-sharded
+data order and random streams :mod:`clcae.data.sampler`, below the networks and data that use them
+(``clcae.training.distributed`` and ``clcae.training.sampler`` re-export them for old imports).
+
 - :mod:`.state`: RNG capture/restore, run directories, options JSON, atomic checkpoints and resume;
 - :mod:`.logger`: rank-0 tqdm / TensorBoard / ``stats.jsonl`` logging and image grids;
 - :mod:`.augment`: differentiable adaptive augmentation (ADA-style);
@@ -9,4 +11,4 @@
 
 Importing this package imports nothing heavy beyond torch; the submodules are imported on use.
 """
-__all__ = ["distributed", "sampler", "state", "logger", "augment", "gan"]
+__all__ = ["state", "logger", "augment", "gan"]

@@ -21,7 +21,7 @@ policy, always (no probability, nothing adapts):
 - ``translation``: an integer shift of up to 1/8 of the size in x and y, zero fill;
 - ``cutout``: a square of half the size, at a random centre (clipped at the border), set to zero.
 
-Random parameters are drawn on the CPU from a :class:`~clcae.training.sampler.ShardedRandom` (for the global batch,
+Random parameters are drawn on the CPU from a :class:`~clcae.data.sampler.ShardedRandom` (for the global batch,
 sliced per rank), so augmenting never waits for the GPU and every rank's images get the numbers a single process
 would give them.
 """
@@ -33,8 +33,8 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-from .distributed import all_reduce_sum
-from .sampler import ShardedRandom
+from ..data.sampler import ShardedRandom
+from ..distributed import all_reduce_sum
 
 __all__ = ["AdaptiveAugment", "DiffAugment", "DIFFAUG_TRANSFORMS", "parse_diffaug_policy"]
 

@@ -17,15 +17,15 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
+from .. import distributed as du
 from ..checkpoints import atomic_save, load_generator
+from ..data.sampler import derive_seed
 from ..inversion.inverters import render_average_image
 from ..networks.contrastive import ImageEncoder, LatentEncoder
 from ..networks.init import official_init
-from . import distributed as du
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
 from .encoder_task import EncoderTask, to_input_geometry
 from .options import ConfigError
-from .sampler import derive_seed
 
 __all__ = ["ContrastiveTask", "build_pair_datasets", "stage1_checkpoint"]
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..checkpoints import load_file, load_state_dict_strict
 from ..data import synthfaces as sf
+from ..data.sampler import InfiniteSampler, derive_seed
 from ..jobs import write_json
 from ..losses.identity import ArcMarginHead
 from ..metrics.frechet import feature_statistics, frechet_distance
@@ -39,7 +40,6 @@ from ..networks.domain import DomainNet, load_domain_net, save_domain_net
 from ..networks.memory_format import to_channels_last
 from .logger import TrainLogger
 from .runs import make_run_dir, merge_resume_options, resolve_run_dir, stop_on_signals, write_options_record
-from .sampler import InfiniteSampler, derive_seed
 from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, load_training_checkpoint,
                     resolve_resume_path, restore_rng_state, seed_everything, to_jsonable)
 

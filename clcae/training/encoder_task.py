@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+from .. import distributed as du
 from ..formats.files import CheckpointError, load_state_dict_strict
 from ..inversion.inverters import official_output
 from ..networks.sync_bn import convert_global_batchnorm
-from . import distributed as du
 from .encoder_options import EncoderTrainOptions
 from .state import cpu_copy
 

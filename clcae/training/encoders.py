@@ -14,7 +14,7 @@ checkpoints, resume, signals and NaN handling:
   :func:`clcae.load_inverter`) or ``best_model_image.pt`` + ``best_model_latent.pt`` (stage 1, the official
   ``{'state_dict', 'opts'}`` layout that :func:`clcae.checkpoints.load_contrastive_encoder` and stage 2 read).
 
-Exact resume: the data order is a function of ``(seed, step)`` (:class:`~clcae.training.sampler.InfiniteSampler`),
+Exact resume: the data order is a function of ``(seed, step)`` (:class:`~clcae.data.sampler.InfiniteSampler`),
 and everything else random (flips, generator noise, dropout) comes from the global RNGs, saved per rank. A run
 stopped at a checkpoint and resumed ends bit-identical to an uninterrupted one (same device, threads, options).
 
@@ -37,14 +37,14 @@ from typing import Any, Callable, Mapping
 import torch
 
 from .. import __version__
-from . import distributed as du
+from .. import distributed as du
+from ..data.sampler import InfiniteSampler, derive_seed
 from .encoder_options import PATH_OPTIONS, RESUME_MAY_CHANGE, EncoderTrainOptions, parse_size
 from .encoder_task import EncoderTask
 from .logger import TrainLogger
 from .options import ConfigError, load_config
 from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
                    write_options_record)
-from .sampler import InfiniteSampler, derive_seed
 from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, load_training_checkpoint,
                     resolve_resume_path, restore_rng_state, seed_everything)
 

@@ -14,8 +14,8 @@ One step (``step`` counts completed steps, ``nimg`` the images of the global bat
 3. EMA of G, the augmentation probability update, logging, samples, checkpoints.
 
 Reproducibility. Everything random in a step comes from two seeded streams shared by all ranks
-(:class:`~clcae.training.sampler.ShardedRandom`: latents, mixing, noise on the device; augmentation and mirroring
-on the CPU) and the data order from :class:`~clcae.training.sampler.InfiniteSampler`; each is drawn for the global
+(:class:`~clcae.data.sampler.ShardedRandom`: latents, mixing, noise on the device; augmentation and mirroring
+on the CPU) and the data order from :class:`~clcae.data.sampler.InfiniteSampler`; each is drawn for the global
 batch and sliced per rank. A checkpoint stores those streams, the data position, both optimisers, G, D, G_ema, the
 path-length mean, the augmentation state and every process's global RNG states, so a run stopped at any
 checkpoint and resumed ends bit-identical to an uninterrupted run (same device type, thread count and options that
@@ -40,6 +40,8 @@ import torch
 from torch import nn
 
 from .. import __version__
+from .. import distributed as du
+from ..data.sampler import InfiniteSampler, ShardedRandom, derive_seed
 from ..formats.files import CheckpointError, load_state_dict_strict
 from ..losses.gan import (d_logistic_loss, g_nonsaturating_loss, path_length_penalty, path_lengths, r1_penalty,
                           update_pl_mean)
@@ -47,14 +49,12 @@ from ..networks.layers import IMPLS
 from ..networks.memory_format import to_channels_last
 from ..networks.projected import PROJECTED_MIXING, ProjectedDiscriminator
 from ..networks.stylegan2 import Discriminator, Generator
-from . import distributed as du
 from .augment import AdaptiveAugment, DiffAugment, parse_diffaug_policy
 from .logger import TrainLogger
 from .options import ConfigError as OptionsConfigError
 from .options import flag, load_config
 from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
                    write_options_record)
-from .sampler import InfiniteSampler, ShardedRandom, derive_seed
 from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, cpu_copy, load_training_checkpoint,
                     resolve_resume_path, restore_rng_state, seed_everything)
 

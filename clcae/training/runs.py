@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping
 
-from . import distributed as du
+from .. import distributed as du
 from .options import flag
 from .state import (CHECKPOINT_DIR, RunDirError, check_new_run_dir, create_run_dir, diff_options,
                     run_dir_of_checkpoint, write_json_new)
@@ -167,7 +167,7 @@ def process_group(opts: Any, error: type[Exception] = ValueError) -> Iterator[du
             ``dist_timeout`` (seconds a collective may wait).
         error: the exception class raised when the process group cannot start.
     Yields:
-        this process's :class:`~clcae.training.distributed.DistInfo` (rank, world size, device); one process
+        this process's :class:`~clcae.distributed.DistInfo` (rank, world size, device); one process
         without torchrun.
     Raises:
         whatever ``opts.validate`` raises for bad options (the world size is ``WORLD_SIZE``, 1 without torchrun);
