@@ -2,7 +2,7 @@
 
 Importing the package has no side effects: nothing is compiled, downloaded or seeded.
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["load_generator", "load_inverter", "__version__"]
 

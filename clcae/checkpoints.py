@@ -36,7 +36,7 @@ from torch import nn
 from .formats.files import (FORMAT_VERSION, OUR_PREFIX, CheckpointError, atomic_save, check_version, fmt_keys,
                             load_state_dict_strict, validate_finite)
 from .formats.nvidia import load_nvidia_pickle, nvidia_generator_to_rosinality
-from .formats.official import infer_trunk_kwargs, official_inverter_kwargs, official_opts
+from .official_options import infer_trunk_kwargs, official_inverter_kwargs, official_opts
 from .formats.read import detect_format, load_file
 from .formats.rosinality import infer_generator_config
 

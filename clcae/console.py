@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterator, Sequence
 
-from . import __version__
+from .version import __version__
 from .cli import EXIT_OK, EXIT_USAGE
 
 __all__ = ["Command", "COMMANDS", "scripts_dir", "load_script", "command_main", "build_usage", "main"]

@@ -97,7 +97,7 @@ def check_python() -> Check:
 
 
 def check_torch() -> Check:
-    from . import __version__
+    from .version import __version__
 
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"

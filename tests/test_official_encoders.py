@@ -107,7 +107,7 @@ def test_stage1_layout_matches_manifest(compat_dir, manifest, cls):
 
 def test_official_loader_infers_the_manifest_network(compat_dir):
     """The configuration the loader infers from a manifest-shaped state dict rebuilds exactly that manifest."""
-    from clcae.formats.official import official_inverter_kwargs as _official_inverter_kwargs
+    from clcae.official_options import official_inverter_kwargs as _official_inverter_kwargs
 
     for manifest, opts in [("keys_clcae_afpsp_ffhq1024.tsv", CLCAE_OPTS),
                            ("keys_clcae_afpsp_car512.tsv", dict(CLCAE_OPTS, output_size=512,

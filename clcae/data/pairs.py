@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .. import __version__
+from ..version import __version__
 from ..fileio import atomic_write
 from .sampler import derive_seed
 from .images import (ImageReadError, display_path, from_tensor, list_images, load_image, probe_image, save_image,

@@ -7,9 +7,9 @@
 - :mod:`.nvidia`: the restricted unpickler for NVIDIA stylegan2-ada-pytorch ``.pkl`` files and their conversion
   to the rosinality layout;
 - :mod:`.rosinality`: a rosinality generator's configuration inferred from its tensor shapes;
-- :mod:`.official`: the official CLCAE / pSp / e4e training options (``opts``) read into constructor arguments
-  (needs the networks, so it is not imported by the others).
 
-Networks, losses and data import :mod:`.files` and :mod:`.read` only; the public loaders (``load_generator``,
+The official CLCAE / pSp / e4e training options (``opts``) are read into constructor arguments by
+:mod:`clcae.official_options`, above the networks it needs. Networks, losses and data import :mod:`.files` and
+:mod:`.read` only; the public loaders (``load_generator``,
 ``load_inverter``, ``save_*``, ...) stay in :mod:`clcae.checkpoints`, which re-exports these names.
 """

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..checkpoints import CheckpointError
 from ..editing.interfacegan import apply_direction, load_direction
 from ..inversion.runner import ProjectionOptions, load_avg_image, load_method

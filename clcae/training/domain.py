@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
+from ..version import __version__
 from ..checkpoints import load_file, load_state_dict_strict
 from ..data import synthfaces as sf
 from ..data.sampler import InfiniteSampler, derive_seed

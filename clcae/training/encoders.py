@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from .. import distributed as du
 from ..data.sampler import InfiniteSampler, derive_seed
 from .encoder_options import PATH_OPTIONS, RESUME_MAY_CHANGE, EncoderTrainOptions, parse_size

@@ -39,7 +39,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from .. import distributed as du
 from ..data.sampler import InfiniteSampler, ShardedRandom, derive_seed
 from ..formats.files import CheckpointError, load_state_dict_strict

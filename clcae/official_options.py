@@ -9,11 +9,11 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..networks.backbones import IRSE_STAGE_UNITS
-from ..networks.encoders import DEFAULT_IDX_K, n_styles_for_size
-from ..networks.stylegan2 import channel_plan
-from .files import CheckpointError
-from .rosinality import infer_generator_config
+from .networks.backbones import IRSE_STAGE_UNITS
+from .networks.encoders import DEFAULT_IDX_K, n_styles_for_size
+from .networks.stylegan2 import channel_plan
+from .formats.files import CheckpointError
+from .formats.rosinality import infer_generator_config
 
 __all__ = ["CLCAE_UNSUPPORTED_OPTS", "PSP_ENCODER_TYPES", "official_opts", "infer_trunk_kwargs",
            "official_inverter_kwargs"]
