@@ -29,9 +29,27 @@ def sample_images(G, seeds: Sequence[int], truncation: float = 1.0, noise_mode: 
     return torch.cat(imgs), torch.cat(ws)
 
 
-def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
-    """Tile images [N,3,H,W] into one [3,H',W'] grid (``nrow`` images per row; default about square)."""
-    from torchvision.utils import make_grid
+def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0,
+               border: bool = True) -> torch.Tensor:
+    """Tile images ``[N, C, H, W]`` into one ``[C, H', W']`` grid, ``nrow`` images per row (default: about square).
 
-    nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
-    return make_grid(images, nrow=nrow, padding=padding, pad_value=1.0)
+    ``padding`` pixels of ``pad_value`` separate the cells and, with ``border`` (default), surround the grid, as
+    ``torchvision.utils.make_grid`` (which also returns a single image unpadded); without ``border`` the grid is
+    ``[C, rows * (H + p) - p, nrow * (W + p) - p]`` (the training logger's grids). Missing cells of the last row
+    are ``pad_value``. The values are copied as they are (same range and dtype).
+    """
+    if images.ndim != 4:
+        raise ValueError(f"image_grid expects [N, C, H, W]; got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    if border and n == 1:
+        return images[0]
+    nrow = max(1, min(nrow or int(math.ceil(math.sqrt(n))), n))
+    rows = math.ceil(n / nrow)
+    edge = padding if border else 0
+    grid = images.new_full((c, rows * (h + padding) - padding + 2 * edge, nrow * (w + padding) - padding + 2 * edge),
+                           pad_value)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        top, left = edge + r * (h + padding), edge + col * (w + padding)
+        grid[:, top:top + h, left:left + w] = images[i]
+    return grid

@@ -546,3 +546,23 @@ def test_save_image_atomic(tmp_path, monkeypatch):
         save_image(t, dest)
     assert dest.read_bytes() == before  # the old file is intact
     assert os.listdir(dest.parent) == ["x.png"]  # and no temporary file is left
+
+
+def test_image_grid_is_torchvision_make_grid_with_a_border_and_the_logger_grid_without():
+    """One image_grid (clcae.sampling) serves generate.py / edit.py (torchvision's layout) and the training logger
+    (no outer border, -1 fill)."""
+    import math
+
+    from torchvision.utils import make_grid
+
+    from clcae.sampling import image_grid
+
+    g = torch.Generator().manual_seed(0)
+    for n, nrow, pad in [(1, None, 2), (3, None, 2), (5, 2, 2), (7, 3, 0), (4, 10, 3)]:
+        x = torch.randn(n, 3, 5, 7, generator=g)
+        want = make_grid(x, nrow=nrow or math.ceil(math.sqrt(n)), padding=pad, pad_value=1.0)
+        assert torch.equal(image_grid(x, nrow, padding=pad), want)
+    x = torch.randn(5, 3, 4, 6, generator=g)
+    grid = image_grid(x, 2, padding=1, pad_value=-1.0, border=False)
+    assert grid.shape == (3, 3 * 5 - 1, 2 * 7 - 1)
+    assert torch.equal(grid[:, :4, 7:], x[1]) and bool((grid[:, 10:, 7:] == -1).all())

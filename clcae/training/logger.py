@@ -16,24 +16,9 @@ from typing import Any, Mapping
 
 import torch
 
+from ..sampling import image_grid
+
 __all__ = ["TrainLogger", "image_grid"]
-
-
-def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 0, pad_value: float = -1.0) -> torch.Tensor:
-    """Tile ``[N, C, H, W]`` images into one ``[C, rows * (H + p) - p, nrow * (W + p) - p]`` image (same range).
-
-    Missing cells of the last row are filled with ``pad_value``.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"image_grid expects [N, C, H, W]; got {tuple(images.shape)}")
-    n, c, h, w = images.shape
-    nrow = max(1, min(nrow, n))
-    rows = math.ceil(n / nrow)
-    grid = images.new_full((c, rows * (h + padding) - padding, nrow * (w + padding) - padding), pad_value)
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        grid[:, r * (h + padding):r * (h + padding) + h, col * (w + padding):col * (w + padding) + w] = images[i]
-    return grid
 
 
 class TrainLogger:
@@ -130,7 +115,8 @@ class TrainLogger:
         under ``samples/`` (written atomically)."""
         if not self.enabled:
             return
-        grid = image_grid(images.detach().float().cpu(), nrow=nrow).clamp(-1, 1)
+        grid = image_grid(images.detach().float().cpu(), nrow=nrow, padding=0, pad_value=-1.0,
+                          border=False).clamp(-1, 1)
         if self._writer is not None:
             self._writer.add_image(tag, (grid + 1) / 2, global_step=int(nimg))
             self._writer.flush()
