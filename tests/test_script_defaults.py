@@ -133,15 +133,17 @@ def test_eval_threads_sets_torch_threads(tmp_path, monkeypatch, capsys):
     from PIL import Image
 
     Image.new("RGB", (32, 32), (90, 120, 200)).save(images / "a.png")
+    import clcae.metrics.job as eval_job  # the job that scripts/eval.py calls runs the measuring
+
     evaluation = _script("eval")
     seen = []
-    real = evaluation.evaluate
+    real = eval_job.evaluate
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "evaluate", spy)
+    monkeypatch.setattr(eval_job, "evaluate", spy)
     torch.set_num_threads(2)
     argv = ["--method", f"psp={tmp_path / 'psp.pt'}", "--data", str(images), "--no-hub-cache", "--no-progress",
             "--save-images", "0", "--device", "cpu", "--out", str(tmp_path / "out")]

@@ -38,6 +38,7 @@ from ..metrics.frechet import feature_statistics, frechet_distance
 from ..metrics.verification import attribute_errors, verification_metrics
 from ..networks.domain import DomainNet, load_domain_net, save_domain_net
 from ..networks.memory_format import to_channels_last
+from .errors import ConfigError, NonFiniteLossError
 from .logger import TrainLogger
 from .runs import make_run_dir, merge_resume_options, resolve_run_dir, stop_on_signals, write_options_record
 from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, load_training_checkpoint,
@@ -115,14 +116,6 @@ OPTIONS: dict[str, tuple[Any, str]] = {
 #: Options a resumed run may change; the others define the model, the data or the optimisation.
 RESUME_MAY_CHANGE = ("out", "threads", "workers", "log_every", "checkpoint_every", "val_every", "val_n", "eval_data",
                      "eval_n", "eval_persons", "eval_pairs", "eval_seed", "eval_res", "steps")
-
-
-class ConfigError(ValueError):
-    """Bad options or input; the message says what to change."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """A NaN/Inf loss stopped training."""
 
 
 def _int_list(text: str | list, name: str) -> list[int]:

@@ -41,6 +41,7 @@ from .. import distributed as du
 from ..data.sampler import InfiniteSampler, derive_seed
 from .encoder_options import PATH_OPTIONS, RESUME_MAY_CHANGE, EncoderTrainOptions, parse_size
 from .encoder_task import EncoderTask
+from .errors import NonFiniteLossError
 from .logger import TrainLogger
 from .options import ConfigError, load_config
 from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
@@ -54,10 +55,6 @@ __all__ = ["run_encoder_training", "resolve_encoder_options", "EncoderTask", "En
 FORMAT_KEY = "train_format"
 TRAIN_FORMAT = "clcae.encoder_training"
 TRAIN_FORMAT_VERSION = 1
-
-
-class NonFiniteLossError(RuntimeError):
-    """A NaN/Inf loss stopped training; the message names the step, the values and the last good checkpoint."""
 
 
 @dataclass

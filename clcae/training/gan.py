@@ -51,7 +51,7 @@ from ..networks.projected import PROJECTED_MIXING, ProjectedDiscriminator
 from ..networks.stylegan2 import Discriminator, Generator
 from .augment import AdaptiveAugment, DiffAugment, parse_diffaug_policy
 from .logger import TrainLogger
-from .options import ConfigError as OptionsConfigError
+from .errors import ConfigError, NonFiniteLossError
 from .options import flag, load_config
 from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
                    write_options_record)
@@ -68,18 +68,6 @@ __all__ = [
 FORMAT_KEY = "train_format"  # not 'format': clcae.load_generator must see these files as rosinality checkpoints
 TRAIN_FORMAT = "clcae.stylegan2_training"
 TRAIN_FORMAT_VERSION = 1
-
-
-class ConfigError(ValueError):
-    """Bad options, data or run directory, found before any work; the message says how to fix it."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or Inf; ``step``, ``nimg`` and ``losses`` say where, ``checkpoint`` is the last good one."""
-
-    def __init__(self, message: str, step: int, nimg: int, losses: Mapping[str, float], checkpoint: Path | None):
-        super().__init__(message)
-        self.step, self.nimg, self.losses, self.checkpoint = step, nimg, dict(losses), checkpoint
 
 
 # ---------------------------------------------------------------------------------------------------- options
@@ -282,10 +270,7 @@ def load_generator_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
     :func:`clcae.training.options.resolve_config_path`: ``pretrained/...`` is the shipped models' folder, any other
     relative path is relative to the config file. Raises :class:`ConfigError`.
     """
-    try:
-        return load_config(name_or_path, known=_field_names(), paths=CONFIG_PATH_OPTIONS)
-    except OptionsConfigError as e:
-        raise ConfigError(str(e)) from e
+    return load_config(name_or_path, known=_field_names(), paths=CONFIG_PATH_OPTIONS)
 
 
 def resolve_options(given: Mapping[str, Any], resume: str | os.PathLike | None = None

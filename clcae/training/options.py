@@ -27,6 +27,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .errors import ConfigError
+
 __all__ = ["ConfigError", "flag", "load_config", "config_path", "resolve_config_path", "add_dataclass_arguments",
            "CONFIG_DIR", "SHIPPED_PREFIX"]
 
@@ -34,10 +36,6 @@ __all__ = ["ConfigError", "flag", "load_config", "config_path", "resolve_config_
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 #: A config path starting with this folder names a shipped model (:func:`resolve_config_path`).
 SHIPPED_PREFIX = "pretrained"
-
-
-class ConfigError(ValueError):
-    """Bad options, config files or option combinations; the message says which and how to fix it."""
 
 
 def flag(name: str) -> str:

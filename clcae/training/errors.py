@@ -1,0 +1,25 @@
+"""The errors every trainer raises (the generator, the domain network and the encoders): one type per kind of
+failure, so the scripts and callers catch one name whichever trainer they run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+__all__ = ["ConfigError", "NonFiniteLossError"]
+
+
+class ConfigError(ValueError):
+    """Bad options, config files, data or run directory, found before any work; the message says which and how to
+    fix it."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or Inf and training stopped; the message names the step, the values and the last good
+    checkpoint. Where the trainer knows them: ``step``, ``nimg`` (images seen), ``losses`` (``{name: value}``) and
+    ``checkpoint`` (the last good one, or None)."""
+
+    def __init__(self, message: str, step: int | None = None, nimg: int | None = None,
+                 losses: Mapping[str, float] | None = None, checkpoint: Path | None = None):
+        super().__init__(message)
+        self.step, self.nimg, self.checkpoint = step, nimg, checkpoint
+        self.losses = dict(losses) if losses is not None else {}
