@@ -173,7 +173,7 @@ def _run(opts: EncoderTrainOptions, info: du.DistInfo, resume_state: dict | None
     if main:
         make_run_dir(run_dir, in_place)
     du.barrier("run directory", opts.dist_timeout)
-    from .gan import UNREADABLE_LOG, unreadable_report
+    from .datasets import UNREADABLE_LOG, unreadable_report
 
     datasets = [task.train_dataset, task.val_dataset]
     unreadable_report(datasets, run_dir / UNREADABLE_LOG)  # DataLoader workers append what they find there

@@ -83,7 +83,7 @@ def build_image_datasets(opts: EncoderTrainOptions, input_size: tuple[int, int])
     unreadable files reported and skipped); validation = ``--val-data`` or the last ``--val-n`` images held out.
     """
     from ..data.images import ImageFolderDataset
-    from .gan import verify_image_folder
+    from .datasets import verify_image_folder
 
     h, w = input_size
 
