@@ -185,6 +185,18 @@ def _same_generator(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]
     return set(a) == set(b) and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
 
 
+def _latent_avg_from_file(path: Path, style_dim: int, src: str, decoder_sd: Mapping[str, torch.Tensor] | None,
+                          question: str = "") -> tuple[torch.Tensor, str]:
+    """``(latent_avg [D], its source)`` from a StyleGAN2 file, warning when its weights are not ``decoder_sd``."""
+    _, gsd, la = read_generator_source(path)
+    if la is None:
+        raise CheckpointError(f"{path}: this StyleGAN2 file holds no latent_avg, which {src} needs")
+    if decoder_sd is not None and not _same_generator(gsd, decoder_sd):
+        warnings.warn(f"{path}: its generator weights differ from the decoder stored in {src}{question} (its "
+                      "latent_avg is used)", stacklevel=4)  # the frame the warning named before this helper
+    return _latent_avg_vector(la, style_dim, str(path)), str(path)
+
+
 def _resolve_latent_avg(generator: Any, opts: Mapping, base_dir: Path | None, style_dim: int, src: str,
                         decoder_sd: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, str]:
     """``(latent_avg [style_dim], where it came from)`` for a checkpoint that does not store it.
@@ -201,14 +213,8 @@ def _resolve_latent_avg(generator: Any, opts: Mapping, base_dir: Path | None, st
                 warnings.warn(f"{src}: the generator's latent_avg was {generator.latent_avg_source}, not read from "
                               "its file: codes will be offset from the official ones", stacklevel=3)
             return _latent_avg_vector(la, style_dim, src), "generator argument"
-        gpath = Path(generator)
-        _, gsd, la = read_generator_source(gpath)
-        if la is None:
-            raise CheckpointError(f"{gpath}: this StyleGAN2 file holds no latent_avg, which {src} needs")
-        if decoder_sd is not None and not _same_generator(gsd, decoder_sd):
-            warnings.warn(f"{gpath}: its generator weights differ from the decoder stored in {src}; is it the "
-                          "StyleGAN2 file this model was trained with? (its latent_avg is used)", stacklevel=3)
-        return _latent_avg_vector(la, style_dim, str(gpath)), str(gpath)
+        return _latent_avg_from_file(Path(generator), style_dim, src, decoder_sd,
+                                     "; is it the StyleGAN2 file this model was trained with?")
     name = opts.get("stylegan_weights")
     if not name:
         raise CheckpointError(f"{src}: the checkpoint holds no latent_avg and its opts name no 'stylegan_weights'; "
@@ -218,13 +224,7 @@ def _resolve_latent_avg(generator: Any, opts: Mapping, base_dir: Path | None, st
                                                           Path.cwd() / p) if c is not None]
     for c in candidates:
         if c.is_file():
-            _, gsd, la = read_generator_source(c)
-            if la is None:
-                raise CheckpointError(f"{c}: this StyleGAN2 file holds no latent_avg, which {src} needs")
-            if decoder_sd is not None and not _same_generator(gsd, decoder_sd):
-                warnings.warn(f"{c}: its generator weights differ from the decoder stored in {src} "
-                              "(its latent_avg is used)", stacklevel=3)
-            return _latent_avg_vector(la, style_dim, str(c)), str(c)
+            return _latent_avg_from_file(c, style_dim, src, decoder_sd)
     raise CheckpointError(
         f"{src}: the checkpoint holds no latent_avg; the official code reads it from the StyleGAN2 file named by "
         f"opts['stylegan_weights'] = '{name}', which was not found (looked for: "

@@ -24,7 +24,8 @@ import torch
 from .data.images import display_path, list_images
 from .fileio import atomic_write
 
-__all__ = ["JobError", "InputItem", "resolve_device", "parse_size", "list_inputs", "check_run_settings", "write_json"]
+__all__ = ["JobError", "InputItem", "resolve_device", "parse_size", "list_inputs", "check_run_settings", "listed_lines",
+           "write_json"]
 
 
 class JobError(Exception):
@@ -153,6 +154,15 @@ def check_run_settings(out: Path, settings: dict, overwrite: bool, run_file: str
         detail = "; ".join(f"{k}: {previous.get(k)!r} before, {settings.get(k)!r} now" for k in differ)
         raise JobError(f"--out {display_path(out)} holds {holds} other settings ({detail}). "
                        f"Pass --overwrite to {redo}, or choose another --out.")
+
+
+def listed_lines(listed: list[tuple[str, dict]], max_listed: int, record: str) -> list[str]:
+    """Summary lines for files a job could not use: ``'  KIND: PATH: REASON'`` for the first ``max_listed`` of
+    ``listed`` (``(kind, {'path', 'reason'})``), then ``'  ... and N more (see RECORD)'``."""
+    lines = [f"  {kind}: {f['path']}: {f['reason']}" for kind, f in listed[:max_listed]]
+    if len(listed) > max_listed:
+        lines.append(f"  ... and {len(listed) - max_listed} more (see {record})")
+    return lines
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

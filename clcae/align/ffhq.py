@@ -56,7 +56,7 @@ from PIL import Image
 
 from ..data.images import display_path, from_tensor
 from ..fileio import atomic_write
-from ..jobs import JobError, check_run_settings, list_inputs, write_json
+from ..jobs import JobError, check_run_settings, list_inputs, listed_lines, write_json
 
 __all__ = ["FFHQ_TRANSFORM_SIZE", "ALIGNMENT_FORMAT", "RUN_FILE", "SUMMARY_FILE", "ffhq_quad", "AlignedFace",
            "align_face", "align_faces", "crop_to_source_matrix", "source_to_crop", "crop_to_source", "paste_back",
@@ -721,9 +721,6 @@ def format_align_summary(summary: dict, max_listed: int = 20) -> str:
     if summary.get("interrupted"):
         lines.append("interrupted: finished crops are kept; run the same command again to resume")
     listed = [("no face", f) for f in summary["no_face"]] + [("failed", f) for f in summary["failed"]]
-    for kind, f in listed[:max_listed]:
-        lines.append(f"  {kind}: {f['path']}: {f['reason']}")
-    if len(listed) > max_listed:
-        lines.append(f"  ... and {len(listed) - max_listed} more (see {SUMMARY_FILE})")
+    lines += listed_lines(listed, max_listed, SUMMARY_FILE)
     lines.append(f"crops: {summary['out']} ({SUMMARY_FILE} lists every file without a crop)")
     return "\n".join(lines)

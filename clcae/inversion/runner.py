@@ -47,7 +47,8 @@ from PIL import Image
 from ..checkpoints import CheckpointError, load_generator, load_inverter
 from ..data.images import DEFAULT_MIN_SIZE, ImageReadError, display_path, fit_image, load_image, \
     save_image, to_tensor
-from ..jobs import InputItem, JobError, check_run_settings, list_inputs, resolve_device, write_json
+from ..jobs import (InputItem, JobError, check_run_settings, list_inputs, listed_lines, resolve_device,
+                    write_json)
 from .inverters import Inverter, official_output
 from .latents import write_latents
 
@@ -744,19 +745,13 @@ def format_summary(summary: Mapping[str, Any], max_listed: int = 20) -> str:
         lines.append("interrupted: finished images are kept; run the same command again to resume")
     for it in summary.get("renamed", [])[:max_listed]:
         lines.append(f"  renamed (same name as another input): {it['path']} -> {it['name']}")
-    for f in summary["failures"][:max_listed]:
-        lines.append(f"  failed: {f['path']}: {f['reason']}")
-    if len(summary["failures"]) > max_listed:
-        lines.append(f"  ... and {len(summary['failures']) - max_listed} more (see summary.json)")
+    lines += listed_lines([("failed", f) for f in summary["failures"]], max_listed, "summary.json")
     if "align" in summary:
         align = summary["align"]
         lines.append(f"aligned: {align['aligned']} photo(s) now ({align['faces']} face crop(s)), {align['skipped']} "
                      f"already aligned, {len(summary['no_face'])} without a face, {len(align['failed'])} unreadable, "
                      f"of {align['photos']} photo(s); crops and their records in {align['out']}")
         listed = [("no face", f) for f in summary["no_face"]] + [("unreadable", f) for f in align["failed"]]
-        for kind, f in listed[:max_listed]:
-            lines.append(f"  {kind}: {f['path']}: {f['reason']}")
-        if len(listed) > max_listed:
-            lines.append(f"  ... and {len(listed) - max_listed} more (see summary.json)")
+        lines += listed_lines(listed, max_listed, "summary.json")
     lines.append(f"outputs: {summary['out']} (summary.json lists every failure)")
     return "\n".join(lines)
