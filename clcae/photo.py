@@ -30,9 +30,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .align.ffhq import (_LEFT_EYE, _MOUTH_LEFT, _MOUTH_RIGHT, _RIGHT_EYE, AlignedFace, align_face, align_inputs,
-                         no_face_reason, paste_back, save_alignment)
+from .align.ffhq import (_LEFT_EYE, _MOUTH_LEFT, _MOUTH_RIGHT, _RIGHT_EYE, AlignedFace, align_face, no_face_reason,
+                         paste_back)
+from .align.folder import align_inputs
 from .align.paste import ALIGNED_DIR, PASTED_DIR
+from .align.records import save_alignment
 from .checkpoints import CheckpointError
 from .data.images import ImageReadError, display_path, load_image, save_image
 from .editing.specs import EditOptions, EditSpec, edit_function, render_edit, strength_label, unique_labels

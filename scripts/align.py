@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from clcae.align.detect import AlignExtraMissing, FaceDetector
-from clcae.align.ffhq import align_folder, format_align_summary
+from clcae.align.folder import align_folder, format_align_summary
 from clcae.cli import positive_int
 from clcae.jobs import JobError
 

@@ -38,7 +38,7 @@ import torch
 
 from clcae import cli
 from clcae.align.detect import AlignExtraMissing, FaceDetector
-from clcae.align.ffhq import align_inputs, format_align_summary
+from clcae.align.folder import align_inputs, format_align_summary
 from clcae.align.paste import ALIGNED_DIR
 from clcae.inversion.runner import (FORMATS, METHODS, RESIZE_POLICIES, SIZES, ProjectionOptions, format_summary,
                                     invert_folder, load_method)

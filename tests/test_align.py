@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from clcae.align import detect as detect_module
-from clcae.align.ffhq import (AlignedFace, align_face, feather_mask, ffhq_quad, load_alignment, paste_back,
-                              save_alignment, source_to_crop)
+from clcae.align.ffhq import AlignedFace, align_face, feather_mask, ffhq_quad, paste_back, source_to_crop
+from clcae.align.records import load_alignment, save_alignment
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_EXTRA = importlib.util.find_spec("dlib") is not None and importlib.util.find_spec(

@@ -26,7 +26,7 @@ if importlib.util.find_spec("face_recognition_models") is None:
     pytest.skip("needs the [align] extra: pip install -e .[align]", allow_module_level=True)
 skimage_data = pytest.importorskip("skimage.data")
 
-from clcae.align.ffhq import load_alignment  # noqa: E402
+from clcae.align.records import load_alignment  # noqa: E402
 from clcae.checkpoints import save_inverter  # noqa: E402
 from clcae.data.images import display_path, load_image  # noqa: E402
 from clcae.inversion.inverters import build_inverter  # noqa: E402

@@ -4,10 +4,11 @@
   from ``face_recognition_models``. Without the extra, using it raises :class:`AlignExtraMissing` naming the
   install command.
 - :mod:`clcae.align.ffhq`: FFHQ's crop procedure (:func:`ffhq_quad`, :func:`align_face`, :func:`align_faces`),
-  the crop transform and its inverse (:func:`crop_to_source_matrix`, :func:`source_to_crop`), pasting an edited
-  crop back into the photo (:func:`paste_back`), and the per-crop JSON (:func:`save_alignment`,
-  :func:`load_alignment`), and a whole folder (:func:`align_folder`). Pure numpy / scipy / Pillow: importable
-  without dlib.
+  the crop transform and its inverse (:func:`crop_to_source_matrix`, :func:`source_to_crop`) and pasting an edited
+  crop back into the photo (:func:`paste_back`). Pure numpy / scipy / Pillow: importable without dlib.
+- :mod:`clcae.align.records`: the per-crop JSON (:func:`save_alignment`, :func:`load_alignment`,
+  :func:`alignment_record_for`).
+- :mod:`clcae.align.folder`: a whole folder, resumably (:func:`align_folder`, :func:`align_inputs`).
 
 - :mod:`clcae.align.paste`: the photo and quad an aligned crop goes back into (:class:`PasteTarget`), read from
   the crop's record.
@@ -19,10 +20,11 @@ aligns faces and puts crops back.
 through align -> invert -> edit -> paste back.
 """
 from .detect import INSTALL_HINT, AlignExtraMissing, DetectedFace, FaceDetector
-from .ffhq import (ALIGNMENT_FORMAT, FFHQ_TRANSFORM_SIZE, AlignedFace, align_face, align_faces, align_folder,
-                   align_inputs, alignment_record_for, crop_to_source, crop_to_source_matrix, feather_mask, ffhq_quad,
-                   format_align_summary, load_alignment, no_face_reason, paste_back, save_alignment, source_to_crop)
+from .ffhq import (ALIGNMENT_FORMAT, FFHQ_TRANSFORM_SIZE, AlignedFace, align_face, align_faces, crop_to_source,
+                   crop_to_source_matrix, feather_mask, ffhq_quad, no_face_reason, paste_back, source_to_crop)
+from .folder import align_folder, align_inputs, format_align_summary
 from .paste import ALIGNED_DIR, PASTED_DIR, PasteTarget, load_paste_target
+from .records import alignment_record_for, load_alignment, save_alignment
 
 __all__ = ["AlignExtraMissing", "INSTALL_HINT", "DetectedFace", "FaceDetector", "FFHQ_TRANSFORM_SIZE",
            "ALIGNMENT_FORMAT", "AlignedFace", "ffhq_quad", "align_face", "align_faces", "crop_to_source_matrix",

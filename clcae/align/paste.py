@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from ..data.images import ImageReadError, display_path, load_image
-from .ffhq import load_alignment, paste_back
+from .ffhq import paste_back
+from .records import load_alignment
 
 __all__ = ["ALIGNED_DIR", "PASTED_DIR", "PasteTarget", "load_paste_target"]
 

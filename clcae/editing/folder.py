@@ -24,8 +24,9 @@ from typing import Any, Sequence
 import torch
 
 from ..align.detect import FaceDetector
-from ..align.ffhq import align_inputs, alignment_record_for, format_align_summary
+from ..align.folder import align_inputs, format_align_summary
 from ..align.paste import ALIGNED_DIR, PASTED_DIR, PasteTarget, load_paste_target
+from ..align.records import alignment_record_for
 from ..checkpoints import CheckpointError, load_generator, load_inverter
 from ..data.images import ImageReadError, display_path, save_image
 from ..inversion.latents import check_against_generator, read_latents

@@ -581,7 +581,7 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
     """
     from tqdm.auto import tqdm
 
-    from ..align.ffhq import alignment_record_for
+    from ..align.records import alignment_record_for
 
     if batch < 1:
         raise RunnerError(f"--batch must be >= 1; got {batch}")
