@@ -19,8 +19,10 @@ from ..checkpoints import CheckpointError
 from ..editing.interfacegan import apply_direction, load_direction
 from ..inversion.runner import ProjectionOptions, load_avg_image, load_method
 from ..jobs import JobError, resolve_device
-from .evaluation import (AttributeEdit, EvalMethod, EvaluationError, FolderSource, MetricSuite, SynthFacesSource,
-                         build_metric_suite, evaluate)
+from .evaluation import AttributeEdit, EvalMethod, evaluate
+from .protocol import EvaluationError
+from .sources import FolderSource, SynthFacesSource
+from .suite import MetricSuite, build_metric_suite
 from .tables import Report, write_all
 
 __all__ = ["EvalJob", "run_evaluation", "load_eval_methods", "generator_side", "attribute_edits"]
@@ -36,7 +38,7 @@ class EvalJob:
             (its first ``n`` images; all by default).
         out: the output folder.
         generator, avg_image: for official CLCAE checkpoints (latent_avg; the average image).
-        protocol: a key of :data:`clcae.metrics.evaluation.PROTOCOLS`.
+        protocol: a key of :data:`clcae.metrics.protocol.PROTOCOLS`.
         lpips_weights, arcface_weights, inception_weights, domain_net, use_hub_cache, id_dlib: metric weights;
             judge_net: the network that judges attribute fidelity (None: the domain network).
         edits: ``(attribute, direction file)`` measured on SynthFaces at ``edit_strengths`` on ``edit_n`` images;
@@ -151,7 +153,7 @@ def run_evaluation(job: EvalJob, sections: Mapping[str, Any] | None = None) -> R
 
     ``sections``: extra report sections (e.g. the command line and its options); an ``environment`` section
     (versions, device, date) is added. Returns the :class:`~clcae.metrics.tables.Report`. Raises
-    :class:`~clcae.metrics.evaluation.EvaluationError` for bad settings or files (before any measuring).
+    :class:`~clcae.metrics.protocol.EvaluationError` for bad settings or files (before any measuring).
     """
     synthfaces = job.data == "synthfaces"
     try:
