@@ -256,7 +256,8 @@ def process_photo(photo: str | os.PathLike, out: str | os.PathLike, loaded: Any,
         photo: the photo file (any format :func:`clcae.data.images.load_image` reads; EXIF orientation applied).
         out: output folder; files of an earlier run are replaced (each atomically).
         loaded: a :class:`clcae.inversion.runner.LoadedMethod` (an encoder inverter; its decoder renders edits).
-        edits: parsed edit specs (:func:`clcae.editing.specs.parse_edit`); checked against the generator before any work.
+        edits: parsed edit specs (:func:`clcae.editing.specs.parse_edit`); checked against the generator before any
+            work.
         detector: a :class:`~clcae.align.detect.FaceDetector` (default: its defaults; needs the ``[align]`` extra).
         align_size: side of the aligned crop (default: the inverter's input side, the crop is then read as is).
         feather: soft edge of the paste-back, a fraction of the crop side in [0, 0.5].

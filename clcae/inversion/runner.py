@@ -55,7 +55,8 @@ from .latents import write_latents
 __all__ = ["RunnerError", "ProjectionOptions", "LoadedMethod", "InputItem", "METHODS", "SIZES", "FORMATS",
            "RESIZE_POLICIES", "IMAGE_KINDS", "OFFICIAL_SIDE", "resolve_device", "load_method", "load_avg_image",
            "is_shipped_synthfaces_generator",
-           "read_input", "read_input_and_preview", "list_inputs", "output_paths", "is_finished", "output_at_size", "to_output_size", "make_strip",
+           "read_input", "read_input_and_preview", "list_inputs", "output_paths", "is_finished", "output_at_size",
+           "to_output_size", "make_strip",
            "invert_folder", "format_summary"]
 
 #: ``--method`` values: ``'auto'`` takes the arch of the checkpoint; the others also check it.

@@ -40,7 +40,7 @@ from ..networks.domain import DomainNet, load_domain_net, save_domain_net
 from ..networks.memory_format import to_channels_last
 from .errors import ConfigError, NonFiniteLossError
 from .logger import TrainLogger
-from .runs import make_run_dir, merge_resume_options, resolve_run_dir, stop_on_signals, write_options_record
+from .runs import decide_run_dir, make_run_dir, merge_resume_options, record_options, stop_on_signals
 from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, load_training_checkpoint,
                     resolve_resume_path, restore_rng_state, seed_everything, to_jsonable)
 
@@ -464,7 +464,7 @@ def train(given: Mapping[str, Any], resume: str | None = None, tensorboard: bool
     t_start = time.time()
     opts, resume_state, resume_path = resolve_options(given, resume)
     validate_options(opts)
-    run_dir, in_place = resolve_run_dir(opts["out"], resume_path, ConfigError)
+    run_dir, in_place = decide_run_dir(opts["out"], resume_path, ConfigError)
     opts["out"] = str(run_dir)
     torch.set_num_threads(int(opts["threads"]))
     data = load_train_data(opts, progress=bool(progress))
@@ -484,10 +484,10 @@ def train(given: Mapping[str, Any], resume: str | None = None, tensorboard: bool
                                            else None}}
         if resume_state is not None:
             trainer.load_state_dict(resume_state, str(resume_path))
-            write_options_record(run_dir, dict(record, resumed_at={"step": trainer.step}), in_place)
+            record_options(run_dir, record, in_place, resumed_at={"step": trainer.step})
             logger.info(f"resumed from {resume_path} at step {trainer.step}")
         else:
-            write_options_record(run_dir, record, in_place=False)
+            record_options(run_dir, record, in_place)
         resume_state = None
         n_params = sum(p.numel() for p in trainer.net.parameters())
         logger.info(f"run {run_dir}: {len(data)} train images of {len(class_person_ids)} persons "

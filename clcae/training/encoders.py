@@ -1,10 +1,9 @@
 """Encoder training, resumable: CLCAE stage 1 and 2, pSp and e4e (the body of ``scripts/train.py``).
 
 The loop (:func:`run_encoder_training`) is shared; what a step does lives in a *task*
-(:class:`~clcae.training.encoder_task.EncoderTask`):
-:class:`~clcae.training.contrastive.ContrastiveTask` (stage 1) or :class:`~clcae.training.inversion.InversionTask` (stage 2
-and the baselines). The loop owns the run directory, data order, logging, validation with the best checkpoint,
-checkpoints, resume, signals and NaN handling:
+(:class:`~clcae.training.encoder_task.EncoderTask`): :class:`~clcae.training.contrastive.ContrastiveTask`
+(stage 1) or :class:`~clcae.training.inversion.InversionTask` (stage 2 and the baselines). The loop owns the run
+directory, data order, logging, validation with the best checkpoint, checkpoints, resume, signals and NaN handling:
 
 - ``OUT/options.json`` (all options and how the run was started), ``OUT/log.txt``, ``OUT/stats.jsonl``,
   ``OUT/tensorboard/`` (scalars and image grids), ``OUT/samples/*.png`` (the same grids as files);
@@ -44,8 +43,8 @@ from .encoder_task import EncoderTask
 from .errors import NonFiniteLossError
 from .logger import TrainLogger
 from .options import ConfigError, load_config
-from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
-                   write_options_record)
+from .runs import (decide_run_dir, make_run_dir, merge_resume_options, process_group, record_options,
+                   stop_on_signals)
 from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, load_training_checkpoint,
                     resolve_resume_path, restore_rng_state, seed_everything)
 
@@ -150,18 +149,7 @@ def _run(opts: EncoderTrainOptions, info: du.DistInfo, resume_state: dict | None
     torch.manual_seed(derive_seed(opts.seed, 0))            # ... for torch, which builds the networks
     if opts.dry_run:
         return _dry_run(opts, info)
-    # rank 0 decides (another rank checking after rank 0 created the directory would see it non-empty)
-    decision: tuple[Any, ...] = ("", False, "")
-    if main:
-        try:
-            rd, in_place = resolve_run_dir(opts.out, resume_path, ConfigError)
-            decision = (str(rd), in_place, "")
-        except ConfigError as e:
-            decision = ("", False, str(e))
-    decision = du.broadcast_object(decision)
-    if decision[2]:
-        raise ConfigError(decision[2])
-    run_dir, in_place = Path(decision[0]), bool(decision[1])
+    run_dir, in_place = decide_run_dir(opts.out, resume_path, ConfigError)
     opts.out = str(run_dir)
     # everything that can refuse the input (networks, data, loss weights, the checkpoint's tensors) runs before the
     # run directory exists, so a bad option leaves nothing behind; the messages wait for the log
@@ -194,10 +182,10 @@ def _run(opts: EncoderTrainOptions, info: du.DistInfo, resume_state: dict | None
         if resume_state is not None:
             loop.load(resume_state, str(resume_path), task_loaded=True)
             if main:
-                write_options_record(run_dir, dict(record, resumed_at={"step": loop.step}), in_place)
+                record_options(run_dir, record, in_place, resumed_at={"step": loop.step})
             logger.info(f"resumed from {resume_path} at step {loop.step}")
         elif main:
-            write_options_record(run_dir, record, in_place=False)
+            record_options(run_dir, record, in_place)
         resume_state = None
         logger.info(f"run {run_dir}: {opts.method} {opts.stage}; {task.describe()}; {info.world_size} process(es) "
                     f"on {info.device}, batch {opts.batch}")

@@ -54,8 +54,8 @@ from .logger import TrainLogger
 from .datasets import UNREADABLE_LOG, unreadable_report, verify_image_folder
 from .errors import ConfigError, NonFiniteLossError
 from .options import flag, load_config
-from .runs import (make_run_dir, merge_resume_options, process_group, resolve_run_dir, stop_on_signals,
-                   write_options_record)
+from .runs import (decide_run_dir, make_run_dir, merge_resume_options, process_group, record_options,
+                   stop_on_signals)
 from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, cpu_copy, load_training_checkpoint,
                     resolve_resume_path, restore_rng_state, seed_everything)
 
@@ -800,7 +800,7 @@ def run_training(given: Mapping[str, Any], resume: str | os.PathLike | None = No
 
 def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, resume_path: Path | None,
          callbacks: Sequence[TrainerCallback], tensorboard: bool, progress: bool | None) -> TrainResult:
-    run_dir, in_place = resolve_run_dir(opts.out, resume_path, ConfigError)
+    run_dir, in_place = decide_run_dir(opts.out, resume_path, ConfigError)
     opts.out = str(run_dir)
     dataset, data_desc = build_dataset(opts)  # fails fast on a bad folder, on every rank
     if len(dataset) < 1:
@@ -846,11 +846,10 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
                               "resumed_from": str(resume_path) if resume_path else None}}
         if resume_state is not None:
             if main:  # a fork into a new directory gets its own options.json
-                write_options_record(run_dir, dict(run_record, resumed_at={"step": trainer.step, "nimg": trainer.nimg}),
-                                     in_place)
+                record_options(run_dir, run_record, in_place, resumed_at={"step": trainer.step, "nimg": trainer.nimg})
             logger.info(f"resumed from {resume_path} at step {trainer.step} ({trainer.kimg:.3f} kimg)")
         elif main:
-            write_options_record(run_dir, run_record, in_place=False)
+            record_options(run_dir, run_record, in_place)
         fresh = resume_state is None
         resume_state = None  # free the memory
         n_g = sum(p.numel() for p in trainer.G.parameters())

@@ -3,14 +3,15 @@
 - :func:`merge_resume_options`: the options of a resumed run, the checkpoint's under the ones given, refusing
   changes a resume may not make;
 - :func:`resolve_run_dir`: where a run writes: a new directory, the resumed run's own one, or a fork;
-  :func:`make_run_dir` creates it;
-- :func:`write_options_record`: ``options.json``, or ``options-resume-N.json`` for each resumption in place;
+  :func:`decide_run_dir` asks it on rank 0 only and tells every rank; :func:`make_run_dir` creates it;
+- :func:`record_options` / :func:`write_options_record`: ``options.json``, or ``options-resume-N.json`` for each
+  resumption in place;
 - :func:`stop_on_signals`: SIGINT / SIGTERM ask the run to save a checkpoint after the current step and stop;
 - :func:`process_group`: check the options for the number of processes and join the process group (torchrun) for
   the length of a run.
 
-Each trainer has its own :class:`ValueError` subclass for bad options (``ConfigError``); the functions here raise
-the class they are given (``error``), so each trainer's callers keep catching its own errors.
+The trainers raise :class:`clcae.training.errors.ConfigError` for bad options; the functions here raise the class
+they are given (``error``: that one, or :class:`~clcae.training.state.RunDirError` by default).
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from .options import flag
 from .state import (CHECKPOINT_DIR, RunDirError, check_new_run_dir, create_run_dir, diff_options,
                     run_dir_of_checkpoint, write_json_new)
 
-__all__ = ["merge_resume_options", "resolve_run_dir", "make_run_dir", "write_options_record", "stop_on_signals",
-           "process_group"]
+__all__ = ["merge_resume_options", "resolve_run_dir", "decide_run_dir", "make_run_dir", "write_options_record",
+           "record_options", "stop_on_signals", "process_group"]
 
 
 def merge_resume_options(saved: Mapping[str, Any], given: Mapping[str, Any], known: Collection[str],
@@ -95,6 +96,26 @@ def resolve_run_dir(out: str | os.PathLike, resume_path: Path | None,
         raise error(str(e)) from e
 
 
+def decide_run_dir(out: str | os.PathLike, resume_path: Path | None,
+                   error: type[Exception] = RunDirError) -> tuple[Path, bool]:
+    """:func:`resolve_run_dir` on rank 0, its answer (or its error) on every rank: one decision per run.
+
+    Another rank checking for itself could find the directory already created by rank 0 and refuse it. Without a
+    process group this is :func:`resolve_run_dir`. Raises ``error`` on every rank when rank 0's check fails.
+    """
+    decision: tuple[str, bool, str] = ("", False, "")
+    if du.is_main_process():
+        try:
+            run_dir, in_place = resolve_run_dir(out, resume_path, error)
+            decision = (str(run_dir), in_place, "")
+        except error as e:
+            decision = ("", False, str(e))
+    decision = du.broadcast_object(decision)
+    if decision[2]:
+        raise error(decision[2])
+    return Path(decision[0]), bool(decision[1])
+
+
 def make_run_dir(run_dir: Path, in_place: bool) -> Path:
     """Create the run directory that :func:`resolve_run_dir` chose, and its ``checkpoints/`` folder; returns that.
 
@@ -120,6 +141,15 @@ def write_options_record(run_dir: Path, record: Mapping[str, Any], in_place: boo
         n += 1
         path = run_dir / f"options-resume-{n}.json"
     return write_json_new(path, record)
+
+
+def record_options(run_dir: Path, record: Mapping[str, Any], in_place: bool,
+                   resumed_at: Mapping[str, Any] | None = None) -> Path:
+    """The options record of a session: ``options.json`` of a new run (``resumed_at`` None) or of a fork, with
+    ``resumed_at`` (e.g. ``{'step': ...}``) for a resumed session, ``options-resume-N.json`` when in place."""
+    if resumed_at is None:
+        return write_options_record(run_dir, record, in_place=False)
+    return write_options_record(run_dir, dict(record, resumed_at=dict(resumed_at)), in_place)
 
 
 @contextmanager
