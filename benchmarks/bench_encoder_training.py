@@ -37,7 +37,7 @@ def _write_untrained_stage1(config: str, generator: str, run: Path) -> None:
     """Write freshly initialised stage-1 image/latent encoders of ``config`` into the run folder ``run``."""
     import torch
 
-    from clcae.training.encoders import build_task, resolve_encoder_options
+    from clcae.training.encoder_loop import build_task, resolve_encoder_options
 
     opts, _, _ = resolve_encoder_options(dict(stage="align", generator=generator), config=config)
     task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
@@ -49,7 +49,7 @@ def time_one(name: str, config: str, generator: str, threads: int, warmup: int, 
     """Seconds per step of run ``name`` in this process."""
     import torch
 
-    from clcae.training.encoders import _train_loader, build_task, resolve_encoder_options
+    from clcae.training.encoder_loop import _train_loader, build_task, resolve_encoder_options
     from clcae.training.state import seed_everything
 
     torch.set_num_threads(threads)

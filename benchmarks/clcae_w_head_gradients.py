@@ -19,7 +19,7 @@ import torch
 
 def measure(config: str, contrastive_image: str, mode: str, checkpoint: str | None, batch: int, seed: int):
     from clcae.checkpoints import load_inverter
-    from clcae.training.encoders import build_task, resolve_encoder_options
+    from clcae.training.encoder_loop import build_task, resolve_encoder_options
 
     opts, _, _ = resolve_encoder_options({"method": "clcae", "stage": "invert", "contrastive_image": contrastive_image,
                                           "query_grad": mode, "batch": batch}, config=config)

@@ -32,7 +32,7 @@ import sys
 from clcae import cli
 from clcae.checkpoints import CheckpointError
 from clcae.training.encoder_options import OPTION_CHOICES, OPTION_GROUPS, EncoderTrainOptions
-from clcae.training.encoders import NonFiniteLossError, run_encoder_training
+from clcae.training.encoder_loop import NonFiniteLossError, run_encoder_training
 from clcae.training.options import ConfigError, add_dataclass_arguments
 from clcae.training.state import RunDirError
 

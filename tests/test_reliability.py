@@ -54,7 +54,7 @@ from clcae.checkpoints import load_file, save_generator, save_inverter
 from clcae.inversion.inverters import build_inverter
 from clcae.networks.domain import DomainNet, save_domain_net
 from clcae.networks.stylegan2 import Generator
-from clcae.training.encoders import NonFiniteLossError, run_encoder_training
+from clcae.training.encoder_loop import NonFiniteLossError, run_encoder_training
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

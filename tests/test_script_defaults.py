@@ -13,7 +13,7 @@ import torch
 
 from clcae.pretrained import SYNTHFACES_DOMAIN_NET, SYNTHFACES_GENERATOR, pretrained_dir
 from clcae.training.encoder_options import PATH_OPTIONS, EncoderTrainOptions
-from clcae.training.encoders import resolve_encoder_options
+from clcae.training.encoder_loop import resolve_encoder_options
 from clcae.training.options import ConfigError, load_config, resolve_config_path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import torch
 from clcae.checkpoints import load_contrastive_encoder, load_file, load_inverter, save_generator
 from clcae.networks.stylegan2 import Generator
 from clcae.training.encoder_options import EncoderTrainOptions
-from clcae.training.encoders import build_task, resolve_encoder_options, run_encoder_training
+from clcae.training.encoder_loop import build_task, resolve_encoder_options, run_encoder_training
 from clcae.training.options import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """What one kind of encoder training does (:class:`EncoderTask`), apart from the loop that drives it.
 
-The loop (:func:`clcae.training.encoders.run_encoder_training`) owns the run directory, data order, logging,
+The loop (:func:`clcae.training.encoder_loop.run_encoder_training`) owns the run directory, data order, logging,
 validation, checkpoints and resume; a task owns the networks, optimisers, losses and datasets of one kind of
 training: :class:`~clcae.training.contrastive.ContrastiveTask` (CLCAE stage 1) and
 :class:`~clcae.training.inversion.InversionTask` (CLCAE stage 2, pSp, e4e). Both import this module; it imports

@@ -1,7 +1,7 @@
 """Stage-2 training of an encoder into a frozen StyleGAN2: CLCAE (w, W+ and F), pSp and e4e.
 
 One :class:`InversionTask` serves the three methods (``opts.method``); the loop is
-:func:`clcae.training.encoders.run_encoder_training`.
+:func:`clcae.training.encoder_loop.run_encoder_training`.
 
 CLCAE step (spec §4.7, §4.9): the encoder sees ``x - avg_image`` and predicts ``dw``, the W+ offsets and ``f``;
 ``w = dw + latent_avg``, ``W+ = offsets + w``. Three generator passes (each with its own random noise in

@@ -1,4 +1,4 @@
-"""The life of a training run, shared by every trainer (:mod:`.gan`, :mod:`.encoders`, :mod:`.domain`).
+"""The life of a training run, shared by every trainer (:mod:`.gan`, :mod:`.encoder_loop`, :mod:`.domain`).
 
 - :func:`merge_resume_options`: the options of a resumed run, the checkpoint's under the ones given, refusing
   changes a resume may not make;
