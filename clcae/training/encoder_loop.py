@@ -135,9 +135,9 @@ def build_task(opts: EncoderTrainOptions, device: torch.device, rank: int, world
         from .contrastive import ContrastiveTask
 
         return ContrastiveTask(opts, device, rank, world_size, log)
-    from .inversion import InversionTask
+    from .inversion import TASKS
 
-    return InversionTask(opts, device, rank, world_size, log)
+    return TASKS[opts.method](opts, device, rank, world_size, log)
 
 
 def _run(opts: EncoderTrainOptions, info: du.DistInfo, resume_state: dict | None, resume_path: Path | None,

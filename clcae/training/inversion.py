@@ -1,6 +1,7 @@
 """Stage-2 training of an encoder into a frozen StyleGAN2: CLCAE (w, W+ and F), pSp and e4e.
 
-One :class:`InversionTask` serves the three methods (``opts.method``); the loop is
+:class:`InversionTask` holds what the three methods share; :class:`CLCAETask`, :class:`PSPTask` and
+:class:`E4ETask` (:data:`TASKS`, by ``opts.method``) what each does differently; the loop is
 :func:`clcae.training.encoder_loop.run_encoder_training`.
 
 CLCAE step (spec §4.7, §4.9): the encoder sees ``x - avg_image`` and predicts ``dw``, the W+ offsets and ``f``;
@@ -41,8 +42,8 @@ from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
 from .encoder_task import EncoderTask, to_input_geometry
 from .options import ConfigError
 
-__all__ = ["InversionTask", "build_image_datasets", "feature_ramp_scale", "to_input_geometry",
-           "resolve_contrastive_paths", "load_stage1_trunk"]
+__all__ = ["InversionTask", "CLCAETask", "PSPTask", "E4ETask", "TASKS", "build_image_datasets", "feature_ramp_scale",
+           "to_input_geometry", "resolve_contrastive_paths", "load_stage1_trunk"]
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -184,8 +185,7 @@ class InversionTask(EncoderTask):
         enc = self.inverter.encoder
         if opts.init == "official":
             official_init(enc)
-            if opts.method == "clcae":
-                enc.zero_feature_delta()  # a residual F branch starts at zero (W+F = W+)
+            self._after_official_init(enc)
         self._init_trunk(enc)
         if opts.method == "clcae" and opts.wplus_offset_gain >= 0:
             enc.set_wplus_offset_gain(opts.wplus_offset_gain)  # after every other initialisation
@@ -198,58 +198,68 @@ class InversionTask(EncoderTask):
             self.schedulers["encoder"] = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizers["encoder"], mode="min", patience=opts.lr_plateau, factor=0.1)
         self._build_losses()
-        if opts.method == "e4e":
-            self._build_e4e()
+        self._build_method_parts()
         self.noise_mode = opts.train_noise
 
+    # --- what the methods differ in (CLCAETask, PSPTask, E4ETask override these)
+    def _build_inverter(self, G) -> nn.Module:
+        """The method's inverter around ``G``, its encoder freshly built."""
+        raise NotImplementedError
+
+    def _after_official_init(self, enc: nn.Module) -> None:
+        """Adjust the encoder after the official initialisation."""
+
+    def _init_contrastive(self, enc: nn.Module) -> None:
+        """Load the frozen stage-1 encoders (CLCAE) into ``E_I`` / ``E_w``."""
+
+    def _build_method_parts(self) -> None:
+        """Networks and schedules of the method beyond the encoder (e4e: progressive schedule, latent D)."""
+
+    def _describe_losses(self) -> list[str]:
+        """The method's own loss weights for :meth:`describe`."""
+        return []
+
+    def _codes_and_images(self, x: torch.Tensor, step: int, noise_mode: str, out: dict[str, torch.Tensor]) -> None:
+        """Fill ``out`` with the codes and the renders (``image_*``, at the generator's resolution) of ``x``."""
+        inv, G = self.inverter, self.G
+        wplus = inv.codes(x)
+        out["wplus"] = wplus
+        out["image_wplus"] = G.synthesis(wplus, noise_mode=noise_mode)
+
+    def _objective_terms(self, x: torch.Tensor, out: Mapping[str, torch.Tensor], terms: dict[str, torch.Tensor],
+                         total: torch.Tensor) -> torch.Tensor:
+        """Add the method's own objectives (CLCAE: feature matching, alignment) to ``terms``; returns the total."""
+        return total
+
+    def _w_norm_centre(self) -> torch.Tensor:
+        """The code the W-norm regulariser measures from (``latent_avg``, one row of it for W+ averages)."""
+        return self.inverter.latent_avg[0]
+
+    def _regulariser_terms(self, out: Mapping[str, torch.Tensor], step: int, terms: dict[str, torch.Tensor],
+                           total: torch.Tensor) -> torch.Tensor:
+        """Add the method's code regularisers (e4e: deltas, latent adversarial) to ``terms``; returns the total."""
+        return total
+
+    def _before_encoder_step(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Work before the encoder's step (e4e: the latent discriminator's step); returns logs."""
+        return {}
+
+    def _prepare_export(self, step: int) -> None:
+        """Put the inverter in the state it is exported in (e4e: the progressive stage reached)."""
+
     # --- construction
-    def _build_inverter(self, G):
+    def _trunk_kwargs(self, G) -> dict:
+        """The IR-SE trunk and head arguments every method's encoder shares."""
         opts = self.opts
         coarse, middle = opts.resolved_coarse_middle()
-        trunk = dict(input_size=list(self.input_size), style_dim=G.style_dim, num_layers=opts.num_layers,
-                     widths=parse_widths(opts.widths), use_se=opts.use_se)
-        la = G.latent_avg.detach().clone()
-        if opts.method == "clcae":
-            if not 1 <= opts.idx_k < G.n_latent:
-                raise ConfigError(f"--idx-k {opts.idx_k} is outside the generator's activations 1..{G.n_latent - 1}")
-            with torch.no_grad():
-                _, feats = G.synthesis(la[None], noise_mode="const", return_features=True)
-            c, fh, fw = feats[opts.idx_k].shape[1:]
-            p1 = max(self.input_size) // 4
-            down = math.log2(p1 / fh) if fh <= p1 else -1
-            if down < 0 or down != int(down):
-                raise ConfigError(f"--idx-k {opts.idx_k}: the generator's activation there is {fh}x{fw}, which the "
-                                  f"F branch cannot produce from its {p1}x{p1} map (needs {p1} / 2^n); pick "
-                                  "another --idx-k (5 is 16x16) or --input-size")
-            enc = CLCAEEncoder(n_styles=G.n_latent, coarse_ind=coarse, middle_ind=middle,
-                               w_attention=opts.w_attention, nhead=opts.nhead, dim_feedforward=opts.dim_feedforward,
-                               dropout=opts.dropout, feature_channels=int(c), feature_downsample=int(down),
-                               feature_residual=opts.feature_mode == "residual", **trunk)
-            inv = CLCAEInverter(enc, G, la, self.input_size, idx_k=opts.idx_k)
-            inv.set_avg_image(render_average_image(G, la, self.input_size), "rendered")
-            return inv
-        la_plus = la[None].repeat(G.n_latent, 1)
-        if opts.method == "psp":
-            enc = GradualStyleEncoder(n_styles=G.n_latent, coarse_ind=coarse, middle_ind=middle, **trunk)
-            return PSPInverter(enc, G, la_plus, self.input_size)
-        enc = Encoder4Editing(n_styles=G.n_latent, coarse_ind=coarse, middle_ind=middle, progressive_stage=0,
-                              **trunk)
-        return E4EInverter(enc, G, la_plus, self.input_size)
+        return dict(n_styles=G.n_latent, coarse_ind=coarse, middle_ind=middle, input_size=list(self.input_size),
+                    style_dim=G.style_dim, num_layers=opts.num_layers, widths=parse_widths(opts.widths),
+                    use_se=opts.use_se)
 
     def _init_trunk(self, enc: nn.Module) -> None:
         opts = self.opts
         self.E_I = self.E_w = None
-        if opts.method == "clcae" and (opts.contrastive_lambda > 0 or opts.stage2_init == "contrastive"):
-            pi, pl = resolve_contrastive_paths(opts.contrastive_image, opts.contrastive_latent)
-            self.E_I = load_contrastive_encoder(pi, device=self.device)
-            self.E_w = load_contrastive_encoder(pl, device=self.device)
-            self.contrastive_paths = (str(pi), str(pl))
-            if opts.stage2_init == "contrastive":
-                keys = load_stage1_trunk(enc, self.E_I, str(pi))
-                self.log(f"stage-2 trunk initialised from {pi} ({len(keys)} tensors: trunk, styles.0, laterals)")
-            isz = tuple(self.E_I.config["input_size"])
-            self.avg_I = render_average_image(self.G, self.G.latent_avg, isz).to(self.device)
-            self.E_I_size = isz
+        self._init_contrastive(enc)
         if opts.stage2_init == "arcface":
             from ..networks.arcface import load_arcface
 
@@ -296,19 +306,6 @@ class InversionTask(EncoderTask):
             if isinstance(self.identity, nn.Module):
                 self.identity = self.identity.to(self.device).eval().requires_grad_(False)
 
-    def _build_e4e(self) -> None:
-        from ..losses.regularizers import ProgressiveSchedule
-        from ..networks.latent_discriminator import LatentCodesDiscriminator
-
-        opts = self.opts
-        self.schedule = ProgressiveSchedule(self.G.n_latent, start_step=opts.progressive_start,
-                                            every=opts.progressive_every)
-        if opts.w_discriminator_lambda > 0:
-            D = LatentCodesDiscriminator(self.G.style_dim, 4).to(self.device)
-            self.trainable["w_discriminator"] = D
-            self.optimizers["w_discriminator"] = torch.optim.Adam(D.parameters(), lr=opts.w_discriminator_lr)
-        self.d_steps = 0
-
     def describe(self) -> str:
         n = sum(p.numel() for p in self.inverter.encoder.parameters())
         parts = [f"{self.opts.method} encoder {n / 1e6:.2f} M params", f"generator {self.G.size} px "
@@ -318,40 +315,15 @@ class InversionTask(EncoderTask):
             losses.append(f"{getattr(self.perceptual, 'name', self.opts.perceptual)} {self.opts.lpips_lambda}")
         if self.identity is not None:
             losses.append(f"{getattr(self.identity, 'name', self.opts.identity)} {self.opts.id_lambda}")
-        if self.opts.method == "clcae":
-            losses += [f"fm {self.opts.feature_matching_lambda}", f"align {self.opts.contrastive_lambda if self.E_I is not None else 0}"]
+        losses += self._describe_losses()
         return "; ".join(parts) + "; losses: " + ", ".join(losses)
 
     # --- forward
     def _forward(self, x: torch.Tensor, step: int, noise_mode: str, train: bool) -> dict[str, torch.Tensor]:
         """Codes and images (at the input geometry) for x; training-mode forward of the encoder when ``train``."""
-        opts, inv, G = self.opts, self.inverter, self.G
         out: dict[str, torch.Tensor] = {}
         with self.autocast():
-            if opts.method == "clcae":
-                dw, offsets, f = inv.encoder(x - inv.average_image().to(x), detach_query=opts.query_grad == "detach")
-                w = dw + inv.latent_avg
-                wplus = offsets + w.unsqueeze(1)
-                out.update(w=w, wplus=wplus, f=f)
-                if opts.feature_branch:
-                    s = feature_ramp_scale(opts.feature_ramp, step, self.ramp_steps)
-                    residual = opts.feature_mode == "residual"
-                    img, feats = G.synthesis(wplus, noise_mode=noise_mode, features_in={opts.idx_k: f},
-                                             feature_scale=s, return_features=True,
-                                             feature_mode="add" if residual else "replace")
-                    # feature matching pulls the injected feature towards G_k(W+): for a residual branch the
-                    # injected feature is G_k(W+) + f, so the term is ||f||^2
-                    out["f_target"] = torch.zeros_like(f) if residual else feats[opts.idx_k].detach()
-                    out["image_wplus_f"] = img
-                    out["feature_scale"] = torch.tensor(s)
-                out["image_wplus"] = G.synthesis(wplus, noise_mode=noise_mode)
-                out["image_w"] = G.synthesis(w, noise_mode=noise_mode)
-            else:
-                if opts.method == "e4e":
-                    inv.encoder.progressive_stage = self.schedule(step)
-                wplus = inv.codes(x)
-                out["wplus"] = wplus
-                out["image_wplus"] = G.synthesis(wplus, noise_mode=noise_mode)
+            self._codes_and_images(x, step, noise_mode, out)
         for k in [k for k in out if k.startswith("image_")]:
             out[k] = to_input_geometry(out[k].float(), self.input_size)
         return out
@@ -374,44 +346,14 @@ class InversionTask(EncoderTask):
                 i = self.identity(o, x).mean()
                 terms[f"id_{tag}"] = i
                 total = total + opts.id_lambda * i
-        if opts.method == "clcae":
-            if opts.feature_branch and opts.feature_matching_lambda > 0:
-                fm = F.mse_loss(out["f"].float(), out["f_target"].float())
-                terms["feature_matching"] = fm
-                total = total + opts.feature_matching_lambda * fm
-            if self.E_I is not None and opts.contrastive_lambda > 0:
-                from ..losses.contrastive import clip_loss
-
-                img = out["image_w"] if opts.align_image == "gen_w" else x
-                if tuple(img.shape[-2:]) != tuple(self.E_I_size):
-                    img = F.interpolate(img, size=self.E_I_size, mode="bilinear", align_corners=False,
-                                        antialias=True)
-                e_i = self.E_I(img - self.avg_I)
-                e_w = self.E_w(out["w"].float() - self.inverter.latent_avg)
-                al = clip_loss(e_i, e_w, self.E_I.scale(), gather=False)
-                terms["align"] = al
-                total = total + opts.contrastive_lambda * al
+        total = self._objective_terms(x, out, terms, total)
         if opts.w_norm_lambda > 0:
             from ..losses.regularizers import w_norm
 
-            wn = w_norm(out["wplus"].float(), self.inverter.latent_avg if opts.method == "clcae"
-                        else self.inverter.latent_avg[0])
+            wn = w_norm(out["wplus"].float(), self._w_norm_centre())
             terms["w_norm"] = wn
             total = total + opts.w_norm_lambda * wn
-        if opts.method == "e4e":
-            from ..losses.regularizers import delta_regularization
-
-            stage = self.schedule(step)
-            if opts.delta_lambda > 0 and stage > 0:
-                d = delta_regularization(out["wplus"].float(), stage)
-                terms["delta"] = d
-                total = total + opts.delta_lambda * d
-            if "w_discriminator" in self.trainable:
-                from ..losses.regularizers import latent_g_loss
-
-                adv = latent_g_loss(self.trainable["w_discriminator"], out["wplus"].float(), stage)
-                terms["w_adv"] = adv
-                total = total + opts.w_discriminator_lambda * adv
+        total = self._regulariser_terms(out, step, terms, total)
         terms["loss"] = total
         return terms
 
@@ -421,9 +363,7 @@ class InversionTask(EncoderTask):
         if self.opts.flip:
             flip = torch.rand(x.shape[0]) < 0.5
             x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
-        logs: dict[str, torch.Tensor] = {}
-        if self.opts.method == "e4e" and "w_discriminator" in self.trainable:
-            logs.update(self._d_step(x, step))
+        logs = dict(self._before_encoder_step(x, step))
         enc = self.inverter.encoder
         enc.train()
         out = self._forward(x, step, self.noise_mode, train=True)
@@ -443,31 +383,6 @@ class InversionTask(EncoderTask):
 
     def sync_gradients_of(self, module: nn.Module) -> None:
         du.all_reduce_grads(list(module.parameters()))
-
-    def _d_step(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        from ..losses.regularizers import latent_d_loss, latent_d_r1, sample_real_w
-
-        opts = self.opts
-        D = self.trainable["w_discriminator"]
-        stage = self.schedule(step)
-        with torch.no_grad():  # e4e's D step scores the layer-0 code (the W code) against mapped z
-            self.inverter.encoder.progressive_stage = stage
-            fake = self.inverter.codes(x)[:, 0].float()
-            rand = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2 ** 62, (1,)).item()))
-            real = sample_real_w(self.G, fake.shape[0], rand).to(fake)
-        opt = self.optimizers["w_discriminator"]
-        loss = latent_d_loss(D, real, fake)
-        logs = {"w_d": loss.detach()}
-        if opts.r1 > 0 and self.d_steps % opts.d_reg_every == 0:
-            r1 = latent_d_r1(D, real, opts.r1)
-            loss = loss + r1 * opts.d_reg_every
-            logs["w_r1"] = r1.detach()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        du.all_reduce_grads(list(D.parameters()))
-        opt.step()
-        self.d_steps += 1
-        return logs
 
     @torch.no_grad()
     def validate(self, batches: Iterator[Any]) -> dict[str, float]:
@@ -511,8 +426,7 @@ class InversionTask(EncoderTask):
 
     def export_best(self, directory: Path, info: Mapping[str, Any]) -> list[Path]:
         inv = self.inverter
-        if self.opts.method == "e4e":
-            inv.encoder.progressive_stage = self.schedule(int(info["step"]))
+        self._prepare_export(int(info["step"]))
         from ..training.state import to_jsonable
 
         path = save_inverter(inv, Path(directory) / "best_model.pt",
@@ -525,3 +439,182 @@ class InversionTask(EncoderTask):
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.d_steps = int(state.get("d_steps", 0))
+
+
+# ---------------------------------------------------------------------------------------------------- methods
+class CLCAETask(InversionTask):
+    """CLCAE stage 2: w, W+ and the F-space feature from one encoder, three generator passes, feature matching and
+    the alignment through the frozen stage-1 encoders."""
+
+    def _build_inverter(self, G) -> nn.Module:
+        opts = self.opts
+        la = G.latent_avg.detach().clone()
+        if not 1 <= opts.idx_k < G.n_latent:
+            raise ConfigError(f"--idx-k {opts.idx_k} is outside the generator's activations 1..{G.n_latent - 1}")
+        with torch.no_grad():
+            _, feats = G.synthesis(la[None], noise_mode="const", return_features=True)
+        c, fh, fw = feats[opts.idx_k].shape[1:]
+        p1 = max(self.input_size) // 4
+        down = math.log2(p1 / fh) if fh <= p1 else -1
+        if down < 0 or down != int(down):
+            raise ConfigError(f"--idx-k {opts.idx_k}: the generator's activation there is {fh}x{fw}, which the "
+                              f"F branch cannot produce from its {p1}x{p1} map (needs {p1} / 2^n); pick "
+                              "another --idx-k (5 is 16x16) or --input-size")
+        enc = CLCAEEncoder(w_attention=opts.w_attention, nhead=opts.nhead, dim_feedforward=opts.dim_feedforward,
+                           dropout=opts.dropout, feature_channels=int(c), feature_downsample=int(down),
+                           feature_residual=opts.feature_mode == "residual", **self._trunk_kwargs(G))
+        inv = CLCAEInverter(enc, G, la, self.input_size, idx_k=opts.idx_k)
+        inv.set_avg_image(render_average_image(G, la, self.input_size), "rendered")
+        return inv
+
+    def _after_official_init(self, enc: nn.Module) -> None:
+        enc.zero_feature_delta()  # a residual F branch starts at zero (W+F = W+)
+
+    def _init_contrastive(self, enc: nn.Module) -> None:
+        opts = self.opts
+        if not (opts.contrastive_lambda > 0 or opts.stage2_init == "contrastive"):
+            return
+        pi, pl = resolve_contrastive_paths(opts.contrastive_image, opts.contrastive_latent)
+        self.E_I = load_contrastive_encoder(pi, device=self.device)
+        self.E_w = load_contrastive_encoder(pl, device=self.device)
+        self.contrastive_paths = (str(pi), str(pl))
+        if opts.stage2_init == "contrastive":
+            keys = load_stage1_trunk(enc, self.E_I, str(pi))
+            self.log(f"stage-2 trunk initialised from {pi} ({len(keys)} tensors: trunk, styles.0, laterals)")
+        isz = tuple(self.E_I.config["input_size"])
+        self.avg_I = render_average_image(self.G, self.G.latent_avg, isz).to(self.device)
+        self.E_I_size = isz
+
+    def _describe_losses(self) -> list[str]:
+        return [f"fm {self.opts.feature_matching_lambda}",
+                f"align {self.opts.contrastive_lambda if self.E_I is not None else 0}"]
+
+    def _codes_and_images(self, x: torch.Tensor, step: int, noise_mode: str, out: dict[str, torch.Tensor]) -> None:
+        opts, inv, G = self.opts, self.inverter, self.G
+        dw, offsets, f = inv.encoder(x - inv.average_image().to(x), detach_query=opts.query_grad == "detach")
+        w = dw + inv.latent_avg
+        wplus = offsets + w.unsqueeze(1)
+        out.update(w=w, wplus=wplus, f=f)
+        if opts.feature_branch:
+            s = feature_ramp_scale(opts.feature_ramp, step, self.ramp_steps)
+            residual = opts.feature_mode == "residual"
+            img, feats = G.synthesis(wplus, noise_mode=noise_mode, features_in={opts.idx_k: f},
+                                     feature_scale=s, return_features=True,
+                                     feature_mode="add" if residual else "replace")
+            # feature matching pulls the injected feature towards G_k(W+): for a residual branch the
+            # injected feature is G_k(W+) + f, so the term is ||f||^2
+            out["f_target"] = torch.zeros_like(f) if residual else feats[opts.idx_k].detach()
+            out["image_wplus_f"] = img
+            out["feature_scale"] = torch.tensor(s)
+        out["image_wplus"] = G.synthesis(wplus, noise_mode=noise_mode)
+        out["image_w"] = G.synthesis(w, noise_mode=noise_mode)
+
+    def _objective_terms(self, x: torch.Tensor, out: Mapping[str, torch.Tensor], terms: dict[str, torch.Tensor],
+                         total: torch.Tensor) -> torch.Tensor:
+        opts = self.opts
+        if opts.feature_branch and opts.feature_matching_lambda > 0:
+            fm = F.mse_loss(out["f"].float(), out["f_target"].float())
+            terms["feature_matching"] = fm
+            total = total + opts.feature_matching_lambda * fm
+        if self.E_I is not None and opts.contrastive_lambda > 0:
+            from ..losses.contrastive import clip_loss
+
+            img = out["image_w"] if opts.align_image == "gen_w" else x
+            if tuple(img.shape[-2:]) != tuple(self.E_I_size):
+                img = F.interpolate(img, size=self.E_I_size, mode="bilinear", align_corners=False, antialias=True)
+            e_i = self.E_I(img - self.avg_I)
+            e_w = self.E_w(out["w"].float() - self.inverter.latent_avg)
+            al = clip_loss(e_i, e_w, self.E_I.scale(), gather=False)
+            terms["align"] = al
+            total = total + opts.contrastive_lambda * al
+        return total
+
+    def _w_norm_centre(self) -> torch.Tensor:
+        return self.inverter.latent_avg
+
+
+class PSPTask(InversionTask):
+    """pSp: W+ = encoder(x) + latent_avg, one generator pass."""
+
+    def _build_inverter(self, G) -> nn.Module:
+        la_plus = G.latent_avg.detach().clone()[None].repeat(G.n_latent, 1)
+        return PSPInverter(GradualStyleEncoder(**self._trunk_kwargs(G)), G, la_plus, self.input_size)
+
+
+class E4ETask(InversionTask):
+    """e4e: pSp's pass with progressive deltas, the delta regulariser and a latent discriminator."""
+
+    def _build_inverter(self, G) -> nn.Module:
+        la_plus = G.latent_avg.detach().clone()[None].repeat(G.n_latent, 1)
+        enc = Encoder4Editing(progressive_stage=0, **self._trunk_kwargs(G))
+        return E4EInverter(enc, G, la_plus, self.input_size)
+
+    def _build_method_parts(self) -> None:
+        from ..losses.regularizers import ProgressiveSchedule
+        from ..networks.latent_discriminator import LatentCodesDiscriminator
+
+        opts = self.opts
+        self.schedule = ProgressiveSchedule(self.G.n_latent, start_step=opts.progressive_start,
+                                            every=opts.progressive_every)
+        if opts.w_discriminator_lambda > 0:
+            D = LatentCodesDiscriminator(self.G.style_dim, 4).to(self.device)
+            self.trainable["w_discriminator"] = D
+            self.optimizers["w_discriminator"] = torch.optim.Adam(D.parameters(), lr=opts.w_discriminator_lr)
+        self.d_steps = 0
+
+    def _codes_and_images(self, x: torch.Tensor, step: int, noise_mode: str, out: dict[str, torch.Tensor]) -> None:
+        self.inverter.encoder.progressive_stage = self.schedule(step)
+        super()._codes_and_images(x, step, noise_mode, out)
+
+    def _regulariser_terms(self, out: Mapping[str, torch.Tensor], step: int, terms: dict[str, torch.Tensor],
+                           total: torch.Tensor) -> torch.Tensor:
+        from ..losses.regularizers import delta_regularization
+
+        opts = self.opts
+        stage = self.schedule(step)
+        if opts.delta_lambda > 0 and stage > 0:
+            d = delta_regularization(out["wplus"].float(), stage)
+            terms["delta"] = d
+            total = total + opts.delta_lambda * d
+        if "w_discriminator" in self.trainable:
+            from ..losses.regularizers import latent_g_loss
+
+            adv = latent_g_loss(self.trainable["w_discriminator"], out["wplus"].float(), stage)
+            terms["w_adv"] = adv
+            total = total + opts.w_discriminator_lambda * adv
+        return total
+
+    def _before_encoder_step(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        return self._d_step(x, step) if "w_discriminator" in self.trainable else {}
+
+    def _d_step(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        from ..losses.regularizers import latent_d_loss, latent_d_r1, sample_real_w
+
+        opts = self.opts
+        D = self.trainable["w_discriminator"]
+        stage = self.schedule(step)
+        with torch.no_grad():  # e4e's D step scores the layer-0 code (the W code) against mapped z
+            self.inverter.encoder.progressive_stage = stage
+            fake = self.inverter.codes(x)[:, 0].float()
+            rand = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2 ** 62, (1,)).item()))
+            real = sample_real_w(self.G, fake.shape[0], rand).to(fake)
+        opt = self.optimizers["w_discriminator"]
+        loss = latent_d_loss(D, real, fake)
+        logs = {"w_d": loss.detach()}
+        if opts.r1 > 0 and self.d_steps % opts.d_reg_every == 0:
+            r1 = latent_d_r1(D, real, opts.r1)
+            loss = loss + r1 * opts.d_reg_every
+            logs["w_r1"] = r1.detach()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        du.all_reduce_grads(list(D.parameters()))
+        opt.step()
+        self.d_steps += 1
+        return logs
+
+    def _prepare_export(self, step: int) -> None:
+        self.inverter.encoder.progressive_stage = self.schedule(step)
+
+
+#: The task class of each ``--method`` (stage 2): what the methods differ in is written once, in their class.
+TASKS = {"clcae": CLCAETask, "psp": PSPTask, "e4e": E4ETask}
