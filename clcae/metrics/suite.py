@@ -211,6 +211,22 @@ def _existing(path: str | os.PathLike, option: str) -> Path:
     return p
 
 
+def _domain_net(net: str | os.PathLike | nn.Module, option: str, device: str | torch.device
+                ) -> tuple[nn.Module, str | None]:
+    """A SynthFaces DomainNet (a module, or a file loaded strictly) in eval mode and its weights' name;
+    EvaluationError naming ``option`` for a missing or refused file."""
+    if isinstance(net, nn.Module):
+        return net.to(device).eval().requires_grad_(False), getattr(net, "weights_path", "(a DomainNet object)")
+    from ..formats.files import CheckpointError
+    from ..networks.domain import load_domain_net
+
+    p = _existing(net, option)
+    try:
+        return load_domain_net(p, device=device), _short(p)
+    except CheckpointError as e:
+        raise EvaluationError(f"{option}: {e}") from None
+
+
 def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
                        arcface_weights: str | os.PathLike | None = None,
                        inception_weights: str | os.PathLike | None = None,
@@ -247,17 +263,7 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
 
     # domain network first: the LPIPS note says whether domain_perceptual replaces it
     if domain_net is not None:
-        if isinstance(domain_net, nn.Module):
-            kwargs.update(domain_net=domain_net.to(device).eval().requires_grad_(False),
-                          domain_weights=getattr(domain_net, "weights_path", "(a DomainNet object)"))
-        else:
-            from ..networks.domain import load_domain_net
-
-            p = _existing(domain_net, "--domain-net")
-            try:
-                kwargs.update(domain_net=load_domain_net(p, device=device), domain_weights=_short(p))
-            except CheckpointError as e:
-                raise EvaluationError(f"--domain-net: {e}") from None
+        kwargs["domain_net"], kwargs["domain_weights"] = _domain_net(domain_net, "--domain-net", device)
         domain_note = " The SynthFaces domain network's `domain_perceptual` (an LPIPS-like distance, not LPIPS) " \
                       "is reported instead."
     else:
@@ -266,17 +272,7 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
                        "--data synthfaces).")
 
     if judge_net is not None:
-        if isinstance(judge_net, nn.Module):
-            kwargs.update(judge_net=judge_net.to(device).eval().requires_grad_(False),
-                          judge_weights=getattr(judge_net, "weights_path", "(a DomainNet object)"))
-        else:
-            from ..networks.domain import load_domain_net
-
-            p = _existing(judge_net, "--judge-net")
-            try:
-                kwargs.update(judge_net=load_domain_net(p, device=device), judge_weights=_short(p))
-            except CheckpointError as e:
-                raise EvaluationError(f"--judge-net: {e}") from None
+        kwargs["judge_net"], kwargs["judge_weights"] = _domain_net(judge_net, "--judge-net", device)
 
     lp = Path(lpips_weights) if lpips_weights is not None else (default_lpips_backbone_path("alex")
                                                                if use_hub_cache else None)
