@@ -19,6 +19,7 @@ from clcae.editing import (PCA, apply_direction, apply_ganspace, apply_sefa, car
                            edit_and_render, encoder_edit, from_official_edit, generator_fingerprint, learn_direction,
                            load_direction, load_pca, modulation_weights, orthogonalize, pca_from_samples,
                            sample_scores, save_direction, save_pca, sefa_directions, style_layers)
+from clcae.editing.folder import GRID_PADDING
 from clcae.inversion import build_inverter
 from clcae.networks.domain import DomainNet, save_domain_net
 from clcae.networks.stylegan2 import Generator
@@ -416,7 +417,7 @@ def test_edit_script_end_to_end(tmp_path, G):
     assert set(reasons) == {"corrupt", "wrong", "nocode"}
     assert "not a readable checkpoint" in reasons["corrupt"] and "[8, 32]" in reasons["wrong"]
     assert "no 'w' or 'wplus'" in reasons["nocode"]
-    cell = 32 + edit_script.GRID_PADDING
+    cell = 32 + GRID_PADDING
     for label, n_strengths in (("interfacegan_smile", 5), ("ganspace_pca_c1_l2-4", 2), ("sefa_k0", 3)):
         grid = Image.open(out / label / "grids" / "a.jpg")
         assert grid.size == (n_strengths * cell + 2, 3 * cell + 2)  # rows w, wplus, wplus_f
