@@ -585,13 +585,13 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
     from ..align.records import alignment_record_for
 
     if batch < 1:
-        raise RunnerError(f"--batch must be >= 1; got {batch}")
+        raise RunnerError(f"batch must be >= 1; got {batch}")
     if size not in SIZES:
-        raise RunnerError(f"--size {size!r}: expected one of {', '.join(SIZES)}")
+        raise RunnerError(f"size {size!r}: expected one of {', '.join(SIZES)}")
     if fmt not in FORMATS:
-        raise RunnerError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        raise RunnerError(f"fmt {fmt!r}: expected one of {', '.join(FORMATS)}")
     if resize not in RESIZE_POLICIES:
-        raise RunnerError(f"--resize {resize!r}: expected one of {', '.join(RESIZE_POLICIES)}")
+        raise RunnerError(f"resize {resize!r}: expected one of {', '.join(RESIZE_POLICIES)}")
     out = Path(os.fsdecode(out))
     if out.exists() and not out.is_dir():
         raise RunnerError(f"--out {display_path(out)}: exists and is not a folder")
