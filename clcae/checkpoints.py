@@ -36,9 +36,10 @@ from torch import nn
 from .formats.files import (FORMAT_VERSION, OUR_PREFIX, CheckpointError, atomic_save, check_version, fmt_keys,
                             load_state_dict_strict, validate_finite)
 from .formats.nvidia import load_nvidia_pickle, nvidia_generator_to_rosinality
-from .official_options import infer_trunk_kwargs, official_inverter_kwargs, official_opts
 from .formats.read import detect_format, load_file
 from .formats.rosinality import infer_generator_config
+from .networks.inverters import build_inverter
+from .official_options import infer_trunk_kwargs, official_inverter_kwargs, official_opts
 
 __all__ = [
     "CheckpointError", "FORMAT_VERSION", "atomic_save", "load_file", "load_generator", "save_generator",
@@ -260,8 +261,6 @@ def inverter_from_checkpoint(obj: Any, source: str = "checkpoint", base_dir: str
 
     ``base_dir``: the checkpoint's folder, where ``opts['stylegan_weights']`` is looked for first.
     """
-    from .inversion import build_inverter
-
     src = source
     fmt = detect_format(obj)
     avg_image = None

@@ -15,7 +15,7 @@ import torch
 
 from clcae.checkpoints import save_generator, save_inverter
 from clcae.editing import save_direction
-from clcae.inversion.inverters import build_inverter
+from clcae.networks.inverters import build_inverter
 from clcae.networks.stylegan2 import Generator
 from clcae.pretrained import (SYNTHFACES_CLCAE, SYNTHFACES_DIRECTIONS, SYNTHFACES_DOMAIN_NET, SYNTHFACES_GENERATOR,
                               SYNTHFACES_PSP)

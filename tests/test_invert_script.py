@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from clcae.checkpoints import load_inverter, save_generator, save_inverter
-from clcae.inversion.inverters import build_inverter
+from clcae.networks.inverters import build_inverter
 from clcae.inversion.runner import RunnerError, invert_folder, list_inputs, load_method, read_input
 from clcae.networks.domain import DomainNet, save_domain_net
 

@@ -29,7 +29,7 @@ skimage_data = pytest.importorskip("skimage.data")
 from clcae.align.records import load_alignment  # noqa: E402
 from clcae.checkpoints import save_inverter  # noqa: E402
 from clcae.data.images import display_path, load_image  # noqa: E402
-from clcae.inversion.inverters import build_inverter  # noqa: E402
+from clcae.networks.inverters import build_inverter  # noqa: E402
 from test_align import quad_mask, two_astronauts  # noqa: E402  (the same helpers, one definition)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -106,7 +106,7 @@ def test_shipped_stage1_encoders_retrieve_fresh_pairs():
     never used in training or validation) far above chance (1/64)."""
     from clcae.checkpoints import load_contrastive_encoder
     from clcae.data.pairs import render_pairs
-    from clcae.inversion.inverters import render_average_image
+    from clcae.networks.inverters import render_average_image
 
     folder = pretrained_dir() / SYNTHFACES_CLCAE_STAGE1
     if not (folder / "best_model_image.pt").is_file():

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clcae.inversion.inverters import Inverter
+from clcae.networks.inverters import Inverter
 from clcae.inversion.projection import (ProjectionInverter, Projector, learning_rate_at, match_input_size,
                                         noise_regularization, renormalize_noise, w_noise_scale_at)
 from clcae.networks.layers import NoiseInjection

@@ -51,7 +51,7 @@ from PIL import Image, ImageOps
 
 import clcae.data.images as images_module
 from clcae.checkpoints import load_file, save_generator, save_inverter
-from clcae.inversion.inverters import build_inverter
+from clcae.networks.inverters import build_inverter
 from clcae.networks.domain import DomainNet, save_domain_net
 from clcae.networks.stylegan2 import Generator
 from clcae.training.encoder_loop import NonFiniteLossError, run_encoder_training

@@ -107,3 +107,19 @@ def test_no_import_cycles_inside_the_package():
     detail = "\n".join(" <-> ".join(c) + ": " + "; ".join(f"{a} -> {b}" for a in c for b in sorted(graph[a] & set(c)))
                        for c in found)
     assert not found, "import cycles inside clcae/:\n" + detail
+
+
+def test_no_import_cycles_between_the_package_folders():
+    """Folders (clcae/inversion, clcae/networks, ...) and top-level modules (clcae/checkpoints.py, ...) form layers:
+    no two of them import each other, directly or around a circle (docs/ARCHITECTURE.md)."""
+    def unit(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    graph: dict[str, set[str]] = {}
+    for module, imported in import_graph().items():
+        graph.setdefault(unit(module), set()).update(unit(m) for m in imported if unit(m) != unit(module))
+    for name in graph:
+        graph[name] &= set(graph)
+    found = cycles(graph)
+    assert not found, "import cycles between folders / top-level modules of clcae/: " + "; ".join(
+        " <-> ".join(c) for c in found)

@@ -23,7 +23,7 @@ so the samples of a batch do not interact. Adam's update is element-wise, so a s
 the same trajectory as when projected alone with the same seed (up to floating-point rounding of batched ops).
 
 Entry points: :class:`Projector` (``project(x, steps, ...)``) and :class:`ProjectionInverter`, which puts it behind
-the :class:`~clcae.inversion.inverters.Inverter` interface (``invert(x, avg_image=None, images=None)``).
+the :class:`~clcae.networks.inverters.Inverter` interface (``invert(x, avg_image=None, images=None)``).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..networks.stylegan2 import Generator
-from .inverters import Inverter
+from ..networks.inverters import Inverter
 
 __all__ = ["Projector", "ProjectionInverter", "noise_regularization", "renormalize_noise", "match_input_size",
            "learning_rate_at", "w_noise_scale_at", "SPACES"]
@@ -377,7 +377,7 @@ class Projector:
 
 
 class ProjectionInverter(Inverter):
-    """A :class:`Projector` behind the :class:`~clcae.inversion.inverters.Inverter` interface.
+    """A :class:`Projector` behind the :class:`~clcae.networks.inverters.Inverter` interface.
 
     ``invert(x, avg_image=None, images=None)`` projects ``x`` [B, 3, H, W] in [-1, 1] at ``input_size`` (default
     the generator's resolution) with ``steps`` steps and ``seed`` and returns :meth:`Projector.project`'s dict (keys

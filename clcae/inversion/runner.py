@@ -49,7 +49,7 @@ from ..data.images import DEFAULT_MIN_SIZE, ImageReadError, display_path, fit_im
     save_image, to_tensor
 from ..jobs import (InputItem, JobError, check_run_settings, list_inputs, listed_lines, resolve_device,
                     write_json)
-from .inverters import Inverter, official_output
+from ..networks.inverters import Inverter, official_output
 from .latents import write_latents
 
 __all__ = ["RunnerError", "ProjectionOptions", "LoadedMethod", "InputItem", "METHODS", "SIZES", "FORMATS",
@@ -446,7 +446,7 @@ def output_at_size(images: torch.Tensor, input_size: Sequence[int], size: str = 
     """Renders ``[B, 3, S, S]`` of an inverter with ``input_size = (H, W)`` at the size a run saves.
 
     ``'full'``: unchanged (the generator's resolution). ``'official'``: what the official scripts write with
-    ``--resize_outputs`` (:func:`~clcae.inversion.inverters.official_output`): average-pooled to 256 px and, for
+    ``--resize_outputs`` (:func:`~clcae.networks.inverters.official_output`): average-pooled to 256 px and, for
     a non-square input such as cars' 192x256, rows centre-cropped to the input's aspect ratio. Generators below
     256 px are not enlarged: their side replaces 256 (SynthFaces 64 px -> 64x64).
     """
@@ -546,7 +546,7 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
     """Invert every image of ``inputs`` and write the results to ``out`` (layout in the module docstring).
 
     Args:
-        inverter: any :class:`~clcae.inversion.inverters.Inverter` (encoder or projection), eval mode, on its
+        inverter: any :class:`~clcae.networks.inverters.Inverter` (encoder or projection), eval mode, on its
             device (the inputs go to ``inverter.latent_avg.device``).
         inputs: a folder (recursive), one image file, or items from :func:`list_inputs`.
         out: the output folder (created).

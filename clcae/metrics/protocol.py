@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from ..inversion.inverters import official_output
+from ..networks.inverters import official_output
 
 __all__ = ["EvaluationError", "Protocol", "PROTOCOLS"]
 
@@ -42,7 +42,7 @@ class Protocol:
 
     def metric_hw(self, output_side: int, input_size: Sequence[int]) -> tuple[int, int]:
         """``(H, W)`` of the compared images: the metric side, rows cropped to the input's aspect ratio (cars
-        192x256 -> 192x256 at side 256), as :func:`~clcae.inversion.inverters.official_output`."""
+        192x256 -> 192x256 at side 256), as :func:`~clcae.networks.inverters.official_output`."""
         side = self.metric_side(output_side)
         h, w = (int(v) for v in input_size)
         rows = side * h // w

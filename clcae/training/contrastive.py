@@ -20,7 +20,7 @@ import torch
 from .. import distributed as du
 from ..checkpoints import atomic_save, load_generator
 from ..data.sampler import derive_seed
-from ..inversion.inverters import render_average_image
+from ..networks.inverters import render_average_image
 from ..networks.contrastive import ImageEncoder, LatentEncoder
 from ..networks.init import official_init
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths

@@ -15,7 +15,7 @@ import torch
 
 from .. import distributed as du
 from ..formats.files import CheckpointError, load_state_dict_strict
-from ..inversion.inverters import official_output
+from ..networks.inverters import official_output
 from ..networks.sync_bn import convert_global_batchnorm
 from .encoder_options import EncoderTrainOptions
 from .state import cpu_copy

@@ -35,7 +35,7 @@ from torch import nn
 
 from .. import distributed as du
 from ..checkpoints import CheckpointError, load_contrastive_encoder, load_generator, save_inverter
-from ..inversion.inverters import CLCAEInverter, E4EInverter, PSPInverter, render_average_image
+from ..networks.inverters import CLCAEInverter, E4EInverter, PSPInverter, render_average_image
 from ..networks.encoders import CLCAEEncoder, Encoder4Editing, GradualStyleEncoder
 from ..networks.init import official_init
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
