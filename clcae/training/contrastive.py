@@ -20,9 +20,9 @@ import torch
 from .. import distributed as du
 from ..checkpoints import atomic_save, load_generator
 from ..data.sampler import derive_seed
-from ..networks.inverters import render_average_image
 from ..networks.contrastive import ImageEncoder, LatentEncoder
 from ..networks.init import official_init
+from ..networks.inverters import render_average_image
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
 from .encoder_task import EncoderTask, to_input_geometry
 from .options import ConfigError

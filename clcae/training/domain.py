@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..version import __version__
 from ..checkpoints import load_file, load_state_dict_strict
 from ..data import synthfaces as sf
 from ..data.sampler import InfiniteSampler, derive_seed
@@ -38,6 +37,7 @@ from ..metrics.frechet import feature_statistics, frechet_distance
 from ..metrics.verification import attribute_errors, verification_metrics
 from ..networks.domain import DomainNet, load_domain_net, save_domain_net
 from ..networks.memory_format import to_channels_last
+from ..version import __version__
 from .errors import ConfigError, NonFiniteLossError
 from .logger import TrainLogger
 from .runs import decide_run_dir, make_run_dir, merge_resume_options, record_options, stop_on_signals

@@ -35,9 +35,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..version import __version__
 from .. import distributed as du
 from ..data.sampler import InfiniteSampler, derive_seed
+from ..version import __version__
 from .encoder_options import PATH_OPTIONS, RESUME_MAY_CHANGE, EncoderTrainOptions, parse_size
 from .encoder_task import EncoderTask
 from .errors import NonFiniteLossError

@@ -7,12 +7,11 @@ defaults are the choices documented in ``docs/TRAINING.md`` (the decisions, with
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from ..jobs import parse_size as _parse_size
 from ..networks.layers import IMPLS
-from .options import ConfigError, flag
+from .options import ConfigError, flag, option
 
 __all__ = ["EncoderTrainOptions", "OPTION_GROUPS", "OPTION_CHOICES", "RESUME_MAY_CHANGE", "PATH_OPTIONS",
            "parse_size", "parse_widths", "METHODS", "STAGES"]
@@ -25,123 +24,119 @@ PATH_OPTIONS = {"generator": (), "data": ("synthfaces", "generate"), "val_data":
                 "contrastive_latent": (), "lpips_weights": (), "arcface_weights": (), "domain_net": ()}
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class EncoderTrainOptions:
     """Options of one encoder training run (the CLI flag of ``name_x`` is ``--name-x``)."""
 
     # what
-    method: str = _opt("clcae", "clcae | psp | e4e")
-    stage: str = _opt("invert", "align (CLCAE stage 1: contrastive W-image alignment) | invert (stage 2, pSp, e4e)")
-    generator: str = _opt("", "the pretrained StyleGAN2 (any format clcae.load_generator reads); frozen")
+    method: str = option("clcae", "clcae | psp | e4e")
+    stage: str = option("invert", "align (CLCAE stage 1: contrastive W-image alignment) | invert (stage 2, pSp, e4e)")
+    generator: str = option("", "the pretrained StyleGAN2 (any format clcae.load_generator reads); frozen")
     # data
-    data: str = _opt("", "invert: 'synthfaces' (rendered on the fly) or a folder of images (recursive). align: a "
+    data: str = option("", "invert: 'synthfaces' (rendered on the fly) or a folder of images (recursive). align: a "
                          "pairs folder written by scripts/generate_pairs.py (with train/ and test/), or 'generate' "
                          "(pairs rendered on the fly from --generator)")
-    val_data: str = _opt("", "invert: validation images (a folder); empty: SynthFaces' test split (held-out persons) "
+    val_data: str = option("", "invert: validation images (a folder); empty: SynthFaces' test split (held-out persons) "
                              "with --data synthfaces, else the last --val-n images of --data are held out")
-    val_n: int = _opt(256, "validation images / pairs")
-    synth_n: int = _opt(70000, "SynthFaces training images (--data synthfaces)")
-    data_seed: int = _opt(0, "SynthFaces seed (identities, attributes)")
-    policy: str = _opt("resize", "how folder images reach the input size: resize | center_crop | pad")
-    flip: bool = _opt(True, "random horizontal flip of training images (the official stage 2 does; stage 1 not)")
-    pairs_n: int = _opt(50000, "align with --data generate: training pairs")
-    psi: float = _opt(1.0, "align with --data generate: truncation of the rendered pairs (1: none)")
-    pair_noise: str = _opt("const", "align with --data generate: noise of the renders: const | random | none")
-    workers: int = _opt(0, "DataLoader worker processes per rank")
+    val_n: int = option(256, "validation images / pairs")
+    synth_n: int = option(70000, "SynthFaces training images (--data synthfaces)")
+    data_seed: int = option(0, "SynthFaces seed (identities, attributes)")
+    policy: str = option("resize", "how folder images reach the input size: resize | center_crop | pad")
+    flip: bool = option(True, "random horizontal flip of training images (the official stage 2 does; stage 1 not)")
+    pairs_n: int = option(50000, "align with --data generate: training pairs")
+    psi: float = option(1.0, "align with --data generate: truncation of the rendered pairs (1: none)")
+    pair_noise: str = option("const", "align with --data generate: noise of the renders: const | random | none")
+    workers: int = option(0, "DataLoader worker processes per rank")
     # model
-    input_size: str = _opt("256", "encoder input H or HxW (256 for faces, 192x256 for cars, 64 for SynthFaces 64)")
-    num_layers: int = _opt(50, "IR-SE trunk depth: 18 | 34 | 50 | 100 | 152")
-    widths: str = _opt("64,128,256,512", "IR-SE stage widths (the c3 width is the FPN width)")
-    use_se: bool = _opt(True, "squeeze-excitation in the trunk units")
-    nhead: int = _opt(4, "CLCAE: attention heads of the cross-attention / latent-encoder layers")
-    dim_feedforward: int = _opt(1024, "CLCAE: FFN width of the cross-attention / latent-encoder layers")
-    dropout: float = _opt(0.1, "CLCAE: dropout of the cross-attention / latent-encoder layers")
-    projection_dim: int = _opt(512, "align: embedding dimension")
-    w_attention: bool = _opt(True, "CLCAE: W+ from cross-attention (off: the --no_w_attention ablation)")
-    feature_branch: bool = _opt(True, "CLCAE: predict the F-space feature f (off: the --not_for_feature ablation)")
-    idx_k: int = _opt(5, "CLCAE: generator activation index that f replaces (5: 16x16 at every resolution)")
-    feature_mode: str = _opt("replace", "CLCAE: replace (f replaces G's activation at --idx-k, the official code) | "
+    input_size: str = option("256", "encoder input H or HxW (256 for faces, 192x256 for cars, 64 for SynthFaces 64)")
+    num_layers: int = option(50, "IR-SE trunk depth: 18 | 34 | 50 | 100 | 152")
+    widths: str = option("64,128,256,512", "IR-SE stage widths (the c3 width is the FPN width)")
+    use_se: bool = option(True, "squeeze-excitation in the trunk units")
+    nhead: int = option(4, "CLCAE: attention heads of the cross-attention / latent-encoder layers")
+    dim_feedforward: int = option(1024, "CLCAE: FFN width of the cross-attention / latent-encoder layers")
+    dropout: float = option(0.1, "CLCAE: dropout of the cross-attention / latent-encoder layers")
+    projection_dim: int = option(512, "align: embedding dimension")
+    w_attention: bool = option(True, "CLCAE: W+ from cross-attention (off: the --no_w_attention ablation)")
+    feature_branch: bool = option(True, "CLCAE: predict the F-space feature f (off: the --not_for_feature ablation)")
+    idx_k: int = option(5, "CLCAE: generator activation index that f replaces (5: 16x16 at every resolution)")
+    feature_mode: str = option("replace", "CLCAE: replace (f replaces G's activation at --idx-k, the official code) | "
                                         "residual (ours: the F branch predicts a correction added to G's own "
                                         "activation, zero at the start; docs/RESULTS.md)")
-    wplus_offset_gain: float = _opt(-1.0, "CLCAE: initial gain of each W+ cross-attention layer's last LayerNorm "
+    wplus_offset_gain: float = option(-1.0, "CLCAE: initial gain of each W+ cross-attention layer's last LayerNorm "
                                            "(bias 0), which sets the size of the W+ offsets: -1 keeps the official "
                                            "initialisation (gain about 1: offsets of norm about sqrt(style_dim), "
                                            "FFHQ's W scale); e.g. 0.25 for a generator whose W is narrower "
                                            "(docs/RESULTS.md)")
-    coarse_ind: int = _opt(-1, "W+ layers below this read c3 (-1: 3 for pSp/e4e, 2 for CLCAE, as released)")
-    middle_ind: int = _opt(-1, "W+ layers below this read p2, the rest p1 (-1: 7 for pSp/e4e, 6 for CLCAE)")
-    init: str = _opt("official", "encoder initialisation: official (normal 0.02 as the official BaseNetwork) | "
+    coarse_ind: int = option(-1, "W+ layers below this read c3 (-1: 3 for pSp/e4e, 2 for CLCAE, as released)")
+    middle_ind: int = option(-1, "W+ layers below this read p2, the rest p1 (-1: 7 for pSp/e4e, 6 for CLCAE)")
+    init: str = option("official", "encoder initialisation: official (normal 0.02 as the official BaseNetwork) | "
                                  "torch (PyTorch defaults)")
-    stage2_init: str = _opt("contrastive", "CLCAE stage 2 trunk init: contrastive (the stage-1 image encoder's trunk, "
+    stage2_init: str = option("contrastive", "CLCAE stage 2 trunk init: contrastive (the stage-1 image encoder's trunk, "
                                            "the intent of the official code) | none (what the official code "
                                            "actually does) | arcface (IR-SE50 ArcFace weights, --arcface-weights)")
-    contrastive_image: str = _opt("", "CLCAE stage 2: the stage-1 image encoder (best_model_image.pt), or a stage-1 "
+    contrastive_image: str = option("", "CLCAE stage 2: the stage-1 image encoder (best_model_image.pt), or a stage-1 "
                                       "run directory (its checkpoints/best_model_image.pt and _latent.pt)")
-    contrastive_latent: str = _opt("", "CLCAE stage 2: the stage-1 latent encoder (default: next to the image one)")
+    contrastive_latent: str = option("", "CLCAE stage 2: the stage-1 latent encoder (default: next to the image one)")
     # losses
-    l2_lambda: float = _opt(1.0, "L2 weight (on every output image)")
-    perceptual: str = _opt("lpips", "perceptual loss: lpips (AlexNet backbone weights from the torch hub cache or "
+    l2_lambda: float = option(1.0, "L2 weight (on every output image)")
+    perceptual: str = option("lpips", "perceptual loss: lpips (AlexNet backbone weights from the torch hub cache or "
                                     "--lpips-weights) | domain (SynthFaces domain-network features) | none")
-    lpips_lambda: float = _opt(0.8, "perceptual weight (the official README uses 0.2 for CLCAE FFHQ)")
-    lpips_scales: int = _opt(1, "LPIPS scales: 1 (what the official code computes) | 3 (256+128+64, its intent)")
-    lpips_weights: str = _opt("", "torchvision AlexNet weights file for LPIPS (default: the torch hub cache)")
-    identity: str = _opt("none", "identity loss network: arcface (IR-SE50, --arcface-weights) | domain (SynthFaces "
+    lpips_lambda: float = option(0.8, "perceptual weight (the official README uses 0.2 for CLCAE FFHQ)")
+    lpips_scales: int = option(1, "LPIPS scales: 1 (what the official code computes) | 3 (256+128+64, its intent)")
+    lpips_weights: str = option("", "torchvision AlexNet weights file for LPIPS (default: the torch hub cache)")
+    identity: str = option("none", "identity loss network: arcface (IR-SE50, --arcface-weights) | domain (SynthFaces "
                                  "domain network) | none")
-    id_lambda: float = _opt(0.0, "identity loss weight (0.1 in the official FFHQ runs)")
-    arcface_weights: str = _opt("", "ArcFace IR-SE50 weights (TreB1eN model_ir_se50.pth)")
-    domain_net: str = _opt("", "SynthFaces domain network (perceptual=domain / identity=domain)")
-    feature_matching_lambda: float = _opt(0.01, "CLCAE: ||f - G_k(W+)||^2 weight")
-    contrastive_lambda: float = _opt(0.1, "CLCAE: alignment term through the frozen stage-1 encoders")
-    align_image: str = _opt("gen_w", "CLCAE: image of the alignment term: gen_w (G(w), the official code) | input "
+    id_lambda: float = option(0.0, "identity loss weight (0.1 in the official FFHQ runs)")
+    arcface_weights: str = option("", "ArcFace IR-SE50 weights (TreB1eN model_ir_se50.pth)")
+    domain_net: str = option("", "SynthFaces domain network (perceptual=domain / identity=domain)")
+    feature_matching_lambda: float = option(0.01, "CLCAE: ||f - G_k(W+)||^2 weight")
+    contrastive_lambda: float = option(0.1, "CLCAE: alignment term through the frozen stage-1 encoders")
+    align_image: str = option("gen_w", "CLCAE: image of the alignment term: gen_w (G(w), the official code) | input "
                                      "(the input image, the paper's figure)")
-    query_grad: str = _opt("full", "CLCAE: gradient of the W+ and F losses into the w head through the "
+    query_grad: str = option("full", "CLCAE: gradient of the W+ and F losses into the w head through the "
                                    "cross-attention query dw: full (the official code) | detach (dw enters the "
                                    "cross-attention as a constant; the w head learns from G(w)'s losses, the "
                                    "alignment term and W+'s direct + w residual; docs/RESULTS.md)")
-    feature_ramp: str = _opt("per_epoch", "CLCAE: f blend scale during training: per_epoch (0 -> 1 over every "
+    feature_ramp: str = option("per_epoch", "CLCAE: f blend scale during training: per_epoch (0 -> 1 over every "
                                           "epoch, the official code) | once (0 -> 1 over the first epoch, then 1) | "
                                           "none (always 1)")
-    ramp_steps: int = _opt(0, "CLCAE: steps of one ramp (0: one epoch = ceil(training images / batch))")
-    w_norm_lambda: float = _opt(0.0, "W-norm weight (pSp; off by default)")
-    delta_lambda: float = _opt(2e-4, "e4e: delta regularisation weight")
-    progressive_start: int = _opt(20000, "e4e: step at which the progressive deltas start")
-    progressive_every: int = _opt(2000, "e4e: steps per progressive stage")
-    w_discriminator_lambda: float = _opt(0.1, "e4e: latent-discriminator adversarial weight (0: off)")
-    w_discriminator_lr: float = _opt(2e-5, "e4e: latent-discriminator learning rate")
-    r1: float = _opt(10.0, "e4e: R1 weight on real w codes")
-    d_reg_every: int = _opt(16, "e4e: R1 every N discriminator steps")
-    train_noise: str = _opt("random", "generator noise in training: random (the official code) | const")
+    ramp_steps: int = option(0, "CLCAE: steps of one ramp (0: one epoch = ceil(training images / batch))")
+    w_norm_lambda: float = option(0.0, "W-norm weight (pSp; off by default)")
+    delta_lambda: float = option(2e-4, "e4e: delta regularisation weight")
+    progressive_start: int = option(20000, "e4e: step at which the progressive deltas start")
+    progressive_every: int = option(2000, "e4e: steps per progressive stage")
+    w_discriminator_lambda: float = option(0.1, "e4e: latent-discriminator adversarial weight (0: off)")
+    w_discriminator_lr: float = option(2e-5, "e4e: latent-discriminator learning rate")
+    r1: float = option(10.0, "e4e: R1 weight on real w codes")
+    d_reg_every: int = option(16, "e4e: R1 every N discriminator steps")
+    train_noise: str = option("random", "generator noise in training: random (the official code) | const")
     # optimisation
-    optimizer: str = _opt("ranger", "ranger (the official code) | adam | adamw")
-    lr: float = _opt(1e-4, "learning rate")
-    batch: int = _opt(8, "global batch (split over processes)")
-    steps: int = _opt(500000, "training steps")
-    lr_plateau: int = _opt(0, "ReduceLROnPlateau on the validation loss with this patience in validations (0: off; "
+    optimizer: str = option("ranger", "ranger (the official code) | adam | adamw")
+    lr: float = option(1e-4, "learning rate")
+    batch: int = option(8, "global batch (split over processes)")
+    steps: int = option(500000, "training steps")
+    lr_plateau: int = option(0, "ReduceLROnPlateau on the validation loss with this patience in validations (0: off; "
                               "the official code uses 10 epochs)")
-    grad_clip: float = _opt(0.0, "clip the encoder's gradient norm (0: off)")
+    grad_clip: float = option(0.0, "clip the encoder's gradient norm (0: off)")
     # run
-    out: str = _opt("", "run directory (new or empty; with --resume defaults to the checkpoint's run)")
-    seed: int = _opt(0, "seed (initialisation, data order, noise, dropout)")
-    val_interval: int = _opt(1000, "validate (and keep the best checkpoint) every N steps")
-    save_interval: int = _opt(1000, "refresh checkpoints/latest.pt every N steps")
-    snapshot_interval: int = _opt(0, "keep a snapshot every N steps (0: none)")
-    log_interval: int = _opt(50, "log scalars every N steps")
-    image_interval: int = _opt(500, "write an image grid every N steps")
-    sample_n: int = _opt(8, "rows of each image grid")
-    keep_snapshots: int = _opt(0, "keep only the newest N snapshots (0: all)")
-    on_nan: str = _opt("stop", "on a NaN/Inf loss: stop | rollback (reload latest.pt and continue)")
-    max_rollbacks: int = _opt(3, "with --on-nan rollback: give up after N")
-    dry_run: bool = _opt(False, "build everything, run one training step and one validation batch, write nothing")
+    out: str = option("", "run directory (new or empty; with --resume defaults to the checkpoint's run)")
+    seed: int = option(0, "seed (initialisation, data order, noise, dropout)")
+    val_interval: int = option(1000, "validate (and keep the best checkpoint) every N steps")
+    save_interval: int = option(1000, "refresh checkpoints/latest.pt every N steps")
+    snapshot_interval: int = option(0, "keep a snapshot every N steps (0: none)")
+    log_interval: int = option(50, "log scalars every N steps")
+    image_interval: int = option(500, "write an image grid every N steps")
+    sample_n: int = option(8, "rows of each image grid")
+    keep_snapshots: int = option(0, "keep only the newest N snapshots (0: all)")
+    on_nan: str = option("stop", "on a NaN/Inf loss: stop | rollback (reload latest.pt and continue)")
+    max_rollbacks: int = option(3, "with --on-nan rollback: give up after N")
+    dry_run: bool = option(False, "build everything, run one training step and one validation batch, write nothing")
     # performance
-    device: str = _opt("auto", "auto | cpu | cuda")
-    impl: str = _opt("auto", "generator op implementation: auto | fast | ref | cuda")
-    bf16: bool = _opt(False, "bfloat16 autocast for the encoder and generator passes")
-    threads: int = _opt(0, "torch CPU threads (0: default)")
-    dist_timeout: float = _opt(600.0, "seconds a collective may wait before the job fails")
+    device: str = option("auto", "auto | cpu | cuda")
+    impl: str = option("auto", "generator op implementation: auto | fast | ref | cuda")
+    bf16: bool = option(False, "bfloat16 autocast for the encoder and generator passes")
+    threads: int = option(0, "torch CPU threads (0: default)")
+    dist_timeout: float = option(600.0, "seconds a collective may wait before the job fails")
 
     # ---------------------------------------------------------------------------------------------------------
     def resolved_coarse_middle(self) -> tuple[int, int]:

@@ -35,9 +35,9 @@ from torch import nn
 
 from .. import distributed as du
 from ..checkpoints import CheckpointError, load_contrastive_encoder, load_generator, save_inverter
-from ..networks.inverters import CLCAEInverter, E4EInverter, PSPInverter, render_average_image
 from ..networks.encoders import CLCAEEncoder, Encoder4Editing, GradualStyleEncoder
 from ..networks.init import official_init
+from ..networks.inverters import CLCAEInverter, E4EInverter, PSPInverter, render_average_image
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
 from .encoder_task import EncoderTask, to_input_geometry
 from .options import ConfigError

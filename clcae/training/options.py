@@ -29,13 +29,18 @@ from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "flag", "load_config", "config_path", "resolve_config_path", "add_dataclass_arguments",
+__all__ = ["ConfigError", "option", "flag", "load_config", "config_path", "resolve_config_path", "add_dataclass_arguments",
            "CONFIG_DIR", "SHIPPED_PREFIX"]
 
 #: The named configs shipped with the repository (``--config synthfaces64`` finds ``configs/synthfaces64.yaml``).
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 #: A config path starting with this folder names a shipped model (:func:`resolve_config_path`).
 SHIPPED_PREFIX = "pretrained"
+
+
+def option(default: Any, help: str, **meta: Any) -> Any:
+    """A field of a trainer's options dataclass: its default, its ``--help`` text and any further metadata."""
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
 def flag(name: str) -> str:
