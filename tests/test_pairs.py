@@ -12,8 +12,9 @@ from PIL import Image
 import clcae.data.pairs as pairs_mod
 from clcae.checkpoints import save_generator
 from clcae.data.images import to_tensor
-from clcae.data.pairs import (GeneratedPairs, PairsDataset, PairsError, generator_fingerprint, pair_latents,
-                              pair_stem, render_average, render_pairs, write_pairs)
+from clcae.data.pairs import (GeneratedPairs, PairsDataset, PairsError, pair_latents, pair_stem, render_average,
+                              render_pairs, write_pairs)
+from clcae.fingerprint import generator_sha1
 from clcae.networks.stylegan2 import Generator
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "generate_pairs.py"
@@ -100,7 +101,7 @@ def test_written_layout_and_manifest(G, written):
     assert manifest["complete"] is True and manifest["count"] == 7 and manifest["generator"] == "tiny.pt"
     assert manifest["size"] == 16 and manifest["style_dim"] == 32 and manifest["psi"] == 1.0
     assert manifest["noise_mode"] == "const" and manifest["seed"] == 3 and manifest["stream"] == 0
-    assert manifest["generator_sha1"] == generator_fingerprint(G) and manifest["clcae_version"]
+    assert manifest["generator_sha1"] == generator_sha1(G) and manifest["clcae_version"]
 
     images, ws = render_pairs(G, range(7), seed=3)
     for i, s in enumerate(stems):

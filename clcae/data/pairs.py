@@ -26,7 +26,6 @@ rounding (an 8-bit level at most), not bit for bit.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import itertools
 import json
 import logging
@@ -43,15 +42,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..version import __version__
 from ..fileio import atomic_write
+from ..fingerprint import generator_sha1
+from ..version import __version__
 from .sampler import derive_seed
 from .images import (ImageReadError, display_path, from_tensor, list_images, load_image, probe_image, save_image,
                      to_tensor)
 
 __all__ = [
     "PairsDataset", "GeneratedPairs", "render_pairs", "pair_latents", "render_average", "write_pairs",
-    "generator_fingerprint", "pair_stem", "PairsError", "MANIFEST_NAME", "FORMAT_NAME", "FORMAT_VERSION",
+    "pair_stem", "PairsError", "MANIFEST_NAME", "FORMAT_NAME", "FORMAT_VERSION",
 ]
 
 logger = logging.getLogger(__name__)
@@ -451,18 +451,6 @@ class PairsDataset(torch.utils.data.Dataset):
 # Writing a folder
 
 
-def generator_fingerprint(generator: torch.nn.Module) -> str:
-    """SHA-1 of the generator's state dict and ``latent_avg`` (names, dtypes, shapes, bytes): the identity
-    :func:`write_pairs` records, so that pairs of different generators are never mixed in one folder."""
-    h = hashlib.sha1()
-    items = list(generator.state_dict().items()) + [("latent_avg", generator.latent_avg)]
-    for name, t in sorted(items, key=lambda kv: kv[0]):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def _remove_stale_temporaries(folders: Sequence[Path]) -> int:
     """Delete ``.<name>.*.tmp`` files left by an interrupted atomic write. Returns how many."""
     removed = 0
@@ -549,7 +537,7 @@ def write_pairs(generator: torch.nn.Module, out_root: str | os.PathLike, n: int,
     hw = target or (generator.size, generator.size)
 
     settings = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generator_sha1": generator_fingerprint(generator),
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generator_sha1": generator_sha1(generator),
         "size": int(generator.size), "style_dim": int(generator.style_dim), "psi": psi, "noise_mode": noise_mode,
         "seed": int(seed), "stream": int(stream), "image_size": list(target) if target else None,
         "stem_digits": STEM_DIGITS,

@@ -21,7 +21,6 @@ script does (it adds ``factor * d[:, 0]`` to the encoder's foundation code, so t
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import warnings
@@ -32,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..fingerprint import generator_fingerprint
 from ..formats.files import FORMAT_VERSION, CheckpointError, atomic_save
 from ..formats.read import load_file
 
@@ -68,19 +68,6 @@ class Direction:
     def per_layer(self) -> bool:
         """True when :attr:`vector` has one row per W+ layer."""
         return self.vector.ndim == 2
-
-
-def generator_fingerprint(generator: torch.nn.Module) -> dict:
-    """``{'config': generator.config, 'sha256': hash of every state-dict tensor}`` of a generator.
-
-    Stored with learned directions and PCAs, so loading them for another generator can warn. The hash covers the
-    float32 bytes of every tensor in sorted key order (about 0.5 s for a 1024 px generator).
-    """
-    h = hashlib.sha256()
-    for key, t in sorted(generator.state_dict().items()):
-        h.update(key.encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {"config": dict(getattr(generator, "config", {})), "sha256": h.hexdigest()}
 
 
 def _generator_dims(generator: Any) -> tuple[int | None, int | None]:
