@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..jobs import parse_size as _parse_size
 from ..networks.layers import IMPLS
-from .options import ConfigError, flag, option
+from .options import ConfigError, flag, option, resume_may_change
 
 __all__ = ["EncoderTrainOptions", "OPTION_GROUPS", "OPTION_CHOICES", "RESUME_MAY_CHANGE", "PATH_OPTIONS",
            "parse_size", "parse_widths", "METHODS", "STAGES"]
@@ -31,13 +31,13 @@ class EncoderTrainOptions:
     # what
     method: str = option("clcae", "clcae | psp | e4e")
     stage: str = option("invert", "align (CLCAE stage 1: contrastive W-image alignment) | invert (stage 2, pSp, e4e)")
-    generator: str = option("", "the pretrained StyleGAN2 (any format clcae.load_generator reads); frozen")
+    generator: str = option("", "the pretrained StyleGAN2 (any format clcae.load_generator reads); frozen", resume=True)
     # data
     data: str = option("", "invert: 'synthfaces' (rendered on the fly) or a folder of images (recursive). align: a "
                          "pairs folder written by scripts/generate_pairs.py (with train/ and test/), or 'generate' "
-                         "(pairs rendered on the fly from --generator)")
+                         "(pairs rendered on the fly from --generator)", resume=True)
     val_data: str = option("", "invert: validation images (a folder); empty: SynthFaces' test split (held-out persons) "
-                             "with --data synthfaces, else the last --val-n images of --data are held out")
+                             "with --data synthfaces, else the last --val-n images of --data are held out", resume=True)
     val_n: int = option(256, "validation images / pairs")
     synth_n: int = option(70000, "SynthFaces training images (--data synthfaces)")
     data_seed: int = option(0, "SynthFaces seed (identities, attributes)")
@@ -46,7 +46,7 @@ class EncoderTrainOptions:
     pairs_n: int = option(50000, "align with --data generate: training pairs")
     psi: float = option(1.0, "align with --data generate: truncation of the rendered pairs (1: none)")
     pair_noise: str = option("const", "align with --data generate: noise of the renders: const | random | none")
-    workers: int = option(0, "DataLoader worker processes per rank")
+    workers: int = option(0, "DataLoader worker processes per rank", resume=True)
     # model
     input_size: str = option("256", "encoder input H or HxW (256 for faces, 192x256 for cars, 64 for SynthFaces 64)")
     num_layers: int = option(50, "IR-SE trunk depth: 18 | 34 | 50 | 100 | 152")
@@ -71,24 +71,26 @@ class EncoderTrainOptions:
     middle_ind: int = option(-1, "W+ layers below this read p2, the rest p1 (-1: 7 for pSp/e4e, 6 for CLCAE)")
     init: str = option("official", "encoder initialisation: official (normal 0.02 as the official BaseNetwork) | "
                                  "torch (PyTorch defaults)")
-    stage2_init: str = option("contrastive", "CLCAE stage 2 trunk init: contrastive (the stage-1 image encoder's trunk, "
-                                           "the intent of the official code) | none (what the official code "
-                                           "actually does) | arcface (IR-SE50 ArcFace weights, --arcface-weights)")
+    stage2_init: str = option("contrastive", "CLCAE stage 2 trunk init: contrastive (the stage-1 image encoder's "
+                                             "trunk, the intent of the official code) | none (what the official code "
+                                             "actually does) | arcface (IR-SE50 ArcFace weights, --arcface-weights)")
     contrastive_image: str = option("", "CLCAE stage 2: the stage-1 image encoder (best_model_image.pt), or a stage-1 "
-                                      "run directory (its checkpoints/best_model_image.pt and _latent.pt)")
-    contrastive_latent: str = option("", "CLCAE stage 2: the stage-1 latent encoder (default: next to the image one)")
+                                      "run directory (its checkpoints/best_model_image.pt and _latent.pt)", resume=True)
+    contrastive_latent: str = option("", "CLCAE stage 2: the stage-1 latent encoder (default: next to the image one)",
+                                     resume=True)
     # losses
     l2_lambda: float = option(1.0, "L2 weight (on every output image)")
     perceptual: str = option("lpips", "perceptual loss: lpips (AlexNet backbone weights from the torch hub cache or "
                                     "--lpips-weights) | domain (SynthFaces domain-network features) | none")
     lpips_lambda: float = option(0.8, "perceptual weight (the official README uses 0.2 for CLCAE FFHQ)")
     lpips_scales: int = option(1, "LPIPS scales: 1 (what the official code computes) | 3 (256+128+64, its intent)")
-    lpips_weights: str = option("", "torchvision AlexNet weights file for LPIPS (default: the torch hub cache)")
+    lpips_weights: str = option("", "torchvision AlexNet weights file for LPIPS (default: the torch hub cache)",
+                                resume=True)
     identity: str = option("none", "identity loss network: arcface (IR-SE50, --arcface-weights) | domain (SynthFaces "
                                  "domain network) | none")
     id_lambda: float = option(0.0, "identity loss weight (0.1 in the official FFHQ runs)")
-    arcface_weights: str = option("", "ArcFace IR-SE50 weights (TreB1eN model_ir_se50.pth)")
-    domain_net: str = option("", "SynthFaces domain network (perceptual=domain / identity=domain)")
+    arcface_weights: str = option("", "ArcFace IR-SE50 weights (TreB1eN model_ir_se50.pth)", resume=True)
+    domain_net: str = option("", "SynthFaces domain network (perceptual=domain / identity=domain)", resume=True)
     feature_matching_lambda: float = option(0.01, "CLCAE: ||f - G_k(W+)||^2 weight")
     contrastive_lambda: float = option(0.1, "CLCAE: alignment term through the frozen stage-1 encoders")
     align_image: str = option("gen_w", "CLCAE: image of the alignment term: gen_w (G(w), the official code) | input "
@@ -114,29 +116,30 @@ class EncoderTrainOptions:
     optimizer: str = option("ranger", "ranger (the official code) | adam | adamw")
     lr: float = option(1e-4, "learning rate")
     batch: int = option(8, "global batch (split over processes)")
-    steps: int = option(500000, "training steps")
+    steps: int = option(500000, "training steps", resume=True)
     lr_plateau: int = option(0, "ReduceLROnPlateau on the validation loss with this patience in validations (0: off; "
                               "the official code uses 10 epochs)")
     grad_clip: float = option(0.0, "clip the encoder's gradient norm (0: off)")
     # run
-    out: str = option("", "run directory (new or empty; with --resume defaults to the checkpoint's run)")
+    out: str = option("", "run directory (new or empty; with --resume defaults to the checkpoint's run)", resume=True)
     seed: int = option(0, "seed (initialisation, data order, noise, dropout)")
-    val_interval: int = option(1000, "validate (and keep the best checkpoint) every N steps")
-    save_interval: int = option(1000, "refresh checkpoints/latest.pt every N steps")
-    snapshot_interval: int = option(0, "keep a snapshot every N steps (0: none)")
-    log_interval: int = option(50, "log scalars every N steps")
-    image_interval: int = option(500, "write an image grid every N steps")
-    sample_n: int = option(8, "rows of each image grid")
-    keep_snapshots: int = option(0, "keep only the newest N snapshots (0: all)")
-    on_nan: str = option("stop", "on a NaN/Inf loss: stop | rollback (reload latest.pt and continue)")
-    max_rollbacks: int = option(3, "with --on-nan rollback: give up after N")
-    dry_run: bool = option(False, "build everything, run one training step and one validation batch, write nothing")
+    val_interval: int = option(1000, "validate (and keep the best checkpoint) every N steps", resume=True)
+    save_interval: int = option(1000, "refresh checkpoints/latest.pt every N steps", resume=True)
+    snapshot_interval: int = option(0, "keep a snapshot every N steps (0: none)", resume=True)
+    log_interval: int = option(50, "log scalars every N steps", resume=True)
+    image_interval: int = option(500, "write an image grid every N steps", resume=True)
+    sample_n: int = option(8, "rows of each image grid", resume=True)
+    keep_snapshots: int = option(0, "keep only the newest N snapshots (0: all)", resume=True)
+    on_nan: str = option("stop", "on a NaN/Inf loss: stop | rollback (reload latest.pt and continue)", resume=True)
+    max_rollbacks: int = option(3, "with --on-nan rollback: give up after N", resume=True)
+    dry_run: bool = option(False, "build everything, run one training step and one validation batch, write nothing",
+                           resume=True)
     # performance
-    device: str = option("auto", "auto | cpu | cuda")
-    impl: str = option("auto", "generator op implementation: auto | fast | ref | cuda")
-    bf16: bool = option(False, "bfloat16 autocast for the encoder and generator passes")
-    threads: int = option(0, "torch CPU threads (0: default)")
-    dist_timeout: float = option(600.0, "seconds a collective may wait before the job fails")
+    device: str = option("auto", "auto | cpu | cuda", resume=True)
+    impl: str = option("auto", "generator op implementation: auto | fast | ref | cuda", resume=True)
+    bf16: bool = option(False, "bfloat16 autocast for the encoder and generator passes", resume=True)
+    threads: int = option(0, "torch CPU threads (0: default)", resume=True)
+    dist_timeout: float = option(600.0, "seconds a collective may wait before the job fails", resume=True)
 
     # ---------------------------------------------------------------------------------------------------------
     def resolved_coarse_middle(self) -> tuple[int, int]:
@@ -260,9 +263,4 @@ OPTION_GROUPS = {
 }
 
 #: Options a resumed run may change; the others define the model, data or objective and must match.
-RESUME_MAY_CHANGE = frozenset({
-    "out", "steps", "val_interval", "save_interval", "snapshot_interval", "log_interval", "image_interval",
-    "sample_n", "keep_snapshots", "on_nan", "max_rollbacks", "dry_run", "device", "impl", "bf16", "threads",
-    "dist_timeout", "workers", "lpips_weights", "arcface_weights", "domain_net", "generator", "contrastive_image",
-    "contrastive_latent", "data", "val_data",
-})
+RESUME_MAY_CHANGE = resume_may_change(EncoderTrainOptions)

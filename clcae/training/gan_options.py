@@ -12,7 +12,7 @@ from ..networks.layers import IMPLS
 from ..networks.projected import PROJECTED_MIXING
 from .augment import parse_diffaug_policy
 from .errors import ConfigError
-from .options import flag, option
+from .options import flag, option, resume_may_change
 
 __all__ = ["GANTrainOptions", "RESUME_MAY_CHANGE", "OPTION_GROUPS", "OPTION_CHOICES", "CONFIG_PATH_OPTIONS"]
 
@@ -23,12 +23,12 @@ class GANTrainOptions:
 
     # data
     data: str = option("", "'synthfaces' (rendered on the fly) or a folder of images (recursive; a folder written by "
-                         "scripts/make_synthfaces.py uses its train split)")
+                         "scripts/make_synthfaces.py uses its train split)", resume=True)
     synth_n: int = option(70000, "number of distinct SynthFaces images with --data synthfaces")
     data_seed: int = option(0, "SynthFaces dataset seed (identities, attributes)")
     policy: str = option("center_crop", "how folder images reach --size: center_crop | resize | pad")
     mirror: bool = option(False, "x-flip real images with probability 0.5 (dataset augmentation)")
-    workers: int = option(2, "DataLoader worker processes per rank (0: load in the training process)")
+    workers: int = option(2, "DataLoader worker processes per rank (0: load in the training process)", resume=True)
     # model
     size: int = option(256, "image resolution (a power of two >= 4; >= 16 for synthfaces)")
     style_dim: int = option(512, "dimension of z and w")
@@ -39,14 +39,14 @@ class GANTrainOptions:
     d_arch: str = option("stylegan2", "discriminator: stylegan2 (residual, rosinality layout) | projected (small "
                                     "heads on a frozen domain network's multi-scale features, Projected GAN)")
     proj_net: str = option("", "with --d-arch projected: the DomainNet file whose trunk gives the features (default: "
-                             "the shipped pretrained/synthfaces64_domain_net.pt)")
-    proj_mixing: str = option("none", "with --d-arch projected: fixed random feature mixing: none | ccm (cross-channel) "
-                                    "| ccm_csm (cross-channel and cross-scale)")
+                             "the shipped pretrained/synthfaces64_domain_net.pt)", resume=True)
+    proj_mixing: str = option("none", "with --d-arch projected: fixed random feature mixing: none | ccm "
+                                      "(cross-channel) | ccm_csm (cross-channel and cross-scale)")
     proj_width: int = option(64, "with --d-arch projected: channels of each head's convolutions")
     # optimisation
     batch: int = option(32, "global batch size (split over processes)")
     lr: float = option(0.002, "Adam learning rate of G and D (betas 0, 0.99)")
-    kimg: float = option(25000.0, "training length in thousands of real images shown to D")
+    kimg: float = option(25000.0, "training length in thousands of real images shown to D", resume=True)
     r1: float = option(10.0, "R1 regularisation weight gamma (0 disables)")
     r1_interval: int = option(16, "lazy R1: every N discriminator steps")
     pl_weight: float = option(2.0, "path-length regularisation weight (0 disables)")
@@ -66,27 +66,30 @@ class GANTrainOptions:
     diffaug: str = option("", "DiffAugment policy applied to every D input after --aug, always: a comma-separated "
                             "subset of color,translation,cutout ('': off)")
     # run
-    out: str = option("", "run directory: must be new or empty (with --resume: defaults to the checkpoint's run)")
+    out: str = option("", "run directory: must be new or empty (with --resume: defaults to the checkpoint's run)",
+                      resume=True)
     seed: int = option(0, "training seed (initialisation, latents, noise, augmentation, data order)")
-    snapshot_kimg: float = option(200.0, "keep a snapshot checkpoint every N kimg")
-    checkpoint_kimg: float = option(20.0, "refresh checkpoints/latest.pt every N kimg (resume point)")
-    sample_kimg: float = option(20.0, "write a sample grid from g_ema (fixed z) every N kimg")
-    log_kimg: float = option(4.0, "log scalars (TensorBoard, stats.jsonl, console) every N kimg")
-    keep_snapshots: int = option(0, "keep only the newest N snapshots (0: keep all)")
-    sample_n: int = option(32, "images in each sample grid (0: no samples)")
+    snapshot_kimg: float = option(200.0, "keep a snapshot checkpoint every N kimg", resume=True)
+    checkpoint_kimg: float = option(20.0, "refresh checkpoints/latest.pt every N kimg (resume point)", resume=True)
+    sample_kimg: float = option(20.0, "write a sample grid from g_ema (fixed z) every N kimg", resume=True)
+    log_kimg: float = option(4.0, "log scalars (TensorBoard, stats.jsonl, console) every N kimg", resume=True)
+    keep_snapshots: int = option(0, "keep only the newest N snapshots (0: keep all)", resume=True)
+    sample_n: int = option(32, "images in each sample grid (0: no samples)", resume=True)
     on_nan: str = option("stop", "on a NaN/Inf loss: stop (report and exit) | rollback (reload latest.pt, reseed the "
-                                "random streams, continue)")
-    max_rollbacks: int = option(3, "with --on-nan rollback: give up after N rollbacks")
+                                "random streams, continue)", resume=True)
+    max_rollbacks: int = option(3, "with --on-nan rollback: give up after N rollbacks", resume=True)
     # performance and precision
-    device: str = option("auto", "auto | cpu | cuda (each torchrun process takes cuda:LOCAL_RANK)")
+    device: str = option("auto", "auto | cpu | cuda (each torchrun process takes cuda:LOCAL_RANK)", resume=True)
     impl: str = option("auto", "op implementation: auto (CUDA kernels on GPU, fast PyTorch path on CPU) | fast | "
-                             "ref | cuda")
-    bf16: bool = option(False, "bfloat16 autocast for the main G/D passes (regularisers stay fp32)")
-    channels_last: bool = option(False, "channels-last activations in G and D")
-    tf32: bool = option(False, "allow TF32 matmuls/convolutions on Ampere+ GPUs (faster, less exact)")
-    deterministic: bool = option(False, "deterministic GPU algorithms (cudnn, cuBLAS; needed for exact resume on GPU)")
-    threads: int = option(0, "torch CPU threads per process (0: torch's default)")
-    dist_timeout: float = option(600.0, "seconds a collective may wait for another process before the job fails")
+                             "ref | cuda", resume=True)
+    bf16: bool = option(False, "bfloat16 autocast for the main G/D passes (regularisers stay fp32)", resume=True)
+    channels_last: bool = option(False, "channels-last activations in G and D", resume=True)
+    tf32: bool = option(False, "allow TF32 matmuls/convolutions on Ampere+ GPUs (faster, less exact)", resume=True)
+    deterministic: bool = option(False, "deterministic GPU algorithms (cudnn, cuBLAS; needed for exact resume on GPU)",
+                                 resume=True)
+    threads: int = option(0, "torch CPU threads per process (0: torch's default)", resume=True)
+    dist_timeout: float = option(600.0, "seconds a collective may wait for another process before the job fails",
+                                 resume=True)
 
     #: The command-line flag of option ``name`` (``r1_interval`` -> ``--r1-interval``).
     flag = staticmethod(flag)
@@ -171,11 +174,7 @@ class GANTrainOptions:
 #: Options a resumed run may change. The others define the model, the data or the optimisation and must match the
 #: checkpoint. The numeric knobs in the second group may change, but the continuation is then no longer
 #: bit-identical to an uninterrupted run.
-RESUME_MAY_CHANGE = frozenset({
-    "data", "workers", "out", "kimg", "proj_net", "snapshot_kimg", "checkpoint_kimg", "sample_kimg", "log_kimg",
-    "keep_snapshots", "sample_n", "on_nan", "max_rollbacks", "dist_timeout", "threads",
-    "device", "impl", "bf16", "channels_last", "tf32", "deterministic",
-})
+RESUME_MAY_CHANGE = resume_may_change(GANTrainOptions)
 _NUMERIC_KNOBS = ("device", "impl", "bf16", "channels_last", "tf32", "deterministic", "threads")
 
 #: The options by topic (the order of ``--help`` and of docs/TRAINING_GENERATOR.md).

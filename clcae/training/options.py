@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "option", "flag", "load_config", "config_path", "resolve_config_path", "add_dataclass_arguments",
+__all__ = ["ConfigError", "option", "resume_may_change", "flag", "load_config", "config_path", "resolve_config_path", "add_dataclass_arguments",
            "CONFIG_DIR", "SHIPPED_PREFIX"]
 
 #: The named configs shipped with the repository (``--config synthfaces64`` finds ``configs/synthfaces64.yaml``).
@@ -38,9 +38,16 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 SHIPPED_PREFIX = "pretrained"
 
 
-def option(default: Any, help: str, **meta: Any) -> Any:
-    """A field of a trainer's options dataclass: its default, its ``--help`` text and any further metadata."""
-    return dataclasses.field(default=default, metadata={"help": help, **meta})
+def option(default: Any, help: str, *, resume: bool = False, **meta: Any) -> Any:
+    """A field of a trainer's options dataclass: its default, its ``--help`` text, whether a resumed run may change
+    it (``resume``; the others define the model, the data or the optimisation and must match the checkpoint) and
+    any further metadata."""
+    return dataclasses.field(default=default, metadata={"help": help, "resume": resume, **meta})
+
+
+def resume_may_change(cls: type) -> frozenset[str]:
+    """The options of dataclass ``cls`` declared with ``option(..., resume=True)``."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("resume"))
 
 
 def flag(name: str) -> str:
