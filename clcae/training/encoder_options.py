@@ -34,10 +34,11 @@ class EncoderTrainOptions:
     generator: str = option("", "the pretrained StyleGAN2 (any format clcae.load_generator reads); frozen", resume=True)
     # data
     data: str = option("", "invert: 'synthfaces' (rendered on the fly) or a folder of images (recursive). align: a "
-                         "pairs folder written by scripts/generate_pairs.py (with train/ and test/), or 'generate' "
-                         "(pairs rendered on the fly from --generator)", resume=True)
+                           "pairs folder written by scripts/generate_pairs.py (with train/ and test/), or 'generate' "
+                           "(pairs rendered on the fly from --generator)", resume=True)
     val_data: str = option("", "invert: validation images (a folder); empty: SynthFaces' test split (held-out persons) "
-                             "with --data synthfaces, else the last --val-n images of --data are held out", resume=True)
+                               "with --data synthfaces, else the last --val-n images of --data are held out",
+                               resume=True)
     val_n: int = option(256, "validation images / pairs")
     synth_n: int = option(70000, "SynthFaces training images (--data synthfaces)")
     data_seed: int = option(0, "SynthFaces seed (identities, attributes)")
@@ -60,48 +61,49 @@ class EncoderTrainOptions:
     feature_branch: bool = option(True, "CLCAE: predict the F-space feature f (off: the --not_for_feature ablation)")
     idx_k: int = option(5, "CLCAE: generator activation index that f replaces (5: 16x16 at every resolution)")
     feature_mode: str = option("replace", "CLCAE: replace (f replaces G's activation at --idx-k, the official code) | "
-                                        "residual (ours: the F branch predicts a correction added to G's own "
-                                        "activation, zero at the start; docs/RESULTS.md)")
+                                          "residual (ours: the F branch predicts a correction added to G's own "
+                                          "activation, zero at the start; docs/RESULTS.md)")
     wplus_offset_gain: float = option(-1.0, "CLCAE: initial gain of each W+ cross-attention layer's last LayerNorm "
-                                           "(bias 0), which sets the size of the W+ offsets: -1 keeps the official "
-                                           "initialisation (gain about 1: offsets of norm about sqrt(style_dim), "
-                                           "FFHQ's W scale); e.g. 0.25 for a generator whose W is narrower "
-                                           "(docs/RESULTS.md)")
+                                            "(bias 0), which sets the size of the W+ offsets: -1 keeps the official "
+                                            "initialisation (gain about 1: offsets of norm about sqrt(style_dim), "
+                                            "FFHQ's W scale); e.g. 0.25 for a generator whose W is narrower "
+                                            "(docs/RESULTS.md)")
     coarse_ind: int = option(-1, "W+ layers below this read c3 (-1: 3 for pSp/e4e, 2 for CLCAE, as released)")
     middle_ind: int = option(-1, "W+ layers below this read p2, the rest p1 (-1: 7 for pSp/e4e, 6 for CLCAE)")
     init: str = option("official", "encoder initialisation: official (normal 0.02 as the official BaseNetwork) | "
-                                 "torch (PyTorch defaults)")
+                                   "torch (PyTorch defaults)")
     stage2_init: str = option("contrastive", "CLCAE stage 2 trunk init: contrastive (the stage-1 image encoder's "
                                              "trunk, the intent of the official code) | none (what the official code "
                                              "actually does) | arcface (IR-SE50 ArcFace weights, --arcface-weights)")
     contrastive_image: str = option("", "CLCAE stage 2: the stage-1 image encoder (best_model_image.pt), or a stage-1 "
-                                      "run directory (its checkpoints/best_model_image.pt and _latent.pt)", resume=True)
+                                        "run directory (its checkpoints/best_model_image.pt and _latent.pt)",
+                                        resume=True)
     contrastive_latent: str = option("", "CLCAE stage 2: the stage-1 latent encoder (default: next to the image one)",
-                                     resume=True)
+                                         resume=True)
     # losses
     l2_lambda: float = option(1.0, "L2 weight (on every output image)")
     perceptual: str = option("lpips", "perceptual loss: lpips (AlexNet backbone weights from the torch hub cache or "
-                                    "--lpips-weights) | domain (SynthFaces domain-network features) | none")
+                                      "--lpips-weights) | domain (SynthFaces domain-network features) | none")
     lpips_lambda: float = option(0.8, "perceptual weight (the official README uses 0.2 for CLCAE FFHQ)")
     lpips_scales: int = option(1, "LPIPS scales: 1 (what the official code computes) | 3 (256+128+64, its intent)")
     lpips_weights: str = option("", "torchvision AlexNet weights file for LPIPS (default: the torch hub cache)",
-                                resume=True)
+                                    resume=True)
     identity: str = option("none", "identity loss network: arcface (IR-SE50, --arcface-weights) | domain (SynthFaces "
-                                 "domain network) | none")
+                                   "domain network) | none")
     id_lambda: float = option(0.0, "identity loss weight (0.1 in the official FFHQ runs)")
     arcface_weights: str = option("", "ArcFace IR-SE50 weights (TreB1eN model_ir_se50.pth)", resume=True)
     domain_net: str = option("", "SynthFaces domain network (perceptual=domain / identity=domain)", resume=True)
     feature_matching_lambda: float = option(0.01, "CLCAE: ||f - G_k(W+)||^2 weight")
     contrastive_lambda: float = option(0.1, "CLCAE: alignment term through the frozen stage-1 encoders")
     align_image: str = option("gen_w", "CLCAE: image of the alignment term: gen_w (G(w), the official code) | input "
-                                     "(the input image, the paper's figure)")
+                                       "(the input image, the paper's figure)")
     query_grad: str = option("full", "CLCAE: gradient of the W+ and F losses into the w head through the "
-                                   "cross-attention query dw: full (the official code) | detach (dw enters the "
-                                   "cross-attention as a constant; the w head learns from G(w)'s losses, the "
-                                   "alignment term and W+'s direct + w residual; docs/RESULTS.md)")
+                                     "cross-attention query dw: full (the official code) | detach (dw enters the "
+                                     "cross-attention as a constant; the w head learns from G(w)'s losses, the "
+                                     "alignment term and W+'s direct + w residual; docs/RESULTS.md)")
     feature_ramp: str = option("per_epoch", "CLCAE: f blend scale during training: per_epoch (0 -> 1 over every "
-                                          "epoch, the official code) | once (0 -> 1 over the first epoch, then 1) | "
-                                          "none (always 1)")
+                                            "epoch, the official code) | once (0 -> 1 over the first epoch, then 1) | "
+                                            "none (always 1)")
     ramp_steps: int = option(0, "CLCAE: steps of one ramp (0: one epoch = ceil(training images / batch))")
     w_norm_lambda: float = option(0.0, "W-norm weight (pSp; off by default)")
     delta_lambda: float = option(2e-4, "e4e: delta regularisation weight")
@@ -118,7 +120,7 @@ class EncoderTrainOptions:
     batch: int = option(8, "global batch (split over processes)")
     steps: int = option(500000, "training steps", resume=True)
     lr_plateau: int = option(0, "ReduceLROnPlateau on the validation loss with this patience in validations (0: off; "
-                              "the official code uses 10 epochs)")
+                                "the official code uses 10 epochs)")
     grad_clip: float = option(0.0, "clip the encoder's gradient norm (0: off)")
     # run
     out: str = option("", "run directory (new or empty; with --resume defaults to the checkpoint's run)", resume=True)
@@ -133,7 +135,7 @@ class EncoderTrainOptions:
     on_nan: str = option("stop", "on a NaN/Inf loss: stop | rollback (reload latest.pt and continue)", resume=True)
     max_rollbacks: int = option(3, "with --on-nan rollback: give up after N", resume=True)
     dry_run: bool = option(False, "build everything, run one training step and one validation batch, write nothing",
-                           resume=True)
+                                  resume=True)
     # performance
     device: str = option("auto", "auto | cpu | cuda", resume=True)
     impl: str = option("auto", "generator op implementation: auto | fast | ref | cuda", resume=True)

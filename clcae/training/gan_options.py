@@ -23,7 +23,7 @@ class GANTrainOptions:
 
     # data
     data: str = option("", "'synthfaces' (rendered on the fly) or a folder of images (recursive; a folder written by "
-                         "scripts/make_synthfaces.py uses its train split)", resume=True)
+                           "scripts/make_synthfaces.py uses its train split)", resume=True)
     synth_n: int = option(70000, "number of distinct SynthFaces images with --data synthfaces")
     data_seed: int = option(0, "SynthFaces dataset seed (identities, attributes)")
     policy: str = option("center_crop", "how folder images reach --size: center_crop | resize | pad")
@@ -34,12 +34,12 @@ class GANTrainOptions:
     style_dim: int = option(512, "dimension of z and w")
     n_mlp: int = option(8, "mapping network layers")
     channel_base: int = option(32768, "channels at resolution r: min(channel_base // r, channel_max); 32768 is "
-                                    "config-f (rosinality channel_multiplier 2)")
+                                      "config-f (rosinality channel_multiplier 2)")
     channel_max: int = option(512, "largest channel count")
     d_arch: str = option("stylegan2", "discriminator: stylegan2 (residual, rosinality layout) | projected (small "
-                                    "heads on a frozen domain network's multi-scale features, Projected GAN)")
+                                      "heads on a frozen domain network's multi-scale features, Projected GAN)")
     proj_net: str = option("", "with --d-arch projected: the DomainNet file whose trunk gives the features (default: "
-                             "the shipped pretrained/synthfaces64_domain_net.pt)", resume=True)
+                               "the shipped pretrained/synthfaces64_domain_net.pt)", resume=True)
     proj_mixing: str = option("none", "with --d-arch projected: fixed random feature mixing: none | ccm "
                                       "(cross-channel) | ccm_csm (cross-channel and cross-scale)")
     proj_width: int = option(64, "with --d-arch projected: channels of each head's convolutions")
@@ -56,7 +56,7 @@ class GANTrainOptions:
     mixing: float = option(0.9, "style-mixing probability (per sample)")
     ema_kimg: float = option(10.0, "half-life of the G EMA in thousands of images (0: g_ema = G)")
     ema_rampup: float = option(0.0, "EMA ramp-up: half-life at most ema_rampup * images seen (0: off; 0.05 is "
-                                  "NVIDIA's choice for short runs)")
+                                    "NVIDIA's choice for short runs)")
     # augmentation
     aug: str = option("ada", "discriminator augmentation: ada (adaptive p) | fixed (p = --aug-p) | none")
     aug_p: float = option(0.0, "initial (ada) or fixed augmentation probability")
@@ -64,10 +64,10 @@ class GANTrainOptions:
     ada_kimg: float = option(500.0, "ADA speed: thousands of images for p to move by 1")
     ada_interval: int = option(4, "ADA: adjust p every N steps")
     diffaug: str = option("", "DiffAugment policy applied to every D input after --aug, always: a comma-separated "
-                            "subset of color,translation,cutout ('': off)")
+                              "subset of color,translation,cutout ('': off)")
     # run
     out: str = option("", "run directory: must be new or empty (with --resume: defaults to the checkpoint's run)",
-                      resume=True)
+                          resume=True)
     seed: int = option(0, "training seed (initialisation, latents, noise, augmentation, data order)")
     snapshot_kimg: float = option(200.0, "keep a snapshot checkpoint every N kimg", resume=True)
     checkpoint_kimg: float = option(20.0, "refresh checkpoints/latest.pt every N kimg (resume point)", resume=True)
@@ -76,20 +76,20 @@ class GANTrainOptions:
     keep_snapshots: int = option(0, "keep only the newest N snapshots (0: keep all)", resume=True)
     sample_n: int = option(32, "images in each sample grid (0: no samples)", resume=True)
     on_nan: str = option("stop", "on a NaN/Inf loss: stop (report and exit) | rollback (reload latest.pt, reseed the "
-                                "random streams, continue)", resume=True)
+                                 "random streams, continue)", resume=True)
     max_rollbacks: int = option(3, "with --on-nan rollback: give up after N rollbacks", resume=True)
     # performance and precision
     device: str = option("auto", "auto | cpu | cuda (each torchrun process takes cuda:LOCAL_RANK)", resume=True)
     impl: str = option("auto", "op implementation: auto (CUDA kernels on GPU, fast PyTorch path on CPU) | fast | "
-                             "ref | cuda", resume=True)
+                               "ref | cuda", resume=True)
     bf16: bool = option(False, "bfloat16 autocast for the main G/D passes (regularisers stay fp32)", resume=True)
     channels_last: bool = option(False, "channels-last activations in G and D", resume=True)
     tf32: bool = option(False, "allow TF32 matmuls/convolutions on Ampere+ GPUs (faster, less exact)", resume=True)
     deterministic: bool = option(False, "deterministic GPU algorithms (cudnn, cuBLAS; needed for exact resume on GPU)",
-                                 resume=True)
+                                        resume=True)
     threads: int = option(0, "torch CPU threads per process (0: torch's default)", resume=True)
     dist_timeout: float = option(600.0, "seconds a collective may wait for another process before the job fails",
-                                 resume=True)
+                                        resume=True)
 
     #: The command-line flag of option ``name`` (``r1_interval`` -> ``--r1-interval``).
     flag = staticmethod(flag)

@@ -187,8 +187,7 @@ class InversionTask(EncoderTask):
             official_init(enc)
             self._after_official_init(enc)
         self._init_trunk(enc)
-        if opts.method == "clcae" and opts.wplus_offset_gain >= 0:
-            enc.set_wplus_offset_gain(opts.wplus_offset_gain)  # after every other initialisation
+        self._after_init(enc)
         enc = self.inverter.encoder = self.distributed_batchnorm(enc)
         self.trainable = {"encoder": enc}
         from .optim import build_optimizer
@@ -211,6 +210,9 @@ class InversionTask(EncoderTask):
 
     def _init_contrastive(self, enc: nn.Module) -> None:
         """Load the frozen stage-1 encoders (CLCAE) into ``E_I`` / ``E_w``."""
+
+    def _after_init(self, enc: nn.Module) -> None:
+        """Adjust the encoder after every other initialisation (CLCAE: ``--wplus-offset-gain``)."""
 
     def _build_method_parts(self) -> None:
         """Networks and schedules of the method beyond the encoder (e4e: progressive schedule, latent D)."""
@@ -469,6 +471,10 @@ class CLCAETask(InversionTask):
 
     def _after_official_init(self, enc: nn.Module) -> None:
         enc.zero_feature_delta()  # a residual F branch starts at zero (W+F = W+)
+
+    def _after_init(self, enc: nn.Module) -> None:
+        if self.opts.wplus_offset_gain >= 0:
+            enc.set_wplus_offset_gain(self.opts.wplus_offset_gain)
 
     def _init_contrastive(self, enc: nn.Module) -> None:
         opts = self.opts
