@@ -163,8 +163,11 @@ def equal_cpu_table(results: list[dict], runs: list[str], n: int, at_minutes: fl
         return ""
     if at_minutes is None:
         common = min(v[-1]["train_cpu_s"] for v in rows.values())
-        pick = {r: [e for e in v if e["train_cpu_s"] <= common + 1e-6][-1] for r, v in rows.items()}
-        head = f"each run's last evaluated snapshot at or below {common / 60:.1f} CPU minutes"
+        # a run whose first evaluated snapshot is already past that time (e.g. a long run scored from 10 kimg
+        # on) shows its first one, marked
+        pick = {r: ([e for e in v if e["train_cpu_s"] <= common + 1e-6] or v[:1])[-1] for r, v in rows.items()}
+        head = (f"each run's last evaluated snapshot at or below {common / 60:.1f} CPU minutes (a run with none "
+                "there: its first, whose CPU minutes are larger)")
     else:
         pick = {r: min(v, key=lambda e: abs(e["train_cpu_s"] / 60 - at_minutes)) for r, v in rows.items()}
         head = f"each run's evaluated snapshot nearest to {at_minutes:g} CPU minutes"
