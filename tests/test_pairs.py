@@ -12,8 +12,8 @@ from PIL import Image
 import clcae.data.pairs as pairs_mod
 from clcae.checkpoints import save_generator
 from clcae.data.images import to_tensor
-from clcae.data.pairs import (GeneratedPairs, PairsDataset, PairsError, pair_latents, pair_stem, render_average,
-                              render_pairs, write_pairs)
+from clcae.data.pairs import (GeneratedPairs, PairsDataset, PairsError, pair_latents, pair_stem, render_pairs,
+                              write_pairs)
 from clcae.fingerprint import generator_sha1
 from clcae.networks.stylegan2 import Generator
 
@@ -80,10 +80,14 @@ def test_truncation_and_noise_modes(G):
     torch.testing.assert_close(rand[1], render_pairs(G, [1], noise_mode="random")[0][0], atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="noise_mode"):
         render_pairs(G, [0], noise_mode="fresh")
-    avg_const, avg_latent = render_average(G, "const")
+    def average(mode):
+        return GeneratedPairs(G, 1, noise_mode=mode, quantize=False).avg_image()
+
+    avg_const = average("const")
     torch.testing.assert_close(avg_const, images0[:1])  # G(latent_avg) with the stored noise
-    assert not torch.allclose(render_average(G, "none")[0], avg_const)
-    assert torch.equal(render_average(G, "random")[0], avg_const) and torch.equal(avg_latent, G.latent_avg)
+    assert not torch.allclose(average("none"), avg_const)
+    assert torch.equal(average("random"), avg_const)
+    assert torch.equal(GeneratedPairs(G, 1, noise_mode="random").avg_latent(), G.latent_avg)
     resized = render_pairs(G, [0, 1], image_size=(8, 12))[0]
     assert resized.shape == (2, 3, 8, 12) and resized.min() >= -1 and resized.max() <= 1
 
@@ -219,7 +223,7 @@ def test_dataset_items_and_generated_pairs_agree(G, written):
             assert (g_image - image).abs().max() <= LEVEL + 1e-6
             torch.testing.assert_close(g_latent, latent, atol=1e-5, rtol=1e-5)
         assert ds.avg_image().shape == gp.avg_image().shape == (1, 3, h, w)
-        assert (ds.avg_image() - gp.avg_image()).abs().max() <= LEVEL + 1e-6
+        assert torch.equal(ds.avg_image(), gp.avg_image())  # one implementation (clcae.data.average)
         torch.testing.assert_close(ds.avg_latent(), G.latent_avg)
         torch.testing.assert_close(gp.avg_latent(), G.latent_avg)
     # The resize is the official transform's: PIL bilinear on the 8-bit image, then [-1, 1].
@@ -228,6 +232,32 @@ def test_dataset_items_and_generated_pairs_agree(G, written):
     expected = (expected / 255 - 0.5) / 0.5
     torch.testing.assert_close(PairsDataset(root, size=(6, 10))[2][0], expected.permute(2, 0, 1), atol=1e-6,
                                rtol=0)
+
+
+def test_pairs_stage1_and_inverters_subtract_one_average_image(G, written, tmp_path):
+    """The average image has one implementation (clcae.data.average): the avg_image.png a pairs folder stores, its
+    readers, the pairs rendered on the fly, both stage-1 data sources and an inverter's rendered average are the same
+    image, bit for bit, at every input size (non-square: rows cropped to the aspect ratio, as for cars)."""
+    from clcae.networks.inverters import CLCAEInverter, render_average_image
+    from clcae.training.contrastive import build_pair_datasets
+    from clcae.training.encoder_options import EncoderTrainOptions
+
+    root, _ = written
+    stored = to_tensor(Image.open(root / "avg_image.png"))[None]
+    assert torch.equal(stored, render_average_image(G, G.latent_avg, (16, 16)))
+    for size in ((16, 16), (8, 8), (6, 10)):
+        inverter = CLCAEInverter(torch.nn.Identity(), G, G.latent_avg, size)
+        expected = inverter.average_image()
+        assert inverter.avg_image_source == "rendered" and expected.shape == (1, 3, *size)
+        assert torch.equal(PairsDataset(root, size=size).avg_image(), expected), size
+        assert torch.equal(GeneratedPairs(G, 7, seed=3, size=size).avg_image(), expected), size
+    data = tmp_path / "pairs"
+    for split, stream in (("train", 0), ("test", 1)):
+        write_pairs(G, data / split, 2, seed=3, stream=stream, progress=False)
+    expected = render_average_image(G, G.latent_avg, (8, 8))
+    for source in (str(data), "generate"):
+        avg = build_pair_datasets(EncoderTrainOptions(data=source, pairs_n=2, val_n=2), (8, 8), G)[2]
+        assert torch.equal(avg, expected), source
 
 
 def test_generated_pairs_in_a_dataloader(G):

@@ -4,7 +4,7 @@ Folder layout (the official ``ContrastiveDataset``'s, plus the averages and a ma
 
     <root>/image/<stem>.png       G(w), 8-bit RGB (any Pillow-readable extension is read)
     <root>/latent/<stem>.npy      w, float32 [style_dim]: the W-space vector that was rendered (truncated if psi < 1)
-    <root>/avg_image.png          G(latent_avg)
+    <root>/avg_image.png          G(latent_avg), 8-bit, at the pairs' size (clcae.data.average)
     <root>/avg_latent.npy         the generator's latent_avg, float32 [style_dim]
     <root>/pairs.json             manifest: generator, settings, seed, count, clcae version (see write_pairs)
 
@@ -45,12 +45,13 @@ from PIL import Image
 from ..fileio import atomic_write
 from ..fingerprint import generator_sha1
 from ..version import __version__
+from .average import average_frame, fit_average
 from .sampler import derive_seed
 from .images import (ImageReadError, display_path, from_tensor, list_images, load_image, probe_image, save_image,
                      to_tensor)
 
 __all__ = [
-    "PairsDataset", "GeneratedPairs", "render_pairs", "pair_latents", "render_average", "write_pairs",
+    "PairsDataset", "GeneratedPairs", "render_pairs", "pair_latents", "write_pairs",
     "pair_stem", "PairsError", "MANIFEST_NAME", "FORMAT_NAME", "FORMAT_VERSION",
 ]
 
@@ -190,24 +191,20 @@ def render_pairs(generator: torch.nn.Module, indices: Sequence[int], seed: int =
     return images.cpu(), w.float().cpu()
 
 
-@torch.no_grad()
-def render_average(generator: torch.nn.Module, noise_mode: str = "const",
-                   image_size: int | Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(G(latent_avg) [1, 3, H, W] in [-1, 1], latent_avg float32 [D])`` on the CPU.
+def _average_noise(noise_mode: str) -> str:
+    """The noise of the average pair: zero for ``'none'`` pairs, else the stored buffers (``'random'`` pairs too:
+    the average is one fixed image)."""
+    return "none" if noise_mode == "none" else "const"
 
-    The average image uses the stored noise buffers (``'const'``, what inference uses), or zero noise when the
-    pairs use ``noise_mode='none'``; ``'random'`` pairs also get the ``'const'`` average (a fixed image).
-    """
-    _check_noise_mode(noise_mode)
-    target = _size_hw(image_size, "image_size")
-    avg = generator.latent_avg.float()
-    if not torch.isfinite(avg).all():
-        raise ValueError("the generator's latent_avg is not finite")
-    image = generator.synthesis(avg.unsqueeze(0).to(_generator_device(generator)),
-                                noise_mode="none" if noise_mode == "none" else "const").float().clamp(-1, 1)
-    if target is not None and tuple(image.shape[-2:]) != target:
-        image = F.interpolate(image, size=target, mode="bilinear", align_corners=False, antialias=True).clamp(-1, 1)
-    return image.cpu(), avg.cpu().clone()
+
+def _stored_average(generator: torch.nn.Module, noise_mode: str, image_size: tuple[int, int] | None,
+                    quantize: bool = True) -> torch.Tensor:
+    """The average image as :func:`write_pairs` stores it (``avg_image.png``): :func:`~clcae.data.average.average_frame`,
+    brought to ``image_size`` by :func:`~clcae.data.average.fit_average`; ``[1, 3, H, W]`` on the CPU."""
+    image = average_frame(generator, None, _average_noise(noise_mode), quantize)
+    if image_size is not None:
+        image = fit_average(image, image_size, quantize)
+    return image.cpu()
 
 
 def _reader_transform(image: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
@@ -284,12 +281,16 @@ class GeneratedPairs(torch.utils.data.Dataset):
 
     def _average(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._avg is None:
-            image, latent = render_average(self.generator, self.noise_mode, self.image_size)
-            self._avg = (self._finish(image)[0].unsqueeze(0), latent)
+            image = _stored_average(self.generator, self.noise_mode, self.image_size, self.quantize)
+            if self.size is not None:
+                image = fit_average(image, self.size, self.quantize)
+            self._avg = (image, self.generator.latent_avg.detach().float().cpu().clone())
         return self._avg
 
     def avg_image(self) -> torch.Tensor:
-        """``G(latent_avg)`` as loaded, ``[1, 3, H, W]`` in [-1, 1]."""
+        """``G(latent_avg)`` as loaded, ``[1, 3, H, W]`` in [-1, 1]: what :class:`PairsDataset` reads from the
+        folder :func:`write_pairs` writes with the same settings, bit for bit (``quantize=True``), and, at the
+        same input size, what :func:`clcae.networks.inverters.render_average_image` renders (constant noise)."""
         return self._average()[0].clone()
 
     def avg_latent(self) -> torch.Tensor:
@@ -437,9 +438,12 @@ class PairsDataset(torch.utils.data.Dataset):
         return torch.from_numpy(self._latents.copy())
 
     def avg_image(self) -> torch.Tensor:
-        """The average image as loaded (same resize), ``[1, 3, H, W]`` in [-1, 1]."""
+        """The average image, ``[1, 3, H, W]`` in [-1, 1], brought to ``size`` by
+        :func:`~clcae.data.average.fit_average` (the one way every encoder input gets its average image; it can
+        differ from the pair images' PIL bilinear resize by one 8-bit level)."""
         if self._avg_image is None:
-            self._avg_image = self._load_image(self.avg_image_path).unsqueeze(0)
+            image = to_tensor(load_image(self.avg_image_path, size=None, min_size=1)).unsqueeze(0)
+            self._avg_image = fit_average(image, self.size) if self.size is not None else image
         return self._avg_image.clone()
 
     def avg_latent(self) -> torch.Tensor:
@@ -615,9 +619,8 @@ def write_pairs(generator: torch.nn.Module, out_root: str | os.PathLike, n: int,
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
 
-    avg_image, avg_latent = render_average(generator, noise_mode, target)
-    save_image(avg_image[0], root / AVG_IMAGE_NAME, fsync=True)
-    _save_npy(root / AVG_LATENT_NAME, avg_latent.numpy())
+    save_image(_stored_average(generator, noise_mode, target)[0], root / AVG_IMAGE_NAME, fsync=True)
+    _save_npy(root / AVG_LATENT_NAME, generator.latent_avg.detach().float().cpu().numpy())
     manifest["complete"] = True
     _write_manifest(root, manifest)
     return {"root": str(root), "count": n, "written": len(todo), "skipped": len(done),

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.average import render_average_image
 from .encoders import DEFAULT_IDX_K, CLCAEEncoder, Encoder4Editing, GradualStyleEncoder
 from .layers import set_impl
 from .memory_format import to_channels_last
@@ -59,35 +60,6 @@ def official_output(image: torch.Tensor, input_size: Sequence[int] = (256, 256),
         return pooled
     top = (size - rows) // 2
     return pooled[:, :, top:top + rows, :]
-
-
-@torch.no_grad()
-def render_average_image(generator: Generator, latent_avg: torch.Tensor, input_size: Sequence[int],
-                         quantize: bool = True) -> torch.Tensor:
-    """The "average image" CLCAE subtracts from its inputs, rendered as the official pipeline makes it.
-
-    Officially it is a PNG of ``G(w_avg)`` read through the input transform (PIL bilinear resize, then
-    normalise to [-1, 1]). Here: ``G(latent_avg)`` with the constant noise buffers at full resolution; rows
-    centre-cropped to the input's aspect ratio (cars: rows 64:448 of 512, the region the official output crop
-    keeps); clamped to [-1, 1] and quantised to 8 bits as a PNG would be; resized to ``input_size`` with
-    antialiased bilinear interpolation (``antialias=True``, the PIL-equivalent filter) and quantised again, as
-    PIL resizes 8-bit images. ``quantize=False`` skips both quantisations. Returns [1, 3, H, W] in [-1, 1].
-    """
-    la = latent_avg.reshape(-1, latent_avg.shape[-1])[:1].to(generator.latent_avg.device)
-    img = generator.synthesis(la, noise_mode="const")
-    s = img.shape[-1]
-    h, w = (int(v) for v in input_size)
-    rows = s * h // w
-    if rows < s:
-        top = (s - rows) // 2
-        img = img[:, :, top:top + rows, :]
-    img = (img.clamp(-1, 1) + 1) / 2
-    if quantize:
-        img = (img * 255).round()
-    img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    if quantize:
-        img = img.round().clamp(0, 255) / 255
-    return img * 2 - 1
 
 
 class Inverter(nn.Module):

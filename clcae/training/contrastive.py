@@ -22,7 +22,6 @@ from ..checkpoints import atomic_save, load_generator
 from ..data.sampler import derive_seed
 from ..networks.contrastive import ImageEncoder, LatentEncoder
 from ..networks.init import official_init
-from ..networks.inverters import render_average_image
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
 from .encoder_task import EncoderTask, to_input_geometry
 from .options import ConfigError
@@ -32,7 +31,11 @@ __all__ = ["ContrastiveTask", "build_pair_datasets", "stage1_checkpoint"]
 
 def build_pair_datasets(opts: EncoderTrainOptions, input_size: tuple[int, int], G) -> tuple[Any, Any, torch.Tensor,
                                                                                              torch.Tensor, str]:
-    """``(train, val, avg_image [1, 3, H, W], avg_latent [D], description)`` for stage 1."""
+    """``(train, val, avg_image [1, 3, H, W], avg_latent [D], description)`` for stage 1.
+
+    Both sources give the average image of their pairs (:mod:`clcae.data.average`, brought to ``input_size``): with
+    constant-noise pairs it is, bit for bit, the image an inverter with that input size subtracts.
+    """
     from ..data.pairs import GeneratedPairs, PairsDataset
 
     if opts.data == "generate":
@@ -40,10 +43,9 @@ def build_pair_datasets(opts: EncoderTrainOptions, input_size: tuple[int, int], 
                                noise_mode=opts.pair_noise, size=input_size)
         val = GeneratedPairs(G, opts.val_n, seed=derive_seed(opts.seed, 11), psi=opts.psi,
                              noise_mode=opts.pair_noise, size=input_size)
-        avg_img = render_average_image(G, G.latent_avg, input_size)
         desc = (f"pairs rendered on the fly from the generator: {opts.pairs_n} training, {opts.val_n} held-out "
                 f"(psi {opts.psi}, noise {opts.pair_noise})")
-        return train, val, avg_img, G.latent_avg.detach().cpu().clone(), desc
+        return train, val, train.avg_image(), train.avg_latent(), desc
     root = Path(opts.data)
     if not root.is_dir():
         raise ConfigError(f"--data {root}: no such folder; pass a folder written by scripts/generate_pairs.py "
