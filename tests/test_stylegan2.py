@@ -209,3 +209,27 @@ def test_strict_loading_names_keys():
         load_state_dict_strict(_tiny(), sd, "file.pt", "generator")
     msg = str(e.value)
     assert "file.pt" in msg and "conv1.noise.weight" in msg and "bogus.weight" in msg and "input.input" in msg
+
+
+def test_strict_loading_through_a_key_map_names_the_files_keys():
+    """A file in another layout (torchvision's, the lpips package's) loads through an explicit key map; every problem
+    is named by the file's key, keys under ignore_prefixes that the map does not use are skipped."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    key_map = {"0.weight": "fc.w", "0.bias": "fc.b"}
+    sd = {"fc.w": torch.ones(2, 3), "fc.b": torch.zeros(2), "head.x": torch.zeros(1)}
+    load_state_dict_strict(net, sd, "tv.pth", "trunk", key_map=key_map, ignore_prefixes=("head.",))
+    assert torch.equal(net[0].weight, torch.ones(2, 3))
+    with pytest.raises(CheckpointError, match=r"tv\.pth.*unexpected keys \(1\): head\.x"):
+        load_state_dict_strict(net, sd, "tv.pth", "trunk", key_map=key_map)
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): fc\.b"):
+        load_state_dict_strict(net, {"fc.w": torch.ones(2, 3)}, "tv.pth", "trunk", key_map=key_map)
+    with pytest.raises(CheckpointError, match=r"fc\.w: file \(3, 2\) vs network \(2, 3\)"):
+        load_state_dict_strict(net, dict(sd, **{"fc.w": torch.ones(3, 2)}), "tv.pth", "trunk", key_map=key_map,
+                               ignore_prefixes=("head.",))
+    with pytest.raises(CheckpointError, match=r"non-finite.*fc\.b"):
+        load_state_dict_strict(net, dict(sd, **{"fc.b": torch.full((2,), float("nan"))}), "tv.pth", "trunk",
+                               key_map=key_map, ignore_prefixes=("head.",))
+    with pytest.raises(CheckpointError, match="expected a state dict"):
+        load_state_dict_strict(net, [1, 2], "tv.pth", "trunk")
+    with pytest.raises(ValueError, match="key_map must cover"):
+        load_state_dict_strict(net, sd, "tv.pth", "trunk", key_map={"0.weight": "fc.w"})

@@ -43,19 +43,37 @@ def fmt_keys(keys: Iterable[str], limit: int = 20) -> str:
 
 
 def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint",
-                           what: str = "network", finite: bool = True) -> None:
+                           what: str = "network", finite: bool = True, *, key_map: Mapping[str, str] | None = None,
+                           ignore_prefixes: tuple[str, ...] = ()) -> None:
     """Load ``state_dict`` into ``module``; any missing/unexpected key or shape mismatch raises
     :class:`CheckpointError` that names the keys (and shapes) and the source.
 
-    With ``finite`` (default) a floating tensor holding NaN or Inf is refused too (:func:`validate_finite`: the
-    error names the keys, the source and ``what``); pass ``finite=False`` for a module that keeps non-finite values
-    on purpose. Nothing is loaded when the file is refused.
+    Args:
+        module, state_dict: the network and the tensors read from ``source``.
+        source, what: the file and what it holds, for the messages.
+        finite: refuse a floating tensor holding NaN or Inf (:func:`validate_finite`); pass ``False`` for a module
+            that keeps non-finite values on purpose.
+        key_map: for a file in another layout, ``{module key: file key}`` covering every key of ``module``; the
+            messages then name the file's keys. Default: the same names.
+        ignore_prefixes: file keys that start with one of these and that ``key_map`` does not use are skipped
+            (e.g. torchvision's ``classifier.*`` when only the trunk is loaded); any other unused key is refused.
+    Nothing is loaded when the file is refused.
     """
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"{source}: expected a state dict (a mapping of tensors) for the {what}; got "
+                              f"{type(state_dict).__name__}")
     expected = module.state_dict()
-    missing = set(expected) - set(state_dict)
-    unexpected = set(state_dict) - set(expected)
-    mismatched = [f"{k}: file {tuple(state_dict[k].shape)} vs network {tuple(expected[k].shape)}"
-                  for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    if key_map is None:
+        key_map = {k: k for k in expected}
+    elif set(key_map) != set(expected):
+        raise ValueError(f"key_map must cover exactly the keys of the {what}; differs in "
+                         f"{fmt_keys(set(key_map) ^ set(expected))}")
+    wanted = set(key_map.values())
+    missing = wanted - set(state_dict)
+    unexpected = {k for k in state_dict if k not in wanted and not k.startswith(tuple(ignore_prefixes))}
+    mismatched = [f"{src}: file {tuple(state_dict[src].shape)} vs network {tuple(expected[dst].shape)}"
+                  for dst, src in key_map.items()
+                  if src in state_dict and tuple(state_dict[src].shape) != tuple(expected[dst].shape)]
     problems = []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {fmt_keys(missing)}")
@@ -66,8 +84,8 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Ten
     if problems:
         raise CheckpointError(f"{source}: the {what} does not match the file: " + " | ".join(problems))
     if finite:
-        validate_finite(state_dict, f"{source} ({what})")
-    module.load_state_dict(state_dict, strict=True)
+        validate_finite({src: state_dict[src] for src in key_map.values()}, f"{source} ({what})")
+    module.load_state_dict({dst: state_dict[src] for dst, src in key_map.items()}, strict=True)
 
 
 def validate_finite(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:

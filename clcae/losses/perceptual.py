@@ -19,13 +19,14 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..formats.files import CheckpointError, validate_finite
+from ..formats.files import load_state_dict_strict
+from ..formats.read import load_file
 
 __all__ = ["MissingWeightsError", "LPIPSLoss", "DomainPerceptualLoss", "build_perceptual", "lpips_backbone_file",
            "default_lpips_backbone_path", "unit_normalize"]
@@ -96,24 +97,23 @@ def default_lpips_backbone_path(net: str = "alex") -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / lpips_backbone_file(net)
 
 
-def _torch_load(path: Path, what: str) -> object:
-    # torch.load directly (weights only): these are foreign files, some in the pre-1.6 torch format
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot read the {what} with a weights-only load "
-                              f"({type(e).__name__}: {e})") from e
-
-
 def _trunk_key_map(trunk: nn.Module) -> dict[str, str]:
     """``lpips`` trunk key (``sliceK.N.rest``) -> torchvision key (``features.N.rest``): the slices keep the
     indices of torchvision's ``features`` Sequential."""
+    return _key_map(trunk, r"slice\d+\.(\d+)\.(.+)", r"features.\1.\2", "trunk")
+
+
+def _heads_key_map(heads: nn.Module) -> dict[str, str]:
+    """``lpips`` head key (``lins.I.rest``, the ModuleList) -> the package's file key (``linI.rest``)."""
+    return _key_map(heads, r"(\d+)\.(.+)", r"lin\1.\2", "linear heads")
+
+
+def _key_map(module: nn.Module, pattern: str, replacement: str, what: str) -> dict[str, str]:
     mapping = {}
-    for key in trunk.state_dict():
-        m = re.fullmatch(r"slice\d+\.(\d+)\.(.+)", key)
-        if m is None:
-            raise RuntimeError(f"unexpected key {key!r} in the lpips trunk; the lpips package layout changed")
-        mapping[key] = f"features.{m.group(1)}.{m.group(2)}"
+    for key in module.state_dict():
+        if re.fullmatch(pattern, key) is None:
+            raise RuntimeError(f"unexpected key {key!r} in the lpips {what}; the lpips package layout changed")
+        mapping[key] = re.sub(pattern, replacement, key)
     return mapping
 
 
@@ -169,50 +169,13 @@ class LPIPSLoss(nn.Module):
         if not heads_path.is_file():
             raise MissingWeightsError(f"the lpips package's v0.1 linear heads are missing: {heads_path} "
                                       "(reinstall the 'lpips' package)")
-        heads = _torch_load(heads_path, "LPIPS v0.1 linear heads")
-        self._load_heads(model, heads, heads_path)
-        trunk_sd = _torch_load(path, f"torchvision {net} weights")
-        self._load_trunk(model.net, trunk_sd, path)
+        load_state_dict_strict(model.lins, load_file(heads_path), str(heads_path), "LPIPS v0.1 linear heads",
+                               key_map=_heads_key_map(model.lins))
+        # torchvision's file: the trunk's features.* (any it does not use, and the classifier, are skipped)
+        load_state_dict_strict(model.net, load_file(path), str(path), f"LPIPS {net} trunk (torchvision features)",
+                               key_map=_trunk_key_map(model.net), ignore_prefixes=("features.", "classifier."))
 
         self.lpips = model.eval().requires_grad_(False)
-
-    @staticmethod
-    def _load_heads(model: nn.Module, heads: object, source: Path) -> None:
-        # lin0..linN (the package's file layout; ``lins.i`` aliases the same parameters)
-        expected = {k: v for k, v in model.state_dict().items() if re.fullmatch(r"lin\d+\..+", k)}
-        if not isinstance(heads, Mapping) or set(heads) != set(expected):
-            got = sorted(heads) if isinstance(heads, Mapping) else type(heads).__name__
-            raise CheckpointError(f"{source}: expected the LPIPS heads {sorted(expected)}; got {got}")
-        bad = [k for k in expected if tuple(heads[k].shape) != tuple(expected[k].shape)]
-        if bad:
-            raise CheckpointError(f"{source}: LPIPS head shapes differ for {bad}")
-        validate_finite(heads, str(source))
-        model.load_state_dict(dict(heads), strict=False)  # the heads only; every head key is checked above
-
-    @staticmethod
-    def _load_trunk(trunk: nn.Module, sd: object, source: Path) -> None:
-        if not isinstance(sd, Mapping):
-            raise CheckpointError(f"{source}: expected a state dict (a mapping of tensors); got {type(sd).__name__}")
-        mapping = _trunk_key_map(trunk)
-        wanted = set(mapping.values())
-        missing = sorted(wanted - set(sd))
-        unexpected = sorted(k for k in sd if k not in wanted and not k.startswith(("features.", "classifier.")))
-        own = trunk.state_dict()
-        mismatched = [f"{src}: file {tuple(sd[src].shape)} vs network {tuple(own[dst].shape)}"
-                      for dst, src in mapping.items() if src in sd and tuple(sd[src].shape) != tuple(own[dst].shape)]
-        problems = []
-        if missing:
-            problems.append(f"missing keys {missing}")
-        if unexpected:
-            problems.append(f"unexpected keys {unexpected[:20]}")
-        if mismatched:
-            problems.append("shape mismatches " + "; ".join(mismatched))
-        if problems:
-            raise CheckpointError(f"{source}: not the torchvision state dict of the LPIPS trunk: "
-                                  + " | ".join(problems))
-        trunk_sd = {dst: sd[src] for dst, src in mapping.items()}
-        validate_finite(trunk_sd, str(source))
-        trunk.load_state_dict(trunk_sd, strict=True)
 
     def train(self, mode: bool = True) -> "LPIPSLoss":
         """The loss stays in eval mode whatever ``mode`` is (its heads have dropout)."""
