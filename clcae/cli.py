@@ -82,7 +82,11 @@ def non_negative_int(text: str) -> int:
 # ---------------------------------------------------------------------------------------------------- exit statuses
 def report_error(error: object, status: int = EXIT_USAGE) -> int:
     """Print ``error: ERROR`` to stderr and return ``status`` (default :data:`EXIT_USAGE`), as in
-    ``return report_error(e)``."""
+    ``return report_error(e)``. An error about one option (``option`` and ``problem`` attributes, as
+    :class:`~clcae.training.errors.OptionError`) is told with the option's flag: ``--batch must be >= 2``."""
+    option, problem = getattr(error, "option", None), getattr(error, "problem", None)
+    if isinstance(option, str) and isinstance(problem, str):
+        error = f"--{option.replace('_', '-')} {problem}"
     print(f"error: {error}", file=sys.stderr)
     return status
 

@@ -29,7 +29,8 @@ Writes RUN/options.json, RUN/checkpoints/latest.pt (resume point, every ``--chec
 SIGINT/SIGTERM), RUN/stats.jsonl, RUN/log.txt, RUN/tensorboard/, and at the end RUN/domain_net.pt (the model,
 :func:`clcae.networks.domain.save_domain_net`, with the metrics inside) and RUN/eval_test.json.
 
-The options, data, training loop and evaluation live in :mod:`clcae.training.domain`; this script is its CLI.
+The options (:mod:`clcae.training.domain_options`), data, training loop and evaluation live in
+:mod:`clcae.training.domain`; this script is its CLI.
 
 Exit status: 0 done, 1 failed (NaN/Inf loss), 2 bad options or input, 130/143 stopped by SIGINT/SIGTERM after
 saving.
@@ -41,17 +42,18 @@ import sys
 
 from clcae import cli
 from clcae.checkpoints import CheckpointError
-from clcae.training.domain import (OPTIONS, ConfigError, NonFiniteLossError, evaluate_model_file, format_metrics,
-                                   train)
+from clcae.training.domain import ConfigError, NonFiniteLossError, evaluate_model_file, format_metrics, train
+from clcae.training.domain_options import OPTION_GROUPS, DomainTrainOptions
+from clcae.training.options import add_dataclass_arguments
 from clcae.training.state import RunDirError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI: one flag per :data:`clcae.training.domain.OPTIONS` entry (``--name-x``), plus ``--resume``,
-    ``--eval-only``, ``--eval-json`` and ``--tensorboard``.
+    """The CLI: one flag per :class:`~clcae.training.domain_options.DomainTrainOptions` field (``--name-x``), plus
+    ``--resume``, ``--eval-only``, ``--eval-json`` and ``--tensorboard``.
 
     Defaults are suppressed in the namespace, so the result holds only the options given explicitly; the others
-    come from :data:`~clcae.training.domain.OPTIONS` or, with ``--resume``, from the checkpoint.
+    come from :class:`~clcae.training.domain_options.DomainTrainOptions` or, with ``--resume``, from the checkpoint.
     """
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
@@ -63,12 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "<stem>.eval_test_<res>px.json)")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
                    help="write TensorBoard event files (default: on)")
-    for name, (default, help_text) in OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"{help_text} (default: {default})")
-        else:
-            p.add_argument(flag, type=type(default), metavar="X", help=f"{help_text} (default: {default!r})")
+    add_dataclass_arguments(p, DomainTrainOptions, OPTION_GROUPS)
     return p
 
 

@@ -23,6 +23,7 @@ from clcae.metrics import extract_features, feature_statistics, frechet_distance
 from clcae.metrics import verification as vm
 from clcae.networks.domain import DomainNet, load_domain_net, save_domain_net
 from clcae.training import domain as dn
+from clcae.training.domain_options import OPTION_NAMES, DomainTrainOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_domain_net.py"
@@ -321,7 +322,7 @@ def test_training_helpers():
     shifts = torch.randint(-1, 2, (2, 2), generator=torch.Generator().manual_seed(0)).tolist()
     for i, (dx, dy) in enumerate(shifts):  # interior pixels move by (dx, dy)
         assert torch.equal(y[i, :, 1:5, 1:5], x[i, :, 1 + dy:5 + dy, 1 + dx:5 + dx])
-    opts = dict(steps=100, lr=1.0, warmup=0.1, arc_m=0.5, margin_warmup=0.2)
+    opts = DomainTrainOptions(steps=100, lr=1.0, warmup=0.1, arc_m=0.5, margin_warmup=0.2)
     lrs = [dn.learning_rate(opts, s) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[-1] < 1e-3
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
@@ -392,6 +393,25 @@ def test_resume_continues_bit_for_bit(cli, tmp_path):
         dn.evaluate_model_file(done.model_path, {"eval_n": 12, "eval_nn": 3})
 
 
+def test_options_are_declared_once_and_errors_name_the_option(cli):
+    """The options are a dataclass of shared option() declarations; a bad value is an OptionError that names the
+    option by its library name, which the script turns into its flag."""
+    assert DomainTrainOptions().batch == 128 and DomainTrainOptions().channels_last is True
+    assert dn.RESUME_MAY_CHANGE == {"out", "threads", "workers", "log_every", "checkpoint_every", "val_every", "val_n",
+                                    "eval_data", "eval_n", "eval_persons", "eval_pairs", "eval_seed", "eval_res",
+                                    "steps"}
+    with pytest.raises(dn.OptionError) as e:
+        dn.validate_options(DomainTrainOptions(batch=1))
+    assert str(e.value) == "batch must be >= 2; got 1" and e.value.option == "batch"
+    with pytest.raises(dn.OptionError, match=r"^channels must be comma-separated integers"):
+        dn.validate_options(DomainTrainOptions(channels="8,x"))
+    with pytest.raises(dn.ConfigError, match=r"unknown options \['nope'\]"):
+        DomainTrainOptions.from_mapping({"nope": 1})
+    args = vars(cli.build_parser().parse_args(["--batch", "4", "--no-channels-last", "--channels", "8,16"]))
+    assert args == {"batch": 4, "channels_last": False, "channels": "8,16", "resume": None, "eval_only": None,
+                    "eval_json": None, "tensorboard": True}
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 def test_cli_help_and_exit_codes(cli, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
@@ -399,7 +419,7 @@ def test_cli_help_and_exit_codes(cli, tmp_path, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "Exit status" in text and "clcae.training.domain" in text
-    for name in dn.OPTIONS:  # one flag per option
+    for name in OPTION_NAMES:  # one flag per option
         assert "--" + name.replace("_", "-") in text, name
     assert "--eval-only" in text and "--resume" in text and "--no-tensorboard" in text
     # bad options: status 2 and a message naming the flag, before anything is rendered or written

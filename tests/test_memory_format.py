@@ -98,9 +98,9 @@ _CHILD = textwrap.dedent("""
     if what == "domain":  # the domain network's training step, channels_last on (its default)
         import numpy as np
         from clcae.training import domain as dn
-        opts = {k: v[0] for k, v in dn.OPTIONS.items()}
-        opts.update(stem_channels=8, channels=[8, 16, 16, 32], embed_dim=16, attr_reduce=8, attr_hidden=16,
-                    steps=10, batch=16, channels_last=True)
+        from clcae.training.domain_options import DomainTrainOptions
+        opts = DomainTrainOptions(stem_channels=8, channels="8,16,16,32", embed_dim=16, steps=10, batch=16,
+                                  channels_last=True)
         trainer = dn.DomainNetTrainer(opts, np.arange(8))
         for _ in range(2):
             trainer.train_step(torch.rand(16, 3, 64, 64) * 2 - 1, torch.arange(16) % 8, torch.rand(16, 11))

@@ -2,7 +2,8 @@
 
 Sections:
 
-- options: :data:`OPTIONS` (every option with its default and help; the script makes one flag of each),
+- options: :class:`~clcae.training.domain_options.DomainTrainOptions` (declared in
+  :mod:`clcae.training.domain_options` like the other trainers' options; the script makes one flag of each),
   :data:`RESUME_MAY_CHANGE`, :func:`validate_options`, :func:`net_kwargs`, :func:`resolve_options`;
 - data: :class:`LabelledImages` (uint8 images with person ids and attributes, in memory), :func:`render_split`,
   :func:`read_folder_split`, :func:`load_train_data`, :func:`load_eval_data`, :func:`random_translate`;
@@ -17,6 +18,7 @@ The metrics themselves are :mod:`clcae.metrics.verification` (verification, attr
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -38,14 +40,16 @@ from ..metrics.verification import attribute_errors, verification_metrics
 from ..networks.domain import DomainNet, load_domain_net, save_domain_net
 from ..networks.memory_format import to_channels_last
 from ..version import __version__
-from .errors import ConfigError, NonFiniteLossError
+from .domain_options import OPTION_NAMES, RESUME_MAY_CHANGE, DomainTrainOptions
+from .errors import ConfigError, NonFiniteLossError, OptionError
 from .logger import TrainLogger
 from .runs import decide_run_dir, make_run_dir, merge_resume_options, record_options, stop_on_signals
 from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, load_training_checkpoint,
                     resolve_resume_path, restore_rng_state, seed_everything, to_jsonable)
 
 __all__ = [
-    "OPTIONS", "RESUME_MAY_CHANGE", "ConfigError", "NonFiniteLossError", "net_kwargs", "validate_options",
+    "DomainTrainOptions", "RESUME_MAY_CHANGE", "ConfigError", "OptionError", "NonFiniteLossError", "net_kwargs",
+    "validate_options",
     "LabelledImages", "render_split", "read_folder_split", "load_train_data", "load_eval_data", "to_float",
     "random_translate", "learning_rate", "margin_at", "parse_boost", "attribute_losses", "DomainNetTrainer",
     "TrainResult", "resolve_options", "train", "predict", "evaluate", "run_evaluation", "evaluate_model_file",
@@ -57,102 +61,20 @@ TRAIN_FORMAT = "clcae.domain_net.train"
 TRAIN_FORMAT_VERSION = 1
 
 # ---------------------------------------------------------------------------------------------------- options
-#: Every option with its default and help. ``steps`` etc. count optimiser steps of ``batch`` images.
-OPTIONS: dict[str, tuple[Any, str]] = {
-    # data
-    "data": ("synthfaces", "'synthfaces' (render --n images in this process) or a folder written by "
-                           "scripts/make_synthfaces.py (its train split, loaded into memory)"),
-    "n": (20000, "training images to render with --data synthfaces"),
-    "persons": (2000, "training persons with --data synthfaces"),
-    "data_seed": (0, "SynthFaces seed (identities, attributes, detail) for rendered train and test data"),
-    "res": (64, "resolution of rendered training images"),
-    "workers": (1, "processes that render images (--data synthfaces, --eval-data synthfaces)"),
-    # network
-    "input_size": (64, "DomainNet input size"),
-    "stem_channels": (16, "DomainNet stem channels"),
-    "channels": ("32,64,128,256", "DomainNet stage channels, comma separated"),
-    "blocks": ("1,1,1,1", "DomainNet residual blocks per stage, comma separated"),
-    "embed_dim": (128, "identity embedding size"),
-    "dropout": (0.0, "dropout before the embedding layer"),
-    # optimisation
-    "steps": (1500, "optimiser steps"),
-    "batch": (128, "images per step"),
-    "lr": (2e-3, "peak AdamW learning rate"),
-    "weight_decay": (0.05, "AdamW weight decay (conv / linear weights only)"),
-    "warmup": (0.03, "fraction of the steps with a linear learning-rate warm-up (then cosine decay to 0)"),
-    "arc_s": (32.0, "ArcFace logit scale s"),
-    "arc_m": (0.5, "ArcFace additive angular margin m (radians)"),
-    "margin_warmup": (0.2, "fraction of the steps over which the margin ramps linearly from 0 to --arc-m"),
-    "id_weight": (1.0, "weight of the identity (ArcFace cross-entropy) loss"),
-    "attr_weight": (100.0, "weight of the continuous-attribute loss (range-normalised units)"),
-    "attr_beta": (1.0, "smooth-L1 beta of the attribute loss, in range-normalised units (quadratic below it, "
-                        "linear above; >= 1 is a plain halved squared error on [0, 1] targets)"),
-    "attr_boost": ("", "per-attribute multipliers of the continuous-attribute loss, e.g. 'eyes_open=4,smile=2' "
-                       "(the others stay 1)"),
-    "glasses_weight": (1.0, "weight of the glasses binary cross-entropy"),
-    "translate": (0, "random translation of training images by up to N px (reflect padding; 0: off). SynthFaces "
-                      "and its GAN outputs are aligned; even 2 px kept eyes_open from being learned (see the "
-                      "model card)"),
-    "seed": (0, "training seed (initialisation, data order, augmentation)"),
-    "threads": (1, "torch CPU threads"),
-    "channels_last": (True, "channels-last memory format (faster convolutions on CPU)"),
-    # bookkeeping
-    "out": ("", "run directory: new or empty (with --resume: defaults to the checkpoint's run)"),
-    "log_every": (20, "log scalars every N steps"),
-    "checkpoint_every": (100, "refresh checkpoints/latest.pt every N steps (the resume point)"),
-    "val_every": (250, "quick verification check on --val-n test images every N steps (monitoring only: the "
-                       "final model is the last step, nothing is selected on test data; 0: off)"),
-    "val_n": (1000, "test images of the quick check"),
-    # evaluation
-    "eval_data": ("synthfaces", "'synthfaces' (render the test split) or a folder with a test split written by "
-                                "scripts/make_synthfaces.py (the same images, read from disk)"),
-    "eval_n": (5000, "test images for the final evaluation"),
-    "eval_persons": (sf.DEFAULT_PERSONS["test"], "test persons (rendered test data)"),
-    "eval_pairs": (6000, "verification pairs (half same person, half different)"),
-    "eval_seed": (0, "seed of the pair sampling"),
-    "eval_res": (0, "render the test images at this size (0: the network's input size); other sizes are resized "
-                    "inside DomainNet"),
-}
-#: Options a resumed run may change; the others define the model, the data or the optimisation.
-RESUME_MAY_CHANGE = ("out", "threads", "workers", "log_every", "checkpoint_every", "val_every", "val_n", "eval_data",
-                     "eval_n", "eval_persons", "eval_pairs", "eval_seed", "eval_res", "steps")
-
-
-def _int_list(text: str | list, name: str) -> list[int]:
-    if isinstance(text, (list, tuple)):
-        return [int(v) for v in text]
-    try:
-        return [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError as e:
-        raise ConfigError(f"--{name.replace('_', '-')} must be comma-separated integers; got {text!r}") from e
-
-
-def net_kwargs(opts: Mapping[str, Any]) -> dict:
+def net_kwargs(opts: DomainTrainOptions) -> dict:
     """DomainNet constructor arguments from the options."""
-    return dict(input_size=int(opts["input_size"]), stem_channels=int(opts["stem_channels"]),
-                channels=_int_list(opts["channels"], "channels"), blocks=_int_list(opts["blocks"], "blocks"),
-                embed_dim=int(opts["embed_dim"]), dropout=float(opts["dropout"]))
+    return opts.net_kwargs
 
 
-def validate_options(opts: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` for values that cannot work."""
-    checks = [
-        (opts["steps"] >= 1, "--steps must be >= 1"), (opts["batch"] >= 2, "--batch must be >= 2"),
-        (opts["lr"] > 0, "--lr must be > 0"), (0 <= opts["warmup"] < 1, "--warmup must be in [0, 1)"),
-        (0 <= opts["margin_warmup"] <= 1, "--margin-warmup must be in [0, 1]"),
-        (opts["n"] >= 2 and opts["persons"] >= 2, "--n and --persons must be >= 2"),
-        (opts["translate"] >= 0, "--translate must be >= 0"), (opts["threads"] >= 1, "--threads must be >= 1"),
-        (opts["eval_n"] >= 4 and opts["eval_pairs"] >= 8, "--eval-n must be >= 4 and --eval-pairs >= 8"),
-        (opts["log_every"] >= 1 and opts["checkpoint_every"] >= 1, "--log-every and --checkpoint-every must be >= 1"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
+def validate_options(opts: DomainTrainOptions) -> None:
+    """Raise :class:`ConfigError` (an :class:`OptionError` naming the option) for values that cannot work."""
+    opts.validate()
+    kwargs = opts.net_kwargs
     try:
-        net = DomainNet(**net_kwargs(opts))
+        net = DomainNet(**kwargs)
     except ValueError as e:
         raise ConfigError(f"network options: {e}") from e
-    parse_boost(opts["attr_boost"], net.attribute_names)
+    parse_boost(opts.attr_boost, net.attribute_names)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -245,24 +167,24 @@ def read_folder_split(root: str | Path, split: str, n: int | None = None, progre
                            "synthfaces_version": meta["version"]})
 
 
-def load_train_data(opts: Mapping[str, Any], progress: bool = False) -> LabelledImages:
-    """The TRAIN split named by ``--data``: rendered (``'synthfaces'``: ``--n`` images of ``--persons`` persons at
+def load_train_data(opts: DomainTrainOptions, progress: bool = False) -> LabelledImages:
+    """The TRAIN split named by ``data``: rendered (``'synthfaces'``: ``n`` images of ``persons`` persons at
     ``--res``) or read from a :func:`clcae.data.synthfaces.write_dataset` folder."""
-    if opts["data"] == "synthfaces":
-        return render_split(opts["n"], opts["res"], "train", opts["data_seed"], opts["persons"], opts["workers"],
+    if opts.data == "synthfaces":
+        return render_split(opts.n, opts.res, "train", opts.data_seed, opts.persons, opts.workers,
                             progress)
-    if not Path(opts["data"]).is_dir():
-        raise ConfigError(f"--data {opts['data']}: not 'synthfaces' and not a folder")
-    return read_folder_split(opts["data"], "train", progress=progress)
+    if not Path(opts.data).is_dir():
+        raise OptionError("data", f"{opts.data!r} is neither 'synthfaces' nor a folder")
+    return read_folder_split(opts.data, "train", progress=progress)
 
 
-def load_eval_data(opts: Mapping[str, Any], n: int, res: int, progress: bool = False) -> LabelledImages:
+def load_eval_data(opts: DomainTrainOptions, n: int, res: int, progress: bool = False) -> LabelledImages:
     """The first ``n`` images of the TEST split, rendered at ``res`` or read from ``--eval-data``."""
-    if opts["eval_data"] == "synthfaces":
-        return render_split(n, res, "test", opts["data_seed"], opts["eval_persons"], opts["workers"], progress)
-    data = read_folder_split(opts["eval_data"], "test", n, progress)
+    if opts.eval_data == "synthfaces":
+        return render_split(n, res, "test", opts.data_seed, opts.eval_persons, opts.workers, progress)
+    data = read_folder_split(opts.eval_data, "test", n, progress)
     if data.source["res"] != res:
-        raise ConfigError(f"--eval-data {opts['eval_data']} holds {data.source['res']} px images, {res} px wanted")
+        raise OptionError("eval_data", f"{opts.eval_data} holds {data.source['res']} px images; {res} px wanted")
     return data
 
 
@@ -283,20 +205,20 @@ def random_translate(x: torch.Tensor, max_shift: int, generator: torch.Generator
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def learning_rate(opts: Mapping[str, Any], step: int) -> float:
+def learning_rate(opts: DomainTrainOptions, step: int) -> float:
     """Linear warm-up over ``warmup * steps``, then cosine decay to 0 at ``steps`` (``step`` is 0-based)."""
-    total = opts["steps"]
-    warm = int(round(opts["warmup"] * total))
+    total = opts.steps
+    warm = int(round(opts.warmup * total))
     if step < warm:
-        return opts["lr"] * (step + 1) / warm
+        return opts.lr * (step + 1) / warm
     t = (step - warm) / max(1, total - warm)
-    return opts["lr"] * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+    return opts.lr * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
 
 
-def margin_at(opts: Mapping[str, Any], step: int) -> float:
+def margin_at(opts: DomainTrainOptions, step: int) -> float:
     """ArcFace margin (radians) at 0-based ``step``: linear from 0 to ``arc_m`` over ``margin_warmup * steps``."""
-    ramp = opts["margin_warmup"] * opts["steps"]
-    return opts["arc_m"] if ramp <= 0 else opts["arc_m"] * min(1.0, step / ramp)
+    ramp = opts.margin_warmup * opts.steps
+    return opts.arc_m if ramp <= 0 else opts.arc_m * min(1.0, step / ramp)
 
 
 def parse_boost(text: str, names: tuple[str, ...]) -> torch.Tensor:
@@ -305,11 +227,11 @@ def parse_boost(text: str, names: tuple[str, ...]) -> torch.Tensor:
     for item in filter(None, (t.strip() for t in str(text).split(","))):
         name, _, value = item.partition("=")
         if name not in names or not value:
-            raise ConfigError(f"--attr-boost: {item!r} is not NAME=FACTOR with NAME one of {list(names)}")
+            raise OptionError("attr_boost", f"has {item!r}, which is not NAME=FACTOR with NAME one of {list(names)}")
         try:
             boost[names.index(name)] = float(value)
         except ValueError as e:
-            raise ConfigError(f"--attr-boost: {item!r}: {value!r} is not a number") from e
+            raise OptionError("attr_boost", f"has {item!r}: {value!r} is not a number") from e
     return boost
 
 
@@ -334,23 +256,23 @@ def attribute_losses(net: DomainNet, logits: torch.Tensor, targets: torch.Tensor
 class DomainNetTrainer:
     """The network, the ArcFace head, the optimiser and the step counter; :meth:`train_step` runs one step."""
 
-    def __init__(self, opts: Mapping[str, Any], class_person_ids: np.ndarray):
-        """``opts``: the full options (:data:`OPTIONS`); ``class_person_ids``: the sorted person ids of the
+    def __init__(self, opts: DomainTrainOptions, class_person_ids: np.ndarray):
+        """``opts``: the options; ``class_person_ids``: the sorted person ids of the
         training data, one ArcFace class each."""
-        self.opts = dict(opts)
+        self.opts = dataclasses.replace(opts)
         self.class_person_ids = np.asarray(class_person_ids, np.int64)
         self.net = DomainNet(**net_kwargs(opts))
-        self.head = ArcMarginHead(self.net.embed_dim, len(self.class_person_ids), s=opts["arc_s"], m=opts["arc_m"])
-        if opts["channels_last"]:
+        self.head = ArcMarginHead(self.net.embed_dim, len(self.class_person_ids), s=opts.arc_s, m=opts.arc_m)
+        if opts.channels_last:
             # except the small strided 1x1 shortcuts, whose channels-last CPU backward crashes on AVX-512
             self.net = to_channels_last(self.net)
         decay, no_decay = [], []
         for module in (self.net, self.head):
             for p in module.parameters():
                 (decay if p.ndim >= 2 else no_decay).append(p)
-        self.optim = torch.optim.AdamW([{"params": decay, "weight_decay": opts["weight_decay"]},
-                                        {"params": no_decay, "weight_decay": 0.0}], lr=opts["lr"])
-        self.attr_boost = parse_boost(opts["attr_boost"], self.net.attribute_names)
+        self.optim = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
+                                        {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr)
+        self.attr_boost = parse_boost(opts.attr_boost, self.net.attribute_names)
         self.step = 0
 
     def classes(self, person_ids: torch.Tensor) -> torch.Tensor:
@@ -367,17 +289,17 @@ class DomainNetTrainer:
         for g in self.optim.param_groups:
             g["lr"] = lr
         self.head.m = margin_at(self.opts, self.step)
-        if self.opts["channels_last"]:
+        if self.opts.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         out = self.net(images)
         labels = self.classes(person_ids)
         cos = self.head.cosine(out["embed"])
         logits = self.head.logits_from_cosine(cos, labels)
         losses = {"id": F.cross_entropy(logits, labels)}
-        losses.update(attribute_losses(self.net, out["attribute_logits"], attributes, self.opts["attr_beta"],
+        losses.update(attribute_losses(self.net, out["attribute_logits"], attributes, self.opts.attr_beta,
                                        self.attr_boost))
-        weights = {"id": self.opts["id_weight"], "attr": self.opts["attr_weight"],
-                   "glasses": self.opts["glasses_weight"]}
+        weights = {"id": self.opts.id_weight, "attr": self.opts.attr_weight,
+                   "glasses": self.opts.glasses_weight}
         total = sum(weights[k] * v for k, v in losses.items())
         self.optim.zero_grad(set_to_none=True)
         total.backward()
@@ -397,7 +319,7 @@ class DomainNetTrainer:
                  "net": {k: v.detach().contiguous().clone() for k, v in self.net.state_dict().items()},
                  "head": {k: v.detach().clone() for k, v in self.head.state_dict().items()},
                  "optim": self.optim.state_dict(), "class_person_ids": torch.from_numpy(self.class_person_ids),
-                 "options": to_jsonable(self.opts), "rng": capture_rng_state()}
+                 "options": to_jsonable(dataclasses.asdict(self.opts)), "rng": capture_rng_state()}
         if extra:
             state.update(extra)
         return state
@@ -408,7 +330,7 @@ class DomainNetTrainer:
         saved = state["class_person_ids"].numpy()
         if not np.array_equal(saved, self.class_person_ids):
             raise ConfigError(f"{source}: the checkpoint was trained on other persons ({len(saved)} classes) than "
-                              f"--data gives ({len(self.class_person_ids)})")
+                              f"the training data holds ({len(self.class_person_ids)})")
         load_state_dict_strict(self.net, state["net"], source, "domain network")
         load_state_dict_strict(self.head, state["head"], source, "ArcFace head")
         self.optim.load_state_dict(state["optim"])
@@ -432,21 +354,20 @@ class TrainResult:
     seconds: float
 
 
-def resolve_options(given: Mapping[str, Any], resume: str | None) -> tuple[dict, dict | None, Path | None]:
+def resolve_options(given: Mapping[str, Any], resume: str | None
+                    ) -> tuple[DomainTrainOptions, dict | None, Path | None]:
     """Defaults < checkpoint options (on resume) < options given; a resume may change only
-    :data:`RESUME_MAY_CHANGE`."""
-    unknown = set(given) - set(OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown options {sorted(unknown)}")
-    opts = {k: v for k, (v, _) in OPTIONS.items()}
+    :data:`RESUME_MAY_CHANGE`. Returns ``(options, checkpoint state or None, checkpoint path or None)``."""
+    DomainTrainOptions.from_mapping(given)  # unknown names
     if resume is None:
-        opts.update(given)
-        return opts, None, None
+        return DomainTrainOptions.from_mapping(given), None, None
     path = resolve_resume_path(resume)
     state = load_training_checkpoint(path, FORMAT_KEY, TRAIN_FORMAT, TRAIN_FORMAT_VERSION)
     # the checkpoint's options over the defaults (which fill in options newer than the checkpoint)
-    opts.update({k: v for k, v in (state.get("options") or {}).items() if k in OPTIONS})
-    return merge_resume_options(opts, given, OPTIONS, RESUME_MAY_CHANGE, path, ConfigError), state, path
+    saved = dataclasses.asdict(DomainTrainOptions.from_mapping(
+        {k: v for k, v in (state.get("options") or {}).items() if k in OPTION_NAMES}))
+    merged = merge_resume_options(saved, given, OPTION_NAMES, RESUME_MAY_CHANGE, path, ConfigError)
+    return DomainTrainOptions.from_mapping(merged), state, path
 
 
 def train(given: Mapping[str, Any], resume: str | None = None, tensorboard: bool = True,
@@ -454,7 +375,7 @@ def train(given: Mapping[str, Any], resume: str | None = None, tensorboard: bool
     """Train (or continue) a domain network, then evaluate it on the test split (``scripts/train_domain_net.py``).
 
     Args:
-        given: options set explicitly (names of :data:`OPTIONS`); the others come from the defaults or the
+        given: options set explicitly (fields of :class:`DomainTrainOptions`); the others come from the defaults or the
             checkpoint.
         resume: a run directory or a training checkpoint to continue.
         tensorboard, progress: logging switches (see :class:`~clcae.training.logger.TrainLogger`).
@@ -464,21 +385,21 @@ def train(given: Mapping[str, Any], resume: str | None = None, tensorboard: bool
     t_start = time.time()
     opts, resume_state, resume_path = resolve_options(given, resume)
     validate_options(opts)
-    run_dir, in_place = decide_run_dir(opts["out"], resume_path, ConfigError)
-    opts["out"] = str(run_dir)
-    torch.set_num_threads(int(opts["threads"]))
+    run_dir, in_place = decide_run_dir(opts.out, resume_path, ConfigError)
+    opts.out = str(run_dir)
+    torch.set_num_threads(int(opts.threads))
     data = load_train_data(opts, progress=bool(progress))
     class_person_ids = np.unique(data.person_ids.numpy())
     if len(class_person_ids) < 2:
         raise ConfigError("the training data holds fewer than two persons")
     make_run_dir(run_dir, in_place)
-    batch, steps = int(opts["batch"]), int(opts["steps"])
+    batch, steps = int(opts.batch), int(opts.steps)
     logger = TrainLogger(run_dir, total_kimg=steps * batch / 1000, tensorboard=tensorboard, progress=progress,
                          start_kimg=(resume_state or {}).get("step", 0) * batch / 1000, desc=f"train {run_dir.name}")
     try:
-        seed_everything(opts["seed"])
+        seed_everything(opts.seed)
         trainer = DomainNetTrainer(opts, class_person_ids)
-        record = {"options": opts, "run": {"data": data.source, "classes": int(len(class_person_ids)),
+        record = {"options": dataclasses.asdict(opts), "run": {"data": data.source, "classes": int(len(class_person_ids)),
                                            "clcae_version": __version__, "torch_version": str(torch.__version__),
                                            "command": sys.argv, "resumed_from": str(resume_path) if resume_path
                                            else None}}
@@ -492,7 +413,7 @@ def train(given: Mapping[str, Any], resume: str | None = None, tensorboard: bool
         n_params = sum(p.numel() for p in trainer.net.parameters())
         logger.info(f"run {run_dir}: {len(data)} train images of {len(class_person_ids)} persons "
                     f"({data.source.get('kind')}); DomainNet {n_params / 1e6:.2f} M params; batch {batch}, "
-                    f"{steps} steps (~{steps * batch / len(data):.1f} epochs); {opts['threads']} thread(s)")
+                    f"{steps} steps (~{steps * batch / len(data):.1f} epochs); {opts.threads} thread(s)")
         return _loop(trainer, data, opts, logger, run_dir, t_start, progress, stop_after)
     finally:
         logger.close()
@@ -500,12 +421,12 @@ def train(given: Mapping[str, Any], resume: str | None = None, tensorboard: bool
 
 def _loop(trainer: DomainNetTrainer, data: LabelledImages, opts: dict, logger: TrainLogger, run_dir: Path,
           t_start: float, progress: bool | None, stop_after: int | None) -> TrainResult:
-    batch, steps = int(opts["batch"]), int(opts["steps"])
+    batch, steps = int(opts.batch), int(opts.steps)
     writer = CheckpointWriter(run_dir / CHECKPOINT_DIR)
-    sampler = InfiniteSampler(len(data), seed=derive_seed(opts["seed"], 1))
+    sampler = InfiniteSampler(len(data), seed=derive_seed(opts.seed, 1))
     val = None
-    if opts["val_every"] > 0:
-        val = load_eval_data(opts, min(opts["val_n"], opts["eval_n"]), trainer.net.input_size)
+    if opts.val_every > 0:
+        val = load_eval_data(opts, min(opts.val_n, opts.eval_n), trainer.net.input_size)
     stop: dict[str, str | None] = {"reason": None}
 
     def request_stop(reason: str) -> None:  # the latest signal names the stop
@@ -519,21 +440,21 @@ def _loop(trainer: DomainNetTrainer, data: LabelledImages, opts: dict, logger: T
             writer.save(trainer.state_dict(), 0)
         while trainer.step < steps:
             idx = torch.tensor(sampler.global_batch(trainer.step * batch, batch))
-            gen = torch.Generator().manual_seed(derive_seed(opts["seed"], 2, trainer.step))
-            x = random_translate(to_float(data.images[idx]), int(opts["translate"]), gen)
+            gen = torch.Generator().manual_seed(derive_seed(opts.seed, 2, trainer.step))
+            x = random_translate(to_float(data.images[idx]), int(opts.translate), gen)
             t0 = time.time()
             values = trainer.train_step(x, data.person_ids[idx], data.attributes[idx])
             t_train += time.time() - t0
             if not all(math.isfinite(v) for v in values.values()):
                 raise NonFiniteLossError(f"non-finite loss at step {trainer.step - 1}: {values}; the last good "
-                                         f"checkpoint is {writer.latest_path} (resume with --resume {run_dir}, "
-                                         "perhaps with a lower --lr)")
+                                         f"checkpoint is {writer.latest_path} (resume the run {run_dir}, "
+                                         "perhaps with a lower lr)")
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             step = trainer.step
             logger.progress(step * batch / 1000, {"loss": values["total"], "id": values["id"]})
-            if step % opts["log_every"] == 0 or step == steps:
+            if step % opts.log_every == 0 or step == steps:
                 means = {k: v / count for k, v in sums.items()}
                 means["lr"], means["margin"] = values["lr"], values["margin"]
                 img_s = count * batch / max(time.time() - t_interval, 1e-9)
@@ -544,26 +465,26 @@ def _loop(trainer: DomainNetTrainer, data: LabelledImages, opts: dict, logger: T
                 history.append(dict(means, step=step))
                 logger.info(f"step {step}/{steps}: " + " ".join(f"{k.split('/')[1]}={v:.4g}" for k, v in scal.items()))
                 sums, count, t_interval = {}, 0, time.time()
-            if val is not None and (step % opts["val_every"] == 0 or step == steps):
+            if val is not None and (step % opts.val_every == 0 or step == steps):
                 v = verification_metrics(predict(trainer.net, val.images)["embed"], val.person_ids.numpy(),
-                                         min(opts["eval_pairs"], len(val)), opts["eval_seed"])
+                                         min(opts.eval_pairs, len(val)), opts.eval_seed)
                 logger.scalars({"Val/verification_accuracy": v["accuracy"], "Val/roc_auc": v["roc_auc"]},
                                step * batch, extra={"step": step})
                 logger.info(f"step {step}: quick test check on {len(val)} images: verification accuracy "
                             f"{v['accuracy']:.4f}, AUC {v['roc_auc']:.4f}")
             if stop_after is not None and step >= stop_after and stop["reason"] is None:
                 stop["reason"] = "stop_after"
-            if step % opts["checkpoint_every"] == 0 or step == steps or stop["reason"] is not None:
+            if step % opts.checkpoint_every == 0 or step == steps or stop["reason"] is not None:
                 writer.save(trainer.state_dict(), step * batch, snapshot=step == steps)
             if stop["reason"] is not None and step < steps:
-                logger.info(f"stopped at step {step} ({stop['reason']}); continue with --resume {run_dir}")
+                logger.info(f"stopped at step {step} ({stop['reason']}); resume the run {run_dir} to continue")
                 return TrainResult(run_dir, step, True, stop["reason"], None, None, history, time.time() - t_start)
 
     logger.info(f"training done: {steps} steps; {t_train:.0f} s in training steps this session")
     model_path = run_dir / "domain_net.pt"
     trainer.net = trainer.net.to(memory_format=torch.contiguous_format)
     train_info = {"steps": steps, "batch": batch, "images_seen": steps * batch, "classes":
-                  int(len(trainer.class_person_ids)), "data": to_jsonable(data.source), "options": to_jsonable(opts)}
+                  int(len(trainer.class_person_ids)), "data": to_jsonable(data.source), "options": to_jsonable(dataclasses.asdict(opts))}
     save_domain_net(trainer.net, model_path, {"training": train_info})
     metrics = run_evaluation(trainer.net, opts, progress)
     write_json(run_dir / "eval_test.json", to_jsonable(metrics))
@@ -638,12 +559,12 @@ def format_metrics(m: Mapping[str, Any]) -> str:
             f"{a['mean_mae_normalised']:.4f}; {extra}; FD(test half vs half) {m['frechet']['test_half_vs_half']:.4g}")
 
 
-def run_evaluation(net: DomainNet, opts: Mapping[str, Any], progress: bool | None = None) -> dict:
+def run_evaluation(net: DomainNet, opts: DomainTrainOptions, progress: bool | None = None) -> dict:
     """Load the test data named by the options and :func:`evaluate` ``net`` on it."""
-    res = int(opts["eval_res"]) or net.input_size
-    data = load_eval_data(opts, int(opts["eval_n"]), res, progress=bool(progress))
-    metrics = evaluate(net, data, int(opts["eval_pairs"]), int(opts["eval_seed"]))
-    metrics["options"] = {k: opts[k] for k in ("eval_data", "eval_n", "eval_persons", "eval_pairs", "eval_seed",
+    res = int(opts.eval_res) or net.input_size
+    data = load_eval_data(opts, int(opts.eval_n), res, progress=bool(progress))
+    metrics = evaluate(net, data, int(opts.eval_pairs), int(opts.eval_seed))
+    metrics["options"] = {k: getattr(opts, k) for k in ("eval_data", "eval_n", "eval_persons", "eval_pairs", "eval_seed",
                                                "eval_res", "data_seed")}
     return metrics
 
@@ -666,7 +587,7 @@ def evaluate_model_file(model_path: str | Path, given: Mapping[str, Any] | None 
     Args:
         model_path: a :func:`~clcae.networks.domain.save_domain_net` file or a training checkpoint
             (:func:`load_any_domain_net`).
-        given: options (names of :data:`OPTIONS`; the evaluation reads ``eval_*``, ``data_seed``, ``workers`` and
+        given: options (fields of :class:`DomainTrainOptions`; the evaluation reads ``eval_*``, ``data_seed``, ``workers`` and
             ``threads``) over the defaults.
         json_path: where to write the metrics; default beside the model, ``<stem>.eval_test_<res>px.json``.
         progress: show a progress bar while rendering or reading the test images.
@@ -674,13 +595,8 @@ def evaluate_model_file(model_path: str | Path, given: Mapping[str, Any] | None 
         ``(metrics, json_path)``: :func:`run_evaluation`'s dict plus ``'model'`` (the path as given), and where it
         was written.
     """
-    given = dict(given or {})
-    unknown = set(given) - set(OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown options {sorted(unknown)}")
-    opts = {k: v for k, (v, _) in OPTIONS.items()}
-    opts.update(given)
-    torch.set_num_threads(int(opts["threads"]))
+    opts = DomainTrainOptions.from_mapping(given or {})
+    torch.set_num_threads(int(opts.threads))
     net = load_any_domain_net(model_path)
     metrics = run_evaluation(net, opts, progress=progress)
     metrics["model"] = str(model_path)

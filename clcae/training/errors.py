@@ -5,12 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["ConfigError", "NonFiniteLossError"]
+__all__ = ["ConfigError", "OptionError", "NonFiniteLossError"]
 
 
 class ConfigError(ValueError):
     """Bad options, config files, data or run directory, found before any work; the message says which and how to
     fix it."""
+
+
+class OptionError(ConfigError):
+    """One option has a bad value. ``option`` is its library name (``'batch'``), ``problem`` what is wrong
+    (``'must be >= 2; got 1'``); the message is ``'batch must be >= 2; got 1'``. A command line names the flag
+    instead (:func:`clcae.cli.report_error` prints ``--batch must be >= 2; got 1``)."""
+
+    def __init__(self, option: str, problem: str):
+        super().__init__(f"{option} {problem}")
+        self.option, self.problem = option, problem
 
 
 class NonFiniteLossError(RuntimeError):
