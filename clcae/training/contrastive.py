@@ -6,9 +6,9 @@ learnable temperature (``E_I.logit_scale``), the negatives gathered over the glo
 (:func:`clcae.losses.contrastive.clip_loss`). Validation reports the mean loss over held-out pairs and the
 image->latent / latent->image top-1 and top-5 retrieval over the whole held-out set.
 
-Data (``--data``): a pairs folder written by ``scripts/generate_pairs.py`` (``train/`` and ``test/``), or
-``generate``: pairs rendered on the fly from ``--generator`` (training pairs from ``--seed``-derived streams,
-held-out pairs from a disjoint stream).
+Data (option ``data``): a pairs folder written by ``scripts/generate_pairs.py`` (``train/`` and ``test/``), or
+``generate``: pairs rendered on the fly from ``generator`` (training pairs from ``seed``-derived streams, held-out
+pairs from a disjoint stream).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from ..networks.contrastive import ImageEncoder, LatentEncoder
 from ..networks.init import official_init
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
 from .encoder_task import EncoderTask, to_input_geometry
-from .options import ConfigError
+from .errors import OptionError
 
 __all__ = ["ContrastiveTask", "build_pair_datasets", "stage1_checkpoint"]
 
@@ -48,24 +48,25 @@ def build_pair_datasets(opts: EncoderTrainOptions, input_size: tuple[int, int], 
         return train, val, train.avg_image(), train.avg_latent(), desc
     root = Path(opts.data)
     if not root.is_dir():
-        raise ConfigError(f"--data {root}: no such folder; pass a folder written by scripts/generate_pairs.py "
-                          "(with train/ and test/) or 'generate'")
+        raise OptionError("data", f"{root}: no such folder; pass a folder written by scripts/generate_pairs.py "
+                                  "(with train/ and test/) or 'generate'")
     tr, te = root / "train", root / "test"
     if not (tr.is_dir() and te.is_dir()):
-        raise ConfigError(f"--data {root}: expected the sub-folders train/ and test/ that scripts/generate_pairs.py "
-                          "writes")
+        raise OptionError("data", f"{root}: expected the sub-folders train/ and test/ that "
+                                  "scripts/generate_pairs.py writes")
     try:
         train = PairsDataset(tr, size=input_size)
         val = PairsDataset(te, size=input_size)
     except (ValueError, FileNotFoundError) as e:
-        raise ConfigError(f"--data {root}: {e}") from e
+        raise OptionError("data", f"{root}: {e}") from e
     avg_img = train.avg_image()
     avg_lat = train.avg_latent()
     if avg_lat.shape[-1] != G.style_dim:
-        raise ConfigError(f"--data {root}: latents have {avg_lat.shape[-1]} dims, the generator's W has {G.style_dim}")
+        raise OptionError("data", f"{root}: latents have {avg_lat.shape[-1]} dims, the generator's W has "
+                                  f"{G.style_dim}")
     if not torch.allclose(avg_lat.float(), G.latent_avg.cpu().float(), atol=1e-4):
-        raise ConfigError(f"--data {root}: its avg_latent.npy is not --generator's latent_avg; the pairs were made "
-                          "with another generator")
+        raise OptionError("data", f"{root}: its avg_latent.npy is not the generator's latent_avg; the pairs were "
+                                  "made with another generator")
     if len(val) > opts.val_n:
         val = torch.utils.data.Subset(val, range(opts.val_n))
     return train, val, avg_img, avg_lat, f"pairs {root}: {len(train)} training, {len(val)} held-out"
