@@ -330,3 +330,74 @@ def test_torchrun_two_processes_match_one_process(generator_file, tmp_path, stag
         for k, v in sb[name].items():
             if v.is_floating_point():
                 torch.testing.assert_close(sa[name][k], v, rtol=1e-3, atol=atol, msg=f"{name}.{k}")
+
+
+# ---------------------------------------------------------------------------------------------------- --adv-lambda
+def _discriminator_state(tmp_path, size=32) -> tuple[Path, "torch.nn.Module"]:
+    """A train_generator.py-style training state holding only what load_training_discriminator reads."""
+    from clcae.networks.stylegan2 import Discriminator
+    from clcae.training.gan import FORMAT_KEY, TRAIN_FORMAT, TRAIN_FORMAT_VERSION
+
+    torch.manual_seed(3)
+    D = Discriminator(size, channel_base=256, channel_max=16)
+    path = tmp_path / "latest.pt"
+    torch.save({FORMAT_KEY: TRAIN_FORMAT, "train_format_version": TRAIN_FORMAT_VERSION, "d": D.state_dict(),
+                "d_kwargs": D.config, "args": {"d_arch": "stylegan2"}}, path)
+    return path, D
+
+
+def test_image_adversarial_term_judges_the_result_and_trains_its_discriminator(generator_file, tmp_path):
+    from clcae.losses.gan import g_nonsaturating_loss
+
+    d_file, D0 = _discriminator_state(tmp_path)
+    opts, _, _ = resolve_encoder_options(_opts(generator_file, method="clcae", data="synthfaces", batch=2,
+                                               contrastive_lambda=0.0, stage2_init="none", train_noise="const",
+                                               flip=False, adv_lambda=0.5, adv_d=str(d_file), d_reg_every=2))
+    opts.validate()
+    torch.manual_seed(0)
+    task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
+    D = task.trainable["image_discriminator"]
+    assert all(torch.equal(v, D0.state_dict()[k]) for k, v in D.state_dict().items())  # started from the file
+    batch = torch.stack([task.train_dataset[i] for i in range(2)])
+    task.inverter.encoder.train()
+    out = task._forward(batch, 0, "const", train=True)
+    terms = task._losses(batch, out, 0)
+    want = g_nonsaturating_loss(D(out["image_wplus_f"]))      # the W+F image, CLCAE's result
+    assert torch.allclose(terms["adv"], want)
+    without = {k: v for k, v in terms.items() if k not in ("adv", "loss")}
+    rest = sum(float(v.detach()) * _weight(opts, k) for k, v in without.items())
+    assert float(terms["loss"]) == pytest.approx(rest + 0.5 * float(want), rel=1e-5)
+    logs = [task.train_step(batch, step) for step in range(3)]
+    assert "adv_r1" in logs[0] and "adv_r1" not in logs[1] and "adv_r1" in logs[2]   # lazy R1, every 2 D steps
+    assert all("adv_d" in lg and "adv" in lg for lg in logs)
+    assert any(not torch.equal(v, D0.state_dict()[k]) for k, v in D.state_dict().items())  # D trained
+    assert task.image_d_steps == 3 and task.extra_state()["image_d_steps"] == 3
+    assert "adv" not in task.validate(iter([batch]))   # the validation loss (best checkpoint) leaves it out
+
+
+def _weight(opts, term: str) -> float:
+    """The weight of a logged loss term in the tiny CLCAE run above (no perceptual, identity or alignment term)."""
+    return {"feature_matching": opts.feature_matching_lambda}.get(term, opts.l2_lambda if term.startswith("l2_")
+                                                                  else 0.0)
+
+
+def test_adversarial_run_resumes_bit_identically_and_refuses_a_wrong_discriminator(generator_file, tmp_path):
+    d_file, _ = _discriminator_state(tmp_path)
+    common = _opts(generator_file, method="psp", data="synthfaces", batch=2, val_interval=2, save_interval=2,
+                   adv_lambda=0.1, adv_d=str(d_file), d_reg_every=2)
+    _train(**common, steps=4, out=str(tmp_path / "straight"))
+    _train(**common, steps=2, out=str(tmp_path / "split"))
+    run_encoder_training({"steps": 4}, resume=tmp_path / "split", tensorboard=False, progress=False)
+    a = load_file(tmp_path / "straight" / "checkpoints" / "latest.pt")
+    b = load_file(tmp_path / "split" / "checkpoints" / "latest.pt")
+    assert set(a["task"]["modules"]) == {"encoder", "image_discriminator"}
+    for name in a["task"]["modules"]:
+        for k, v in a["task"]["modules"][name].items():
+            assert torch.equal(v, b["task"]["modules"][name][k]), (name, k)
+    assert a["task"]["extra"]["image_d_steps"] == b["task"]["extra"]["image_d_steps"] == 4
+    (tmp_path / "w64").mkdir()
+    wrong, _ = _discriminator_state(tmp_path / "w64", size=64)
+    with pytest.raises(ConfigError, match="--adv-d .*64 px"):
+        _train(**dict(common, adv_d=str(wrong)), steps=1, out=str(tmp_path / "bad"))
+    with pytest.raises(ConfigError, match="--adv-d: .*not a train_generator.py training state"):
+        _train(**dict(common, adv_d=str(generator_file)), steps=1, out=str(tmp_path / "bad2"))

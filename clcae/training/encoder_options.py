@@ -21,7 +21,8 @@ STAGES = ("align", "invert")
 #: The options that name files or folders, each with the words it takes that are not paths: in a config file they
 #: are resolved against the shipped models' folder or the config's own folder (:func:`.options.load_config`).
 PATH_OPTIONS = {"generator": (), "data": ("synthfaces", "generate"), "val_data": (), "contrastive_image": (),
-                "contrastive_latent": (), "lpips_weights": (), "arcface_weights": (), "domain_net": ()}
+                "contrastive_latent": (), "lpips_weights": (), "arcface_weights": (), "domain_net": (),
+                "adv_d": ()}
 
 
 @dataclass
@@ -112,7 +113,18 @@ class EncoderTrainOptions:
     w_discriminator_lambda: float = option(0.1, "e4e: latent-discriminator adversarial weight (0: off)")
     w_discriminator_lr: float = option(2e-5, "e4e: latent-discriminator learning rate")
     r1: float = option(10.0, "e4e: R1 weight on real w codes")
-    d_reg_every: int = option(16, "e4e: R1 every N discriminator steps")
+    d_reg_every: int = option(16, "R1 every N discriminator steps (e4e's latent discriminator and the image "
+                                  "discriminator of --adv-lambda)")
+    adv_lambda: float = option(0.0, "image adversarial weight: the non-saturating loss of an image discriminator, "
+                                    "trained along with the encoder (as HFGI), on the method's result (W+F for "
+                                    "CLCAE, W+ for pSp and e4e); 0: off")
+    adv_d: str = option("", "image discriminator start: a train_generator.py training state whose discriminator "
+                            "is loaded (e.g. pretrained/training/synthfaces64_generator_latest.pt, the one the "
+                            "shipped generator was trained against); empty: a new StyleGAN2 discriminator of the "
+                            "generator's size and widths", resume=True)
+    adv_d_lr: float = option(0.002, "image discriminator learning rate (Adam, betas 0 and 0.99)")
+    adv_r1: float = option(0.1, "image discriminator R1 weight gamma on the input images (lazy, every "
+                                "--d-reg-every discriminator steps)")
     train_noise: str = option("random", "generator noise in training: random (the official code) | const")
     # optimisation
     optimizer: str = option("ranger", "ranger (the official code) | adam | adamw")
@@ -188,7 +200,8 @@ class EncoderTrainOptions:
             need(getattr(self, name) in allowed,
                  f"{flag(name)} must be one of {', '.join(map(str, allowed))}; got {getattr(self, name)!r}")
         for name in ("l2_lambda", "lpips_lambda", "id_lambda", "feature_matching_lambda", "contrastive_lambda",
-                     "w_norm_lambda", "delta_lambda", "w_discriminator_lambda", "r1", "grad_clip"):
+                     "w_norm_lambda", "delta_lambda", "w_discriminator_lambda", "r1", "grad_clip", "adv_lambda",
+                     "adv_d_lr", "adv_r1"):
             need(getattr(self, name) >= 0 and math.isfinite(getattr(self, name)), f"{flag(name)} must be >= 0")
         need(self.lpips_scales in (1, 3), f"--lpips-scales must be 1 or 3; got {self.lpips_scales}")
         need(self.identity != "arcface" or bool(self.arcface_weights) or self.id_lambda == 0,
@@ -257,6 +270,7 @@ OPTION_GROUPS = {
                "arcface_weights", "domain_net", "feature_matching_lambda", "contrastive_lambda", "align_image",
                "query_grad", "feature_ramp", "ramp_steps", "w_norm_lambda", "delta_lambda", "progressive_start",
                "progressive_every", "w_discriminator_lambda", "w_discriminator_lr", "r1", "d_reg_every",
+               "adv_lambda", "adv_d", "adv_d_lr", "adv_r1",
                "train_noise"),
     "optimisation": ("optimizer", "lr", "batch", "steps", "lr_plateau", "grad_clip"),
     "run": ("out", "seed", "val_interval", "save_interval", "snapshot_interval", "log_interval", "image_interval",

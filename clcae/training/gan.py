@@ -62,7 +62,7 @@ from .state import (CHECKPOINT_DIR, CheckpointWriter, capture_rng_state, cpu_cop
 
 __all__ = [
     "GANTrainOptions", "ConfigError", "NonFiniteLossError", "TrainerCallback", "TrainResult", "StyleGAN2Trainer",
-    "run_training", "resolve_options", "build_dataset", "build_discriminator", "load_generator_config", "verify_image_folder", "unreadable_report", "UNREADABLE_LOG",
+    "run_training", "resolve_options", "build_dataset", "build_discriminator", "load_training_discriminator", "load_generator_config", "verify_image_folder", "unreadable_report", "UNREADABLE_LOG",
     "ema_beta", "update_ema", "RESUME_MAY_CHANGE",
     "TRAIN_FORMAT", "TRAIN_FORMAT_VERSION", "FORMAT_KEY", "OPTION_GROUPS", "OPTION_CHOICES",
 ]
@@ -179,6 +179,29 @@ def build_discriminator(opts: GANTrainOptions) -> nn.Module:
     D = ProjectedDiscriminator(opts.size, net.config, mixing=opts.proj_mixing, width=opts.proj_width,
                                seed=derive_seed(opts.seed, 5))
     return D.load_feature_weights(net)
+
+
+def load_training_discriminator(path: str | os.PathLike, device: torch.device | str = "cpu") -> Discriminator:
+    """The StyleGAN2 discriminator of a ``train_generator.py`` training state (``latest.pt``, a snapshot, or
+    ``pretrained/training/*.pt``), loaded strictly (``weights_only``); e.g. to start an image discriminator for
+    encoder training from the one the generator was trained against. A projected discriminator is refused (its
+    trained heads alone do not make an image discriminator)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file (expected a train_generator.py training state)") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file: say which and why
+        raise CheckpointError(f"{path}: not a readable training state ({type(e).__name__}: {e})") from e
+    if not isinstance(state, Mapping) or state.get(FORMAT_KEY) != TRAIN_FORMAT:
+        raise CheckpointError(f"{path}: not a train_generator.py training state (no {FORMAT_KEY} "
+                              f"'{TRAIN_FORMAT}'); pass its latest.pt or a snapshot")
+    arch = dict(state.get("args") or {}).get("d_arch", "stylegan2")
+    if arch != "stylegan2" or "d_kwargs" not in state:
+        raise CheckpointError(f"{path}: its discriminator is '{arch}', not a StyleGAN2 image discriminator")
+    D = Discriminator(**dict(state["d_kwargs"]))
+    load_state_dict_strict(D, state["d"], str(path), "discriminator (d)")
+    return D.to(device)
 
 
 # ---------------------------------------------------------------------------------------------------- EMA

@@ -174,6 +174,9 @@ def load_stage1_trunk(encoder: nn.Module, image_encoder: nn.Module, source: str)
 class InversionTask(EncoderTask):
     """CLCAE stage 2, pSp or e4e training (see the module docstring)."""
 
+    #: The ``image_*`` render that is the method's result (what ``--adv-lambda`` judges).
+    result_image = "image_wplus"
+
     def __init__(self, opts: EncoderTrainOptions, device: torch.device, rank: int, world_size: int, log):
         super().__init__(opts, device, rank, world_size, log)
         self.input_size = parse_size(opts.input_size)
@@ -198,6 +201,7 @@ class InversionTask(EncoderTask):
                 self.optimizers["encoder"], mode="min", patience=opts.lr_plateau, factor=0.1)
         self._build_losses()
         self._build_method_parts()
+        self._build_image_discriminator()
         self.noise_mode = opts.train_noise
 
     # --- what the methods differ in (CLCAETask, PSPTask, E4ETask override these)
@@ -248,6 +252,79 @@ class InversionTask(EncoderTask):
 
     def _prepare_export(self, step: int) -> None:
         """Put the inverter in the state it is exported in (e4e: the progressive stage reached)."""
+
+    # --- the image discriminator (--adv-lambda), shared by every method
+    def _build_image_discriminator(self) -> None:
+        opts = self.opts
+        self.image_d_steps = 0
+        if opts.adv_lambda <= 0:
+            return
+        from ..networks.stylegan2 import Discriminator
+        from .gan import load_training_discriminator
+
+        size = self.G.size
+        if opts.adv_d:
+            try:
+                D = load_training_discriminator(opts.adv_d, self.device)
+            except CheckpointError as e:
+                raise ConfigError(f"--adv-d: {e}") from e
+            if D.size != size:
+                raise ConfigError(f"--adv-d {opts.adv_d}: its discriminator judges {D.size} px images, the "
+                                  f"generator renders {size} px")
+            self.log(f"image discriminator loaded from {opts.adv_d}")
+        else:
+            cfg = self.G.config
+            D = Discriminator(size, channel_base=cfg.get("channel_base"), channel_max=cfg.get("channel_max", 512),
+                              blur_kernel=cfg.get("blur_kernel", (1, 3, 3, 1))).to(self.device)
+        self.trainable["image_discriminator"] = D
+        self.optimizers["image_discriminator"] = torch.optim.Adam(D.parameters(), lr=opts.adv_d_lr, betas=(0.0, 0.99))
+
+    def _d_view(self, images: torch.Tensor) -> torch.Tensor:
+        """Images as the image discriminator sees them: at the generator's resolution."""
+        size = self.G.size
+        if tuple(images.shape[-2:]) != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        return images
+
+    def _adversarial_term(self, out: Mapping[str, torch.Tensor], terms: dict[str, torch.Tensor],
+                          total: torch.Tensor) -> torch.Tensor:
+        D = self.trainable.get("image_discriminator")
+        if D is None or not self.inverter.encoder.training:
+            # validation (encoder in eval mode) leaves the term out: the discriminator changes as it trains, and
+            # the validation loss picks the best checkpoint
+            return total
+        from ..losses.gan import g_nonsaturating_loss
+
+        D.requires_grad_(False)
+        try:
+            adv = g_nonsaturating_loss(D(self._d_view(out[self.result_image].float())))
+        finally:
+            D.requires_grad_(True)
+        terms["adv"] = adv
+        return total + self.opts.adv_lambda * adv
+
+    def _image_d_step(self, x: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step of the image discriminator: the inputs are real, the method's (detached) results fake; lazy R1
+        on the inputs every ``--d-reg-every`` steps."""
+        from ..losses.gan import d_logistic_loss, r1_penalty
+
+        opts = self.opts
+        D = self.trainable["image_discriminator"]
+        opt = self.optimizers["image_discriminator"]
+        real = self._d_view(x.detach().float())
+        loss = d_logistic_loss(D(real), D(self._d_view(fake.detach().float())))
+        logs = {"adv_d": loss.detach()}
+        if opts.adv_r1 > 0 and self.image_d_steps % opts.d_reg_every == 0:
+            real_r = real.detach().requires_grad_(True)
+            r1 = r1_penalty(D(real_r), real_r)
+            loss = loss + r1 * (opts.adv_r1 / 2 * opts.d_reg_every)
+            logs["adv_r1"] = r1.detach()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        du.all_reduce_grads(list(D.parameters()))
+        opt.step()
+        self.image_d_steps += 1
+        return logs
 
     # --- construction
     def _trunk_kwargs(self, G) -> dict:
@@ -318,6 +395,8 @@ class InversionTask(EncoderTask):
         if self.identity is not None:
             losses.append(f"{getattr(self.identity, 'name', self.opts.identity)} {self.opts.id_lambda}")
         losses += self._describe_losses()
+        if self.opts.adv_lambda > 0:
+            losses.append(f"image adversarial {self.opts.adv_lambda} on {self.result_image[len('image_'):]}")
         return "; ".join(parts) + "; losses: " + ", ".join(losses)
 
     # --- forward
@@ -356,6 +435,7 @@ class InversionTask(EncoderTask):
             terms["w_norm"] = wn
             total = total + opts.w_norm_lambda * wn
         total = self._regulariser_terms(out, step, terms, total)
+        total = self._adversarial_term(out, terms, total)
         terms["loss"] = total
         return terms
 
@@ -378,6 +458,8 @@ class InversionTask(EncoderTask):
             torch.nn.utils.clip_grad_norm_(enc.parameters(), self.opts.grad_clip)
         opt.step()
         self.sync_buffers()
+        if "image_discriminator" in self.trainable:
+            logs.update(self._image_d_step(x, out[self.result_image]))
         if "feature_scale" in out:
             logs["feature_scale"] = out["feature_scale"]
         logs.update({k: v.detach() for k, v in terms.items()})
@@ -437,16 +519,21 @@ class InversionTask(EncoderTask):
         return [path]
 
     def extra_state(self) -> dict:
-        return {"d_steps": getattr(self, "d_steps", 0)}
+        return {"d_steps": getattr(self, "d_steps", 0), "image_d_steps": self.image_d_steps}
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.d_steps = int(state.get("d_steps", 0))
+        self.image_d_steps = int(state.get("image_d_steps", 0))
 
 
 # ---------------------------------------------------------------------------------------------------- methods
 class CLCAETask(InversionTask):
     """CLCAE stage 2: w, W+ and the F-space feature from one encoder, three generator passes, feature matching and
     the alignment through the frozen stage-1 encoders."""
+
+    @property
+    def result_image(self) -> str:
+        return "image_wplus_f" if self.opts.feature_branch else "image_wplus"
 
     def _build_inverter(self, G) -> nn.Module:
         opts = self.opts
