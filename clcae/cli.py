@@ -13,7 +13,8 @@ status       meaning
 
 - :func:`positive_int`, :func:`non_negative_int`: argparse ``type=`` functions with a clear message;
   :func:`arg_type` makes one of a library parser that raises ValueError;
-- :func:`report_error`: print ``error: MESSAGE`` to stderr and return a status;
+- :func:`report_error`: print ``error: MESSAGE`` to stderr and return a status; an error about an option
+  (:mod:`clcae.errors`) is told with its flag (:func:`command_line_message`);
 - :func:`exit_statuses`: a decorator that turns a ``main``'s exceptions into those statuses and messages;
 - :func:`stop_exit_status`: the status of a training run that stopped early (on a signal);
 - :func:`summary_exit_status`: the status of a per-image run from its summary (``invert.py``, ``edit.py``).
@@ -30,8 +31,8 @@ import sys
 from typing import Any, Callable, Mapping, TypeVar
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "ABORTED_WITHOUT_SAVING",
-           "arg_type", "positive_int", "non_negative_int", "report_error", "exit_statuses", "stop_exit_status",
-           "summary_exit_status"]
+           "arg_type", "positive_int", "non_negative_int", "report_error", "flag", "command_line_message",
+           "exit_statuses", "stop_exit_status", "summary_exit_status"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -82,13 +83,25 @@ def non_negative_int(text: str) -> int:
 # ---------------------------------------------------------------------------------------------------- exit statuses
 def report_error(error: object, status: int = EXIT_USAGE) -> int:
     """Print ``error: ERROR`` to stderr and return ``status`` (default :data:`EXIT_USAGE`), as in
-    ``return report_error(e)``. An error about one option (``option`` and ``problem`` attributes, as
-    :class:`~clcae.training.errors.OptionError`) is told with the option's flag: ``--batch must be >= 2``."""
-    option, problem = getattr(error, "option", None), getattr(error, "problem", None)
-    if isinstance(option, str) and isinstance(problem, str):
-        error = f"--{option.replace('_', '-')} {problem}"
-    print(f"error: {error}", file=sys.stderr)
+    ``return report_error(e)``. An error about an option (:class:`clcae.errors.AboutOption`, e.g.
+    :class:`~clcae.training.errors.OptionError`) is told with the flags (:func:`command_line_message`):
+    ``--batch must be >= 2``."""
+    print(f"error: {command_line_message(error)}", file=sys.stderr)
     return status
+
+
+def flag(name: str) -> str:
+    """The command-line flag of option ``name`` (``lpips_weights`` -> ``--lpips-weights``)."""
+    return "--" + name.replace("_", "-")
+
+
+def command_line_message(error: object) -> str:
+    """The message of ``error`` as a script tells it: an error about an option (:class:`clcae.errors.AboutOption`)
+    names its flag and the flags of the options it mentions (``batch must be >= 2`` -> ``--batch must be >= 2``);
+    anything else is ``str(error)``."""
+    from .errors import AboutOption
+
+    return error.told_with(flag) if isinstance(error, AboutOption) else str(error)
 
 
 def exit_statuses(usage: tuple[type[BaseException], ...] = (), failure: tuple[type[BaseException], ...] = (),
@@ -116,7 +129,7 @@ def exit_statuses(usage: tuple[type[BaseException], ...] = (), failure: tuple[ty
             except failure as e:
                 return report_error(e, EXIT_FAILED)
             except DistributedError as e:
-                print(f"error (rank {os.environ.get('RANK', '0')}): {e}", file=sys.stderr)
+                print(f"error (rank {os.environ.get('RANK', '0')}): {command_line_message(e)}", file=sys.stderr)
                 return EXIT_FAILED
             except KeyboardInterrupt:
                 if interrupted is None:

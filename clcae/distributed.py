@@ -24,6 +24,8 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.distributed as dist
 
+from .errors import AboutOption
+
 __all__ = [
     "DistributedError", "DistInfo", "init_distributed", "cleanup", "is_initialized", "get_rank", "get_world_size",
     "get_local_rank", "is_main_process", "barrier", "all_reduce_sum", "all_reduce_mean", "all_reduce_max",
@@ -33,7 +35,7 @@ __all__ = [
 DEFAULT_TIMEOUT_S = 600.0
 
 
-class DistributedError(RuntimeError):
+class DistributedError(AboutOption, RuntimeError):
     """A collective failed or timed out (usually because another process died); the message says which."""
 
 

@@ -22,13 +22,14 @@ from typing import Any
 import torch
 
 from .data.images import display_path, list_images
+from .errors import AboutOption
 from .fileio import atomic_write
 
 __all__ = ["JobError", "InputItem", "resolve_device", "parse_size", "list_inputs", "check_run_settings", "listed_lines",
            "write_json"]
 
 
-class JobError(Exception):
+class JobError(AboutOption, Exception):
     """A problem with the settings or the files they name that stops a job before it starts (bad checkpoint,
     missing folder, no images, conflicting output folder); the message names the file or value."""
 

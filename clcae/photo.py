@@ -38,6 +38,7 @@ from .align.records import save_alignment
 from .checkpoints import CheckpointError
 from .data.images import ImageReadError, display_path, load_image, save_image
 from .editing.specs import EditOptions, EditSpec, edit_function, render_edit, strength_label, unique_labels
+from .errors import AboutOption
 from .fileio import atomic_write
 from .inversion.latents import write_latents
 from .networks.encoders import DEFAULT_IDX_K
@@ -49,7 +50,7 @@ __all__ = ["ALIGNED_DIR", "PASTED_DIR", "PASTE_ORDER", "align_inputs", "best_kin
 PASTE_ORDER = ("wplus_f", "wplus", "w")
 
 
-class PipelineError(Exception):
+class PipelineError(AboutOption, Exception):
     """A problem with the photo or the settings that stops :func:`process_photo` (the message names the file)."""
 
 

@@ -88,3 +88,25 @@ def test_cli_types_and_exit_statuses(capsys):
     assert cli.stop_exit_status("SIGTERM") == 143 and cli.stop_exit_status(None) == 0
     assert cli.summary_exit_status({"interrupted": False, "failed": 2, "done": 0, "skipped": 0}) == 1
     assert cli.summary_exit_status({"interrupted": False, "failed": 2, "done": 1, "skipped": 0}) == 0
+
+
+def test_errors_about_an_option_are_told_with_flags_on_the_command_line(capsys):
+    """The library names its options; clcae.cli names the flags, of the option and of the options it mentions,
+    whatever the error's type (callers keep catching their own types)."""
+    from clcae.errors import AboutOption
+    from clcae.jobs import JobError
+    from clcae.training.errors import OptionError
+
+    e = OptionError("batch", "must be >= 2 with stage align; got 1", mentions=("stage",))
+    assert str(e) == "batch must be >= 2 with stage align; got 1" and isinstance(e, ConfigError)
+    assert cli.command_line_message(e) == "--batch must be >= 2 with --stage align; got 1"
+    e = JobError.about("lpips_weights", ": /data/stage/lpips_weights.pth: no such file; or pass perceptual none",
+                       mentions=("perceptual", "stage", "lpips_weights"))
+    assert isinstance(e, JobError) and isinstance(e, AboutOption) and e.option == "lpips_weights"
+    assert str(e) == "lpips_weights: /data/stage/lpips_weights.pth: no such file; or pass perceptual none"
+    # names inside paths and file names stay as they are
+    assert cli.command_line_message(e) == ("--lpips-weights: /data/stage/lpips_weights.pth: no such file; or pass "
+                                           "--perceptual none")
+    assert cli.command_line_message(JobError("plain words")) == "plain words"
+    assert cli.report_error(e) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == f"error: {cli.command_line_message(e)}\n"

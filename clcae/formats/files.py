@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from ..errors import AboutOption
 from ..fileio import atomic_write
 
 __all__ = ["CheckpointError", "FORMAT_VERSION", "OUR_PREFIX", "fmt_keys", "atomic_save", "load_state_dict_strict",
@@ -22,7 +23,7 @@ FORMAT_VERSION = 1
 OUR_PREFIX = "clcae."
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(AboutOption, RuntimeError):
     """A checkpoint could not be read or does not match the network; the message names the file and the keys."""
 
 

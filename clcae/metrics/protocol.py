@@ -7,12 +7,13 @@ from typing import Sequence
 
 import torch
 
+from ..errors import AboutOption
 from ..networks.inverters import official_output
 
 __all__ = ["EvaluationError", "Protocol", "PROTOCOLS"]
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(AboutOption, RuntimeError):
     """A problem with the evaluation's inputs (methods, data, weights files); the message names it."""
 
 

@@ -3,24 +3,32 @@ failure, so the scripts and callers catch one name whichever trainer they run.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
+
+from ..errors import AboutOption, option_message
 
 __all__ = ["ConfigError", "OptionError", "NonFiniteLossError"]
 
 
-class ConfigError(ValueError):
+class ConfigError(AboutOption, ValueError):
     """Bad options, config files, data or run directory, found before any work; the message says which and how to
-    fix it."""
+    fix it. One about a single option is built with ``ConfigError.about(option, problem)`` (or is an
+    :class:`OptionError`), so that a command line can name the flag (:mod:`clcae.errors`)."""
 
 
 class OptionError(ConfigError):
     """One option has a bad value. ``option`` is its library name (``'batch'``), ``problem`` what is wrong
-    (``'must be >= 2; got 1'``); the message is ``'batch must be >= 2; got 1'``. A command line names the flag
-    instead (:func:`clcae.cli.report_error` prints ``--batch must be >= 2; got 1``)."""
+    (``'must be >= 2; got 1'``); the message is ``'batch must be >= 2; got 1'``. ``mentions``: other option names
+    the problem speaks of. A command line names the flags instead (:func:`clcae.cli.report_error` prints
+    ``--batch must be >= 2; got 1``)."""
 
-    def __init__(self, option: str, problem: str):
-        super().__init__(f"{option} {problem}")
-        self.option, self.problem = option, problem
+    def __init__(self, option: str, problem: str, mentions: Iterable[str] = ()):
+        super().__init__(option_message(option, problem))
+        self.option, self.problem, self.mentions = option, problem, tuple(mentions)
+
+    @classmethod
+    def about(cls, option: str, problem: str, mentions: Iterable[str] = ()) -> "OptionError":
+        return cls(option, problem, mentions)
 
 
 class NonFiniteLossError(RuntimeError):

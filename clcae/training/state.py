@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
+from ..errors import AboutOption
 from ..fileio import atomic_write
 from ..formats.files import CheckpointError, atomic_save
 from ..formats.read import load_file
@@ -38,7 +39,7 @@ CHECKPOINT_DIR = "checkpoints"
 LATEST_NAME = "latest.pt"
 
 
-class RunDirError(ValueError):
+class RunDirError(AboutOption, ValueError):
     """A run directory cannot be used (exists and is not empty, or is a file); the message says what to do."""
 
 
