@@ -10,6 +10,7 @@ import pytest
 
 from clcae import cli
 from clcae.training import runs
+from clcae.training.errors import ConfigError
 from clcae.training.state import RunDirError
 
 
@@ -18,16 +19,25 @@ def test_merge_resume_options_lists_every_forbidden_change():
     merged = runs.merge_resume_options(saved, {"out": "b"}, known={"lr", "batch", "out"}, may_change={"out"},
                                        source="ck.pt")
     assert merged == {"lr": 0.002, "batch": 8, "out": "b"}  # 'gone' (no longer an option) dropped
-    with pytest.raises(KeyError) as e:
+    with pytest.raises(KeyError) as e:  # any exception class: a plain message
         runs.merge_resume_options(saved, {"lr": 0.001, "batch": 4}, known={"lr", "batch"}, may_change=(),
                                   source="ck.pt", error=KeyError)
     msg = str(e.value)
-    assert "--lr: checkpoint has 0.002, you passed 0.001" in msg and "--batch" in msg and "ck.pt" in msg
+    assert "lr: checkpoint has 0.002, you passed 0.001" in msg and "batch" in msg and "ck.pt" in msg
+    assert "--" not in msg  # the library names options, not flags
+    with pytest.raises(ConfigError) as e:  # an error about an option: the command line names the flags
+        runs.merge_resume_options(saved, {"lr": 0.001, "batch": 4}, known={"lr", "batch"}, may_change=(),
+                                  source="ck.pt")
+    assert e.value.option == "resume" and "--" not in str(e.value)
+    msg = cli.command_line_message(e.value)
+    assert msg.startswith("--resume ck.pt: ") and "--lr: checkpoint has 0.002, you passed 0.001" in msg
+    assert "--batch: checkpoint has 8" in msg and msg.endswith("start a new run with --out NEW_DIR")
 
 
 def test_resolve_run_dir_new_resume_and_fork(tmp_path):
-    with pytest.raises(RunDirError, match="--out is required"):
+    with pytest.raises(RunDirError, match="^out is required") as e:
         runs.resolve_run_dir("", None)
+    assert cli.command_line_message(e.value).startswith("--out is required")
     assert runs.resolve_run_dir(tmp_path / "new", None) == (tmp_path / "new", False)
     run = tmp_path / "run"
     ck = runs.make_run_dir(run, in_place=False)
@@ -38,6 +48,10 @@ def test_resolve_run_dir_new_resume_and_fork(tmp_path):
     assert runs.resolve_run_dir(tmp_path / "fork", ck / "latest.pt") == (tmp_path / "fork", False)
     with pytest.raises(ValueError, match="not empty|exists"):
         runs.resolve_run_dir(run, None, error=ValueError)  # an existing non-empty directory is never reused
+    with pytest.raises(ConfigError) as e:
+        runs.resolve_run_dir(run, None, error=ConfigError)  # the same error, in the caller's type
+    assert e.value.option == "out" and "choose a new --out, or continue that run with --resume" in \
+        cli.command_line_message(e.value)
     loose = tmp_path / "loose.pt"
     loose.write_bytes(b"x")
     with pytest.raises(RunDirError, match="not inside a run directory"):

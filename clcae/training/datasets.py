@@ -10,21 +10,22 @@ from .errors import ConfigError
 __all__ = ["verify_image_folder", "image_folders", "unreadable_report", "UNREADABLE_LOG"]
 
 
-def verify_image_folder(ds, what: str, error: type[Exception] = ConfigError) -> str:
+def verify_image_folder(ds, option: str, folder: str | Path) -> str:
     """Check the headers of every file of an image-folder dataset up front (dropping the unreadable ones) and return
     a one-line count, e.g. ``'10 readable image(s), 2 unreadable file(s) skipped'``.
 
     Args:
         ds: a :class:`~clcae.data.images.ImageFolderDataset` (renumbered in place by its ``verify``).
-        what: the option and folder for messages, e.g. ``'--data photos'``.
-        error: the exception class to raise (each training script's usage error).
+        option, folder: the option that named the folder and the folder, for messages (``'data'``, ``'photos'``).
     Raises:
-        error: no file of the folder is a readable image (the message lists the files and reasons).
+        ConfigError: no file of the folder is a readable image (about ``option``; the message lists the files and
+            reasons).
     """
     try:
         ds.verify(progress=False)
     except ValueError as e:
-        raise error(f"{what}: no readable image (every file is unreadable)\n{ds.summary()}") from e
+        raise ConfigError.about(option, f"{folder}: no readable image (every file is unreadable)\n"
+                                        f"{ds.summary()}") from e
     return f"{len(ds)} readable image(s), {len(ds.bad_files)} unreadable file(s) skipped"
 
 

@@ -93,7 +93,8 @@ def resolve_encoder_options(given: Mapping[str, Any], config: str | None = None,
         raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
     if resume is not None:
         if config:
-            raise ConfigError("--config and --resume together: a resumed run takes its options from the checkpoint")
+            raise ConfigError.about("config", "and resume together: a resumed run takes its options from the "
+                                              "checkpoint", ("resume",))
         path = resolve_resume_path(resume)
         state = load_training_checkpoint(path, FORMAT_KEY, TRAIN_FORMAT, TRAIN_FORMAT_VERSION)
         merged = merge_resume_options(state.get("args") or {}, given, names, RESUME_MAY_CHANGE, path, ConfigError)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from ..jobs import parse_size as _parse_size
 from ..networks.layers import IMPLS
-from .options import ConfigError, flag, option, resume_may_change
+from .errors import OptionError
+from .options import option, resume_may_change
 
 __all__ = ["EncoderTrainOptions", "OPTION_GROUPS", "OPTION_CHOICES", "RESUME_MAY_CHANGE", "PATH_OPTIONS",
            "parse_size", "parse_widths", "METHODS", "STAGES"]
@@ -83,8 +84,8 @@ class EncoderTrainOptions:
                                          resume=True)
     # losses
     l2_lambda: float = option(1.0, "L2 weight (on every output image)")
-    perceptual: str = option("lpips", "perceptual loss: lpips (AlexNet backbone weights from the torch hub cache or "
-                                      "--lpips-weights) | domain (SynthFaces domain-network features) | none")
+    perceptual: str = option("lpips", "perceptual loss: lpips (AlexNet backbone weights from the torch hub cache "
+                                      "or --lpips-weights) | domain (SynthFaces domain-network features) | none")
     lpips_lambda: float = option(0.8, "perceptual weight (the official README uses 0.2 for CLCAE FFHQ)")
     lpips_scales: int = option(1, "LPIPS scales: 1 (what the official code computes) | 3 (256+128+64, its intent)")
     lpips_weights: str = option("", "torchvision AlexNet weights file for LPIPS (default: the torch hub cache)",
@@ -163,88 +164,84 @@ class EncoderTrainOptions:
                 default[1] if self.middle_ind < 0 else self.middle_ind)
 
     def validate(self, world_size: int = 1) -> None:
-        """Raise :class:`ConfigError` for a bad value or combination (the message names the flag and a fix)."""
-        def need(ok: bool, msg: str) -> None:
+        """Raise :class:`OptionError` for a bad value or combination (the message names the option and a fix; a
+        command line names the flags)."""
+        def need(ok: bool, name: str, problem: str, mentions: tuple[str, ...] = ()) -> None:
             if not ok:
-                raise ConfigError(msg)
+                raise OptionError(name, problem, mentions)
 
-        need(self.method in METHODS, f"--method must be one of {', '.join(METHODS)}; got {self.method!r}")
-        need(self.stage in STAGES, f"--stage must be align or invert; got {self.stage!r}")
-        need(not (self.stage == "align" and self.method != "clcae"),
-             f"--stage align is CLCAE's stage 1; --method {self.method} has only --stage invert")
-        need(bool(self.generator), "--generator is required: the pretrained StyleGAN2 the encoder inverts into")
-        need(bool(self.data), "--data is required (see --help)")
-        try:
-            h, w = parse_size(self.input_size)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        need(h % 16 == 0 and w % 16 == 0 and h >= 32 and w >= 32,
-             f"--input-size must be multiples of 16, at least 32 (e.g. 256, 192x256, 64); got {self.input_size!r}")
-        try:
-            parse_widths(self.widths)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        need(self.num_layers in (18, 34, 50, 100, 152), f"--num-layers must be 18, 34, 50, 100 or 152; got "
-                                                        f"{self.num_layers}")
-        need(self.batch >= 1 and self.batch % world_size == 0,
-             f"--batch {self.batch} is the global batch and must be a positive multiple of the number of processes "
+        need(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}; got {self.method!r}")
+        need(self.stage in STAGES, "stage", f"must be align or invert; got {self.stage!r}")
+        need(not (self.stage == "align" and self.method != "clcae"), "stage",
+             f"align is CLCAE's stage 1; method {self.method} has only the invert stage", ("method",))
+        need(bool(self.generator), "generator", "is required: the pretrained StyleGAN2 the encoder inverts into")
+        need(bool(self.data), "data", "is required: 'synthfaces' or a folder of images")
+        h, w = parse_size(self.input_size)
+        need(h % 16 == 0 and w % 16 == 0 and h >= 32 and w >= 32, "input_size",
+             f"must be multiples of 16, at least 32 (e.g. 256, 192x256, 64); got {self.input_size!r}")
+        parse_widths(self.widths)
+        need(self.num_layers in (18, 34, 50, 100, 152), "num_layers",
+             f"must be 18, 34, 50, 100 or 152; got {self.num_layers}")
+        need(self.batch >= 1 and self.batch % world_size == 0, "batch",
+             f"{self.batch} is the global batch and must be a positive multiple of the number of processes "
              f"({world_size})")
-        need(self.stage != "align" or self.batch >= 2, "--stage align needs --batch >= 2 (in-batch negatives)")
-        need(self.steps >= 1 and self.lr > 0, "--steps must be >= 1 and --lr > 0")
-        for name in ("val_interval", "save_interval", "log_interval", "image_interval"):
-            need(getattr(self, name) >= 1, f"{flag(name)} must be >= 1; got {getattr(self, name)}")
-        need(self.snapshot_interval >= 0 and self.keep_snapshots >= 0 and self.sample_n >= 0,
-             "--snapshot-interval, --keep-snapshots and --sample-n must be >= 0")
-        need(self.val_n >= 1, f"--val-n must be >= 1; got {self.val_n}")
+        need(self.stage != "align" or self.batch >= 2, "batch",
+             f"must be >= 2 with stage align (in-batch negatives); got {self.batch}", ("stage",))
+        need(self.steps >= 1, "steps", f"must be >= 1; got {self.steps}")
+        need(self.lr > 0, "lr", f"must be > 0; got {self.lr}")
+        for name in ("val_interval", "save_interval", "log_interval", "image_interval", "val_n", "pairs_n",
+                     "synth_n", "progressive_every", "d_reg_every", "idx_k"):
+            need(getattr(self, name) >= 1, name, f"must be >= 1; got {getattr(self, name)}")
+        for name in ("snapshot_interval", "keep_snapshots", "sample_n", "progressive_start", "ramp_steps",
+                     "lr_plateau", "max_rollbacks", "workers", "threads"):
+            need(getattr(self, name) >= 0, name, f"must be >= 0; got {getattr(self, name)}")
         for name, allowed in OPTION_CHOICES.items():
-            need(getattr(self, name) in allowed,
-                 f"{flag(name)} must be one of {', '.join(map(str, allowed))}; got {getattr(self, name)!r}")
+            need(getattr(self, name) in allowed, name,
+                 f"must be one of {', '.join(map(str, allowed))}; got {getattr(self, name)!r}")
         for name in ("l2_lambda", "lpips_lambda", "id_lambda", "feature_matching_lambda", "contrastive_lambda",
                      "w_norm_lambda", "delta_lambda", "w_discriminator_lambda", "r1", "grad_clip", "adv_lambda",
                      "adv_d_lr", "adv_r1"):
-            need(getattr(self, name) >= 0 and math.isfinite(getattr(self, name)), f"{flag(name)} must be >= 0")
-        need(self.lpips_scales in (1, 3), f"--lpips-scales must be 1 or 3; got {self.lpips_scales}")
-        need(self.identity != "arcface" or bool(self.arcface_weights) or self.id_lambda == 0,
-             "--identity arcface needs --arcface-weights model_ir_se50.pth (or --id-lambda 0)")
-        need(self.stage2_init != "arcface" or bool(self.arcface_weights),
-             "--stage2-init arcface needs --arcface-weights model_ir_se50.pth")
-        need(not ("domain" in (self.perceptual, self.identity)) or bool(self.domain_net),
-             "--perceptual domain / --identity domain need --domain-net (e.g. pretrained/synthfaces64_domain_net.pt)")
+            need(getattr(self, name) >= 0 and math.isfinite(getattr(self, name)), name,
+                 f"must be >= 0; got {getattr(self, name)}")
+        need(self.lpips_scales in (1, 3), "lpips_scales", f"must be 1 or 3; got {self.lpips_scales}")
+        need(self.identity != "arcface" or bool(self.arcface_weights) or self.id_lambda == 0, "arcface_weights",
+             "is required with identity arcface: model_ir_se50.pth (or id_lambda 0)", ("identity", "id_lambda"))
+        need(self.stage2_init != "arcface" or bool(self.arcface_weights), "arcface_weights",
+             "is required with stage2_init arcface: model_ir_se50.pth", ("stage2_init",))
+        need(not ("domain" in (self.perceptual, self.identity)) or bool(self.domain_net), "domain_net",
+             "is required with perceptual domain or identity domain (e.g. pretrained/synthfaces64_domain_net.pt)",
+             ("perceptual", "identity"))
         if self.method == "clcae" and self.stage == "invert":
-            need(self.contrastive_lambda == 0 or bool(self.contrastive_image),
-                 "CLCAE stage 2 with --contrastive-lambda > 0 needs --contrastive-image (the stage-1 run directory "
-                 "or best_model_image.pt); train it with --stage align, or pass --contrastive-lambda 0")
-            need(self.stage2_init != "contrastive" or bool(self.contrastive_image),
-                 "--stage2-init contrastive needs --contrastive-image (or --stage2-init none)")
-        need(self.psi > 0, f"--psi must be > 0; got {self.psi}")
-        need(self.pairs_n >= 1 and self.synth_n >= 1, "--pairs-n and --synth-n must be >= 1")
-        need(self.progressive_every >= 1 and self.progressive_start >= 0 and self.d_reg_every >= 1,
-             "--progressive-every and --d-reg-every must be >= 1, --progressive-start >= 0")
-        need(self.idx_k >= 1, f"--idx-k must be >= 1; got {self.idx_k}")
-        need(self.wplus_offset_gain == -1 or self.wplus_offset_gain >= 0,
-             f"--wplus-offset-gain must be -1 (official initialisation) or >= 0; got {self.wplus_offset_gain}")
-        need(self.ramp_steps >= 0 and self.lr_plateau >= 0 and self.max_rollbacks >= 0 and self.workers >= 0
-             and self.threads >= 0, "--ramp-steps, --lr-plateau, --max-rollbacks, --workers, --threads must be >= 0")
-        need(self.dist_timeout > 0, "--dist-timeout must be > 0")
+            need(self.contrastive_lambda == 0 or bool(self.contrastive_image), "contrastive_image",
+                 "is required by CLCAE's inversion training when contrastive_lambda > 0: the alignment run's directory "
+                 "or its best_model_image.pt (trained with stage align), or pass contrastive_lambda 0",
+                 ("contrastive_lambda", "stage"))
+            need(self.stage2_init != "contrastive" or bool(self.contrastive_image), "contrastive_image",
+                 "is required with stage2_init contrastive (or pass stage2_init none)", ("stage2_init",))
+        need(self.psi > 0, "psi", f"must be > 0; got {self.psi}")
+        need(self.wplus_offset_gain == -1 or self.wplus_offset_gain >= 0, "wplus_offset_gain",
+             f"must be -1 (official initialisation) or >= 0; got {self.wplus_offset_gain}")
+        need(self.dist_timeout > 0, "dist_timeout", f"must be > 0 seconds; got {self.dist_timeout}")
 
 
 def parse_size(text: str | int) -> tuple[int, int]:
-    """``'256'`` -> (256, 256); ``'192x256'`` -> (192, 256) (H x W): :func:`clcae.jobs.parse_size`, its error
-    naming the option (``--input-size``)."""
+    """``'256'`` -> (256, 256); ``'192x256'`` -> (192, 256) (H x W): :func:`clcae.jobs.parse_size`; an
+    :class:`OptionError` (a ValueError) about option ``input_size`` otherwise."""
     try:
         return _parse_size(text)
     except ValueError:
-        raise ValueError(f"--input-size must be N or HxW (e.g. 256, 192x256); got {text!r}") from None
+        raise OptionError("input_size", f"must be N or HxW (e.g. 256, 192x256); got {text!r}") from None
 
 
 def parse_widths(text: str) -> list[int]:
-    """``'64,128,256,512'`` -> [64, 128, 256, 512] (four positive stage widths)."""
+    """``'64,128,256,512'`` -> [64, 128, 256, 512] (four positive stage widths); an :class:`OptionError` (a
+    ValueError) about option ``widths`` otherwise."""
     try:
         vals = [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--widths must be 4 comma-separated integers; got {text!r}") from None
+        raise OptionError("widths", f"must be 4 comma-separated integers; got {text!r}") from None
     if len(vals) != 4 or min(vals) < 1:
-        raise ValueError(f"--widths must be 4 comma-separated positive integers; got {text!r}")
+        raise OptionError("widths", f"must be 4 comma-separated positive integers; got {text!r}")
     return vals
 
 

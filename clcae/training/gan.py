@@ -142,24 +142,26 @@ def build_dataset(opts: GANTrainOptions) -> tuple[torch.utils.data.Dataset, str]
         return _ImagesOnly(ds), f"SynthFaces (on the fly): {len(ds)} images at {opts.size} px, seed {opts.data_seed}"
     root = Path(opts.data)
     if not root.exists():
-        raise ConfigError(f"--data {root}: no such folder; pass a folder of images (searched recursively) or "
-                          "'synthfaces'")
+        raise ConfigError.about("data", f"{root}: no such folder; pass a folder of images (searched recursively) "
+                                        "or 'synthfaces'")
     if not root.is_dir():
-        raise ConfigError(f"--data {root} is a file; pass a folder of images or 'synthfaces'")
+        raise ConfigError.about("data", f"{root} is a file; pass a folder of images or 'synthfaces'")
     if (root / "meta.json").is_file() and (root / "labels_train.csv").is_file():
         from ..data.synthfaces import read_labels
 
         paths = [root / row["file"] for row in read_labels(root / "labels_train.csv")]
         if not paths:
-            raise ConfigError(f"--data {root}: labels_train.csv lists no images; re-run scripts/make_synthfaces.py")
+            raise ConfigError.about("data", f"{root}: labels_train.csv lists no images; write the folder again "
+                                            "(scripts/make_synthfaces.py)")
         ds = ImageFolderDataset(paths, size=opts.size, policy=opts.policy)
-        report = verify_image_folder(ds, f"--data {root}")
+        report = verify_image_folder(ds, "data", root)
         return _ImagesOnly(ds), f"SynthFaces folder {root} (train split): {len(ds)} images -> {opts.size} px; {report}"
     try:
         ds = ImageFolderDataset(root, size=opts.size, policy=opts.policy)
     except (ValueError, FileNotFoundError) as e:
-        raise ConfigError(f"--data {root}: {e}; put images (any format Pillow reads) in it or its sub-folders") from e
-    report = verify_image_folder(ds, f"--data {root}")
+        raise ConfigError.about("data", f"{root}: {e}; put images (any format Pillow reads) in it or its "
+                                        "sub-folders") from e
+    report = verify_image_folder(ds, "data", root)
     return _ImagesOnly(ds), f"image folder {root}: {len(ds)} images -> {opts.size} px ({opts.policy}); {report}"
 
 
@@ -175,7 +177,7 @@ def build_discriminator(opts: GANTrainOptions) -> nn.Module:
     try:
         net = load_domain_net(opts.feature_net_path())
     except CheckpointError as e:
-        raise ConfigError(f"--proj-net: {e}") from e
+        raise ConfigError.about("proj_net", f": {e}") from e
     D = ProjectedDiscriminator(opts.size, net.config, mixing=opts.proj_mixing, width=opts.proj_width,
                                seed=derive_seed(opts.seed, 5))
     return D.load_feature_weights(net)
@@ -635,7 +637,7 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
     opts.out = str(run_dir)
     dataset, data_desc = build_dataset(opts)  # fails fast on a bad folder, on every rank
     if len(dataset) < 1:
-        raise ConfigError(f"--data {opts.data}: the dataset is empty")
+        raise ConfigError.about("data", f"{opts.data}: the dataset is empty")
     main = info.is_main
     _set_backend_flags(opts, info.device)
 
@@ -649,11 +651,11 @@ def _run(opts: GANTrainOptions, info: du.DistInfo, resume_state: dict | None, re
         changed = [k for k in _NUMERIC_KNOBS if k in saved_args and saved_args[k] != getattr(opts, k)]
         if changed:
             early.append("warning: resuming with a different " + ", ".join(
-                f"{GANTrainOptions.flag(k)} ({saved_args[k]!r} -> {getattr(opts, k)!r})" for k in changed)
+                f"{k} ({saved_args[k]!r} -> {getattr(opts, k)!r})" for k in changed)
                 + ": training continues, but not bit-identically to an uninterrupted run")
         saved_size = (resume_state.get("sampler") or {}).get("dataset_size")
         if saved_size is not None and saved_size != len(dataset):
-            early.append(f"warning: the checkpoint was trained on {saved_size} images, --data now has "
+            early.append(f"warning: the checkpoint was trained on {saved_size} images, the data now has "
                          f"{len(dataset)}: the data order from here on differs")
         for w in trainer.load_state_dict(resume_state, str(resume_path)):
             early.append(f"warning: {w}")

@@ -11,8 +11,8 @@ from pathlib import Path
 from ..networks.layers import IMPLS
 from ..networks.projected import PROJECTED_MIXING
 from .augment import parse_diffaug_policy
-from .errors import ConfigError
-from .options import flag, option, resume_may_change
+from .errors import OptionError
+from .options import option, resume_may_change
 
 __all__ = ["GANTrainOptions", "RESUME_MAY_CHANGE", "OPTION_GROUPS", "OPTION_CHOICES", "CONFIG_PATH_OPTIONS"]
 
@@ -91,66 +91,66 @@ class GANTrainOptions:
     dist_timeout: float = option(600.0, "seconds a collective may wait for another process before the job fails",
                                         resume=True)
 
-    #: The command-line flag of option ``name`` (``r1_interval`` -> ``--r1-interval``).
-    flag = staticmethod(flag)
-
     def validate(self, world_size: int = 1) -> None:
-        """Raise :class:`ConfigError` for any bad value (the message names the flag and a valid choice)."""
-        def need(ok: bool, msg: str) -> None:
+        """Raise :class:`OptionError` for any bad value (the message names the option and a valid choice; a
+        command line names the flag)."""
+        def need(ok: bool, name: str, problem: str, mentions: tuple[str, ...] = ()) -> None:
             if not ok:
-                raise ConfigError(msg)
+                raise OptionError(name, problem, mentions)
 
-        need(bool(self.data), "--data is required: 'synthfaces' or a folder of images")
+        need(bool(self.data), "data", "is required: 'synthfaces' or a folder of images")
         log = int(round(math.log2(self.size))) if self.size > 0 else -1
-        need(self.size >= 4 and 2 ** log == self.size,
-             f"--size must be a power of two >= 4 (e.g. 64, 256, 1024); got {self.size}")
+        need(self.size >= 4 and 2 ** log == self.size, "size",
+             f"must be a power of two >= 4 (e.g. 64, 256, 1024); got {self.size}")
         if self.data == "synthfaces":
-            need(self.size >= 16, f"--data synthfaces renders at >= 16 px; got --size {self.size}")
-            need(self.synth_n >= 1, f"--synth-n must be >= 1; got {self.synth_n}")
-            need(self.data_seed >= 0, f"--data-seed must be >= 0; got {self.data_seed}")
-        need(self.style_dim >= 1 and self.n_mlp >= 1, "--style-dim and --n-mlp must be >= 1")
-        need(self.channel_max >= 1, f"--channel-max must be >= 1; got {self.channel_max}")
-        need(self.channel_base >= self.size,
-             f"--channel-base {self.channel_base} gives 0 channels at {self.size} px (channels = channel_base // res); "
-             f"use --channel-base >= {self.size}")
-        need(self.batch >= 1, f"--batch must be >= 1; got {self.batch}")
-        need(self.batch % world_size == 0,
-             f"--batch {self.batch} is the global batch and must be divisible by the number of processes "
-             f"({world_size}); use e.g. --batch {max(world_size, self.batch // world_size * world_size)}")
-        need(self.lr > 0, f"--lr must be > 0; got {self.lr}")
-        need(self.kimg > 0, f"--kimg must be > 0; got {self.kimg}")
-        for name in ("snapshot_kimg", "checkpoint_kimg", "sample_kimg", "log_kimg", "ada_kimg"):
-            need(getattr(self, name) > 0, f"{self.flag(name)} must be > 0; got {getattr(self, name)}")
-        need(self.r1 >= 0 and self.pl_weight >= 0, "--r1 and --pl-weight must be >= 0")
+            need(self.size >= 16, "size", f"must be >= 16: data synthfaces renders at >= 16 px; got {self.size}",
+                 ("data",))
+            need(self.synth_n >= 1, "synth_n", f"must be >= 1; got {self.synth_n}")
+            need(self.data_seed >= 0, "data_seed", f"must be >= 0; got {self.data_seed}")
+        for name in ("style_dim", "n_mlp", "channel_max"):
+            need(getattr(self, name) >= 1, name, f"must be >= 1; got {getattr(self, name)}")
+        need(self.channel_base >= self.size, "channel_base",
+             f"{self.channel_base} gives 0 channels at {self.size} px (the channels are this value // the resolution); "
+             f"use channel_base >= {self.size}", ("channel_base",))
+        need(self.batch >= 1, "batch", f"must be >= 1; got {self.batch}")
+        need(self.batch % world_size == 0, "batch",
+             f"{self.batch} (over all processes) must be divisible by the number of processes ({world_size}); "
+             f"use e.g. batch {max(world_size, self.batch // world_size * world_size)}", ("batch",))
+        need(self.lr > 0, "lr", f"must be > 0; got {self.lr}")
+        for name in ("kimg", "snapshot_kimg", "checkpoint_kimg", "sample_kimg", "log_kimg", "ada_kimg"):
+            need(getattr(self, name) > 0, name, f"must be > 0; got {getattr(self, name)}")
+        for name in ("r1", "pl_weight"):
+            need(getattr(self, name) >= 0, name, f"must be >= 0; got {getattr(self, name)}")
         for name in ("r1_interval", "pl_interval", "pl_batch_shrink", "ada_interval"):
-            need(getattr(self, name) >= 1, f"{self.flag(name)} must be >= 1; got {getattr(self, name)}")
-        need(0 < self.pl_decay <= 1, f"--pl-decay must be in (0, 1]; got {self.pl_decay}")
-        need(0 <= self.mixing <= 1, f"--mixing is a probability in [0, 1]; got {self.mixing}")
-        need(self.ema_kimg >= 0 and self.ema_rampup >= 0, "--ema-kimg and --ema-rampup must be >= 0")
-        need(self.aug in ("ada", "fixed", "none"), f"--aug must be ada, fixed or none; got {self.aug!r}")
+            need(getattr(self, name) >= 1, name, f"must be >= 1; got {getattr(self, name)}")
+        need(0 < self.pl_decay <= 1, "pl_decay", f"must be in (0, 1]; got {self.pl_decay}")
+        need(0 <= self.mixing <= 1, "mixing", f"is a probability in [0, 1]; got {self.mixing}")
+        for name in ("ema_kimg", "ema_rampup"):
+            need(getattr(self, name) >= 0, name, f"must be >= 0; got {getattr(self, name)}")
+        need(self.aug in ("ada", "fixed", "none"), "aug", f"must be ada, fixed or none; got {self.aug!r}")
         try:
             parse_diffaug_policy(self.diffaug)
         except ValueError as e:
-            raise ConfigError(f"--diffaug: {e}") from e
-        need(self.d_arch in ("stylegan2", "projected"), f"--d-arch must be stylegan2 or projected; got {self.d_arch!r}")
-        need(self.proj_mixing in PROJECTED_MIXING,
-             f"--proj-mixing must be one of {', '.join(PROJECTED_MIXING)}; got {self.proj_mixing!r}")
-        need(self.proj_width >= 1, f"--proj-width must be >= 1; got {self.proj_width}")
+            raise OptionError("diffaug", f": {e}") from e
+        need(self.d_arch in ("stylegan2", "projected"), "d_arch",
+             f"must be stylegan2 or projected; got {self.d_arch!r}")
+        need(self.proj_mixing in PROJECTED_MIXING, "proj_mixing",
+             f"must be one of {', '.join(PROJECTED_MIXING)}; got {self.proj_mixing!r}")
+        need(self.proj_width >= 1, "proj_width", f"must be >= 1; got {self.proj_width}")
         if self.d_arch == "projected":
-            need(self.feature_net_path().is_file(),
-                 f"--proj-net {self.feature_net_path()}: no such file; pass a DomainNet file "
+            need(self.feature_net_path().is_file(), "proj_net",
+                 f"{self.feature_net_path()}: no such file; pass a DomainNet file "
                  "(scripts/train_domain_net.py writes one)")
-        need(0 <= self.aug_p <= 1, f"--aug-p is a probability in [0, 1]; got {self.aug_p}")
-        need(-1 < self.ada_target < 1, f"--ada-target must be in (-1, 1) (0.6 in the paper); got {self.ada_target}")
-        need(self.policy in ("center_crop", "resize", "pad"),
-             f"--policy must be center_crop, resize or pad; got {self.policy!r}")
-        need(self.workers >= 0 and self.threads >= 0, "--workers and --threads must be >= 0")
-        need(self.sample_n >= 0 and self.keep_snapshots >= 0, "--sample-n and --keep-snapshots must be >= 0")
-        need(self.on_nan in ("stop", "rollback"), f"--on-nan must be stop or rollback; got {self.on_nan!r}")
-        need(self.max_rollbacks >= 0, f"--max-rollbacks must be >= 0; got {self.max_rollbacks}")
-        need(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda; got {self.device!r}")
-        need(self.impl in IMPLS, f"--impl must be one of {', '.join(IMPLS)}; got {self.impl!r}")
-        need(self.dist_timeout > 0, f"--dist-timeout must be > 0 seconds; got {self.dist_timeout}")
+        need(0 <= self.aug_p <= 1, "aug_p", f"is a probability in [0, 1]; got {self.aug_p}")
+        need(-1 < self.ada_target < 1, "ada_target", f"must be in (-1, 1) (0.6 in the paper); got {self.ada_target}")
+        need(self.policy in ("center_crop", "resize", "pad"), "policy",
+             f"must be center_crop, resize or pad; got {self.policy!r}")
+        for name in ("workers", "threads", "sample_n", "keep_snapshots", "max_rollbacks"):
+            need(getattr(self, name) >= 0, name, f"must be >= 0; got {getattr(self, name)}")
+        need(self.on_nan in ("stop", "rollback"), "on_nan", f"must be stop or rollback; got {self.on_nan!r}")
+        need(self.device in ("auto", "cpu", "cuda"), "device", f"must be auto, cpu or cuda; got {self.device!r}")
+        need(self.impl in IMPLS, "impl", f"must be one of {', '.join(IMPLS)}; got {self.impl!r}")
+        need(self.dist_timeout > 0, "dist_timeout", f"must be > 0 seconds; got {self.dist_timeout}")
 
     @property
     def g_kwargs(self) -> dict:

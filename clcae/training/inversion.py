@@ -88,40 +88,41 @@ def build_image_datasets(opts: EncoderTrainOptions, input_size: tuple[int, int])
 
     h, w = input_size
 
-    def folder(root: str, what: str):
+    def folder(root: str, option: str):
         p = Path(root)
         if not p.is_dir():
-            raise ConfigError(f"{what} {root}: no such folder (pass a folder of images or 'synthfaces')")
+            raise ConfigError.about(option, f"{root}: no such folder (pass a folder of images or 'synthfaces')")
         try:
             ds = ImageFolderDataset(p, size=(h, w), policy=opts.policy)
         except (ValueError, FileNotFoundError) as e:
-            raise ConfigError(f"{what} {root}: {e}") from e
+            raise ConfigError.about(option, f"{root}: {e}") from e
         # up front, so the held-out validation images are readable ones (not substitutes from the training part)
-        verify_image_folder(ds, f"{what} {root}", ConfigError)
+        verify_image_folder(ds, option, root)
         return ds
 
     if opts.data == "synthfaces":
         from ..data.synthfaces import SynthFaces
 
         if h != w:
-            raise ConfigError(f"--data synthfaces renders square images; --input-size {opts.input_size} is not")
+            raise ConfigError.about("input_size", f"{opts.input_size} is not square, and data synthfaces renders "
+                                                  "square images", ("data",))
         train = _ImagesOnly(SynthFaces(opts.synth_n, res=h, split="train", seed=opts.data_seed))
         desc = f"SynthFaces train split ({opts.synth_n} images at {h} px, on the fly)"
         if opts.val_data:
-            val = _ImagesOnly(folder(opts.val_data, "--val-data"))
+            val = _ImagesOnly(folder(opts.val_data, "val_data"))
             desc += f"; validation {opts.val_data} ({len(val)} images)"
         else:
             val = _ImagesOnly(SynthFaces(opts.val_n, res=h, split="test", seed=opts.data_seed))
             desc += f"; validation SynthFaces test split ({opts.val_n} images, unseen persons)"
         return train, val, desc
-    ds = _ImagesOnly(folder(opts.data, "--data"))
+    ds = _ImagesOnly(folder(opts.data, "data"))
     if opts.val_data:
-        val = _ImagesOnly(folder(opts.val_data, "--val-data"))
+        val = _ImagesOnly(folder(opts.val_data, "val_data"))
         val = torch.utils.data.Subset(val, range(min(opts.val_n, len(val))))
         return ds, val, f"{opts.data} ({len(ds)} images); validation {opts.val_data} ({len(val)} images)"
     if len(ds) <= opts.val_n:
-        raise ConfigError(f"--data {opts.data} has {len(ds)} images, not more than --val-n {opts.val_n}; pass "
-                          "--val-data or a smaller --val-n")
+        raise ConfigError.about("data", f"{opts.data} has {len(ds)} images, not more than val_n {opts.val_n}; pass "
+                                        "val_data or a smaller val_n", ("val_n", "val_data"))
     n = len(ds)
     train = torch.utils.data.Subset(ds, range(n - opts.val_n))
     val = torch.utils.data.Subset(ds, range(n - opts.val_n, n))
@@ -138,13 +139,15 @@ def resolve_contrastive_paths(image: str, latent: str = "") -> tuple[Path, Path]
                 p = cand
                 break
         else:
-            raise ConfigError(f"--contrastive-image {image}: the directory has no checkpoints/best_model_image.pt "
-                              "(train stage 1 with --stage align first)")
+            raise ConfigError.about("contrastive_image", f"{image}: the directory has no checkpoints/"
+                                    "best_model_image.pt (train CLCAE's alignment first, with stage align)",
+                                    ("stage",))
     if not p.is_file():
-        raise ConfigError(f"--contrastive-image {image}: no such file")
+        raise ConfigError.about("contrastive_image", f"{image}: no such file")
     q = Path(latent) if latent else p.with_name(p.name.replace("image", "latent"))
     if not q.is_file():
-        raise ConfigError(f"stage-1 latent encoder {q}: no such file (pass --contrastive-latent)")
+        raise ConfigError.about("contrastive_latent", f"{q}: no such file (the stage-1 latent encoder; by default "
+                                "the file beside contrastive_image)", ("contrastive_image",))
     return p, q
 
 
@@ -347,8 +350,9 @@ class InversionTask(EncoderTask):
             own = enc.state_dict()
             bad = [k for k, v in sd.items() if k not in own or own[k].shape != v.shape]
             if bad:
-                raise ConfigError(f"--stage2-init arcface: the encoder trunk does not match IR-SE50 (e.g. {bad[:3]}); "
-                                  "use --num-layers 50 --widths 64,128,256,512 --use-se")
+                raise ConfigError.about("stage2_init", f"arcface: the encoder trunk does not match IR-SE50 (e.g. "
+                                        f"{bad[:3]}); use num_layers 50, widths 64,128,256,512 and use_se",
+                                        ("num_layers", "widths", "use_se"))
             with torch.no_grad():
                 for k, v in sd.items():
                     own[k].copy_(v)
@@ -374,8 +378,9 @@ class InversionTask(EncoderTask):
             try:
                 self.perceptual = build_perceptual(opts.perceptual, **kw)
             except MissingWeightsError as e:
-                raise ConfigError(f"--lpips-weights {opts.lpips_weights or '(not given)'}: {e} With train.py pass "
-                                  "--lpips-weights FILE, or --perceptual none") from e
+                raise ConfigError.about("lpips_weights", f"{opts.lpips_weights or '(not given)'}: {e} Pass "
+                                        "lpips_weights FILE, or perceptual none",
+                                        ("lpips_weights", "perceptual")) from e
             if isinstance(self.perceptual, nn.Module):
                 self.perceptual = self.perceptual.to(self.device).eval().requires_grad_(False)
         if opts.id_lambda > 0 and opts.identity != "none":
@@ -539,16 +544,17 @@ class CLCAETask(InversionTask):
         opts = self.opts
         la = G.latent_avg.detach().clone()
         if not 1 <= opts.idx_k < G.n_latent:
-            raise ConfigError(f"--idx-k {opts.idx_k} is outside the generator's activations 1..{G.n_latent - 1}")
+            raise ConfigError.about("idx_k", f"{opts.idx_k} is outside the generator's activations "
+                                             f"1..{G.n_latent - 1}")
         with torch.no_grad():
             _, feats = G.synthesis(la[None], noise_mode="const", return_features=True)
         c, fh, fw = feats[opts.idx_k].shape[1:]
         p1 = max(self.input_size) // 4
         down = math.log2(p1 / fh) if fh <= p1 else -1
         if down < 0 or down != int(down):
-            raise ConfigError(f"--idx-k {opts.idx_k}: the generator's activation there is {fh}x{fw}, which the "
-                              f"F branch cannot produce from its {p1}x{p1} map (needs {p1} / 2^n); pick "
-                              "another --idx-k (5 is 16x16) or --input-size")
+            raise ConfigError.about("idx_k", f"{opts.idx_k}: the generator's activation there is {fh}x{fw}, which the "
+                                    f"F branch cannot produce from its {p1}x{p1} map (needs {p1} / 2^n); pick another "
+                                    "idx_k (5 is 16x16) or input_size", ("idx_k", "input_size"))
         enc = CLCAEEncoder(w_attention=opts.w_attention, nhead=opts.nhead, dim_feedforward=opts.dim_feedforward,
                            dropout=opts.dropout, feature_channels=int(c), feature_downsample=int(down),
                            feature_residual=opts.feature_mode == "residual", **self._trunk_kwargs(G))

@@ -64,8 +64,8 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
         if candidate.is_file():
             return candidate
     known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
-    raise ConfigError(f"--config {name_or_path}: no such file and no shipped config of that name"
-                      + (f" (shipped: {', '.join(known)})" if known else ""))
+    raise ConfigError.about("config", f"{name_or_path}: no such file and no shipped config of that name"
+                            + (f" (shipped: {', '.join(known)})" if known else ""))
 
 
 def resolve_config_path(value: str, config_file: str | os.PathLike) -> str:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping
 
 from .. import distributed as du
-from .options import flag
+from ..errors import AboutOption, option_message
+from .errors import ConfigError
 from .state import (CHECKPOINT_DIR, RunDirError, check_new_run_dir, create_run_dir, diff_options,
                     run_dir_of_checkpoint, write_json_new)
 
@@ -33,7 +34,7 @@ __all__ = ["merge_resume_options", "resolve_run_dir", "decide_run_dir", "make_ru
 
 def merge_resume_options(saved: Mapping[str, Any], given: Mapping[str, Any], known: Collection[str],
                          may_change: Collection[str], source: str | os.PathLike,
-                         error: type[Exception] = ValueError) -> dict[str, Any]:
+                         error: type[Exception] = ConfigError) -> dict[str, Any]:
     """The options of a resumed run: the checkpoint's options overridden by the ones given explicitly.
 
     Args:
@@ -44,19 +45,21 @@ def merge_resume_options(saved: Mapping[str, Any], given: Mapping[str, Any], kno
         may_change: the options a resume may change; any other given option must equal the checkpoint's value
             (compared as JSON, so a path equals its string).
         source: the checkpoint, named in the error.
-        error: the exception class raised for a forbidden change.
+        error: the exception class raised for a forbidden change (one of :class:`~clcae.errors.AboutOption`, so
+            that a command line names the flags).
     Returns:
         ``{**saved, **given}`` (``saved`` restricted to ``known``).
     Raises:
-        error: one line per forbidden change, with the flag, the checkpoint's value and the value given.
+        error: about option ``resume``, one line per forbidden change, with the option, the checkpoint's value and
+            the value given.
     """
     saved = {k: v for k, v in saved.items() if k in known}
     conflicts = {k: v for k, v in diff_options(saved, given).items() if k not in may_change}
     if conflicts:
-        lines = [f"  {flag(k)}: checkpoint has {a!r}, you passed {b!r}" for k, (a, b) in sorted(conflicts.items())]
-        raise error(f"--resume {source}: these options differ from the checkpoint's and cannot change on resume:\n"
-                    + "\n".join(lines) + "\ndrop them (the checkpoint's values are used) or start a new run with "
-                    "--out NEW_DIR")
+        lines = [f"  {k}: checkpoint has {a!r}, you passed {b!r}" for k, (a, b) in sorted(conflicts.items())]
+        raise _error(error, "resume", f"{source}: these options differ from the checkpoint's and cannot change on "
+                     "resume:\n" + "\n".join(lines) + "\ndrop them (the checkpoint's values are used) or start a new "
+                     "run with out NEW_DIR", (*sorted(conflicts), "out"))
     return {**saved, **dict(given)}
 
 
@@ -70,9 +73,10 @@ def resolve_run_dir(out: str | os.PathLike, resume_path: Path | None,
     - a resumed run with another ``out``: a fork into ``out``, which must be new or empty.
 
     Args:
-        out: the ``--out`` option (``''``: not given).
+        out: the ``out`` option (``''``: not given).
         resume_path: the checkpoint file being resumed, or ``None``.
-        error: the exception class raised for every problem (the message says what to pass).
+        error: the exception class raised for every problem (the message says what to pass; one of
+            :class:`~clcae.errors.AboutOption`, so that a command line names the flags).
     Raises:
         error: no ``out`` for a new run, a checkpoint outside any run directory without ``out``, or an ``out``
             that exists and is not empty (:func:`~clcae.training.state.check_new_run_dir`'s message).
@@ -81,19 +85,27 @@ def resolve_run_dir(out: str | os.PathLike, resume_path: Path | None,
         source = run_dir_of_checkpoint(resume_path)
         if not out:
             if source is None:
-                raise error(f"--resume {resume_path}: the checkpoint is not inside a run directory; pass --out "
-                            "NEW_DIR for the continued run")
+                raise _error(error, "resume", f"{resume_path}: the checkpoint is not inside a run directory; pass "
+                             "out NEW_DIR for the continued run", ("out",))
             return source, True
         if source is not None and Path(out).resolve() == source.resolve():
             return source, True
     elif not out:
-        raise error("--out is required: a new (or empty) run directory")
+        raise _error(error, "out", "is required: a new (or empty) run directory")
     try:
         return check_new_run_dir(out), False
     except RunDirError as e:
         if error is RunDirError:
             raise
-        raise error(str(e)) from e
+        raise _error(error, e.option or "out", e.problem or str(e), e.mentions) from e
+
+
+def _error(error: type[Exception], option: str, problem: str, mentions: Collection[str] = ()) -> Exception:
+    """An ``error`` about ``option``: structured (:meth:`~clcae.errors.AboutOption.about`) when the class takes
+    part, else a plain message."""
+    if issubclass(error, AboutOption):
+        return error.about(option, problem, mentions)
+    return error(option_message(option, problem))
 
 
 def decide_run_dir(out: str | os.PathLike, resume_path: Path | None,
@@ -103,16 +115,18 @@ def decide_run_dir(out: str | os.PathLike, resume_path: Path | None,
     Another rank checking for itself could find the directory already created by rank 0 and refuse it. Without a
     process group this is :func:`resolve_run_dir`. Raises ``error`` on every rank when rank 0's check fails.
     """
-    decision: tuple[str, bool, str] = ("", False, "")
+    decision: tuple[str, bool, tuple | None] = ("", False, None)
     if du.is_main_process():
         try:
             run_dir, in_place = resolve_run_dir(out, resume_path, error)
-            decision = (str(run_dir), in_place, "")
-        except error as e:
-            decision = ("", False, str(e))
+            decision = (str(run_dir), in_place, None)
+        except error as e:  # sent as its parts, so that every rank raises the same structured error
+            decision = ("", False, (getattr(e, "option", None), getattr(e, "problem", None),
+                                    tuple(getattr(e, "mentions", ())), str(e)))
     decision = du.broadcast_object(decision)
-    if decision[2]:
-        raise error(decision[2])
+    if decision[2] is not None:
+        option, problem, mentions, message = decision[2]
+        raise _error(error, option, problem, mentions) if option is not None else error(message)
     return Path(decision[0]), bool(decision[1])
 
 

@@ -93,13 +93,13 @@ def check_new_run_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.exists():
         if not path.is_dir():
-            raise RunDirError(f"--out {path} exists and is a file; choose a new directory")
+            raise RunDirError.about("out", f"{path} exists and is a file; choose a new directory")
         entries = sorted(p.name for p in path.iterdir())
         if entries:
             shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-            raise RunDirError(f"--out {path} already exists and is not empty ({shown}); run directories are never "
-                              "overwritten: choose a new --out, or continue that run with --resume "
-                              f"{path}")
+            raise RunDirError.about("out", f"{path} already exists and is not empty ({shown}); run directories are "
+                                    "never overwritten: choose a new out, or continue that run with resume "
+                                    f"{path}", ("out", "resume"))
     return path
 
 
@@ -194,7 +194,7 @@ class CheckpointWriter:
 
 
 def resolve_resume_path(path: str | os.PathLike) -> Path:
-    """A checkpoint file from ``--resume``: a file as given, or a run directory's ``checkpoints/latest.pt``.
+    """A checkpoint file from the ``resume`` option: a file as given, or a run directory's ``checkpoints/latest.pt``.
 
     Raises:
         CheckpointError: nothing to resume from there (the message lists what was looked for).
@@ -204,10 +204,10 @@ def resolve_resume_path(path: str | os.PathLike) -> Path:
         for candidate in (path / CHECKPOINT_DIR / LATEST_NAME, path / LATEST_NAME):
             if candidate.is_file():
                 return candidate
-        raise CheckpointError(f"--resume {path}: the directory has no {CHECKPOINT_DIR}/{LATEST_NAME}; pass a "
-                              "checkpoint file or a run directory written by this trainer")
+        raise CheckpointError.about("resume", f"{path}: the directory has no {CHECKPOINT_DIR}/{LATEST_NAME}; pass a "
+                                    "checkpoint file or a run directory written by this trainer")
     if not path.exists():
-        raise CheckpointError(f"--resume {path}: no such file or directory")
+        raise CheckpointError.about("resume", f"{path}: no such file or directory")
     return path
 
 
