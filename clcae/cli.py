@@ -58,14 +58,17 @@ def _int_at_least(text: str, minimum: int) -> int:
 
 def arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse ``type=`` from a library parser that raises ValueError (e.g.
-    :func:`clcae.editing.specs.parse_layers`): its message becomes the usage error."""
+    :func:`clcae.editing.specs.parse_layers`): its message becomes the usage error (for an error about an option,
+    only its problem: argparse names the flag)."""
+    from .errors import AboutOption
 
     @functools.wraps(parse)
     def convert(text: str) -> Any:
         try:
             return parse(text)
         except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+            about = isinstance(e, AboutOption) and e.problem is not None
+            raise argparse.ArgumentTypeError(e.problem.lstrip(":;, ") if about else str(e)) from None
 
     return convert
 

@@ -88,8 +88,8 @@ def init_distributed(device: str = "auto", backend: str | None = None,
         raise DistributedError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise DistributedError("--device cuda was requested but torch.cuda.is_available() is False; "
-                                   "use --device cpu (or auto)")
+            raise DistributedError.about("device", "cuda was requested but torch.cuda.is_available() is False; "
+                                         "use device cpu (or auto)", ("device",))
         if local_rank >= torch.cuda.device_count():
             raise DistributedError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible; "
                                    "start at most that many processes per node")

@@ -45,6 +45,14 @@ class AboutOption:
         error.option, error.problem, error.mentions = option, problem, tuple(mentions)
         return error
 
+    @classmethod
+    def retold(cls: type[Error], error: BaseException) -> Error:
+        """An instance of ``cls`` telling what ``error`` tells: about the same option when ``error`` is about one,
+        else with its message (for a caller that turns another layer's error into its own type)."""
+        if isinstance(error, AboutOption) and error.option is not None and error.problem is not None:
+            return cls.about(error.option, error.problem, error.mentions)
+        return cls(str(error))  # type: ignore[call-arg]
+
     def told_with(self, name: Callable[[str], str]) -> str:
         """The message with every option name (``option`` and ``mentions``) spelled by ``name`` (e.g. a
         command-line flag); the plain message when the error names no option."""

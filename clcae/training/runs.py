@@ -221,7 +221,7 @@ def process_group(opts: Any, error: type[Exception] = ValueError) -> Iterator[du
     try:
         info = du.init_distributed(opts.device, timeout_s=opts.dist_timeout)
     except du.DistributedError as e:
-        raise error(str(e)) from e
+        raise (error.retold(e) if issubclass(error, AboutOption) else error(str(e))) from e
     try:
         yield info
     finally:
