@@ -84,7 +84,7 @@ def _within(path: Path, folder: Path) -> bool:
         return False
 
 
-def list_inputs(source: str | os.PathLike, exclude: str | os.PathLike | None = None, *, label: str = "--input"
+def list_inputs(source: str | os.PathLike, exclude: str | os.PathLike | None = None, *, label: str = "input"
                 ) -> tuple[list[InputItem], list[InputItem]]:
     """The images under ``source`` (a folder, searched recursively, or one file) with unique output names.
 
@@ -95,21 +95,25 @@ def list_inputs(source: str | os.PathLike, exclude: str | os.PathLike | None = N
     ``exclude`` (the output folder, when it lies inside the input folder) are left out.
 
     Returns ``(items, renamed)``: every item in a deterministic order, and the items whose name was
-    disambiguated. Raises :class:`JobError` (its message starts with ``label``, what the caller calls the source)
-    when ``source`` does not exist or holds no image.
+    disambiguated. Raises :class:`JobError` when ``source`` does not exist or holds no image: about option
+    ``label`` (the name the caller gives the source) when given, else naming only the path.
     """
     src = Path(os.fsdecode(source))
-    where = f"{label} {display_path(src)}" if label else display_path(src)
+
+    def error(problem: str) -> JobError:
+        where = f"{display_path(src)}: {problem}"
+        return JobError.about(label, where) if label else JobError(where)
+
     try:
         paths = list_images(src, recursive=True, allow_empty=True)
     except FileNotFoundError:
-        raise JobError(f"{where}: no such file or folder") from None
+        raise error("no such file or folder") from None
     root = src if src.is_dir() else src.parent
     if exclude is not None and src.is_dir():
         out = Path(os.fsdecode(exclude)).resolve()
         paths = [p for p in paths if not _within(p, out)]
     if not paths:
-        raise JobError(f"{where}: no image files found (the folder is empty or holds only non-image files)")
+        raise error("no image files found (the folder is empty or holds only non-image files)")
     rels = [p.relative_to(root) for p in paths]
     names = [rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix() for rel in rels]
 
@@ -141,20 +145,21 @@ def check_run_settings(out: Path, settings: dict, overwrite: bool, run_file: str
                        holds: str = "results of a run with", redo: str = "recompute them") -> None:
     """Refuse to resume into a folder whose ``run_file`` records other ``settings`` (unless ``overwrite``);
     ``holds`` / ``redo`` word the message (e.g. ``'crops made with'`` / ``'redo them'`` for alignment). The
-    message tells a command-line user the way out (``--overwrite`` or another ``--out``), as every folder job's
-    command line has both."""
+    :class:`JobError` is about option ``out`` and names the way out (``overwrite``, or another ``out``), as every
+    folder job has both."""
     path = out / run_file
     if overwrite or not path.is_file():
         return
     try:
         previous = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
     except (OSError, ValueError, AttributeError):
-        raise JobError(f"{display_path(path)}: unreadable; delete it or pass --overwrite") from None
+        raise JobError.about("out", f"{display_path(out)}: {run_file} is unreadable; delete it or pass overwrite",
+                             ("overwrite",)) from None
     differ = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
     if differ:
         detail = "; ".join(f"{k}: {previous.get(k)!r} before, {settings.get(k)!r} now" for k in differ)
-        raise JobError(f"--out {display_path(out)} holds {holds} other settings ({detail}). "
-                       f"Pass --overwrite to {redo}, or choose another --out.")
+        raise JobError.about("out", f"{display_path(out)} holds {holds} other settings ({detail}). "
+                                    f"Pass overwrite to {redo}, or choose another out.", ("overwrite", "out"))
 
 
 def listed_lines(listed: list[tuple[str, dict]], max_listed: int, record: str) -> list[str]:

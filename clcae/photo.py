@@ -284,33 +284,34 @@ def process_photo(photo: str | os.PathLike, out: str | os.PathLike, loaded: Any,
     if fmt not in ("png", "jpg"):
         raise PipelineError(f"format must be 'png' or 'jpg'; got {fmt!r}")
     if not 0.0 <= feather <= 0.5:
-        raise PipelineError(f"--feather must be in [0, 0.5] (a fraction of the crop side); got {feather}")
+        raise PipelineError.about("feather", f"must be in [0, 0.5] (a fraction of the crop side); got {feather}")
     if face < 0:
         raise PipelineError(f"face must be >= 0 (0 is the largest face); got {face}")
     photo = Path(os.fsdecode(photo))
     out = Path(os.fsdecode(out))
     if out.exists() and not out.is_dir():
-        raise PipelineError(f"--out {display_path(out)}: exists and is not a folder")
+        raise PipelineError.about("out", f"{display_path(out)}: exists and is not a folder")
     inverter = loaded.inverter
     generator = inverter.decoder
     kinds = [k for k in IMAGE_KINDS if k in inverter.image_names]
     if paste_kind is None:
         paste_kind = best_kind(kinds)
     elif paste_kind not in kinds:
-        raise PipelineError(f"--paste-kind {paste_kind}: the {loaded.method} inverter renders {', '.join(kinds)}")
+        raise PipelineError.about("paste_kind", f"{paste_kind}: the {loaded.method} inverter renders "
+                                                f"{', '.join(kinds)}")
     align_size = int(align_size or max(inverter.input_size))
     if align_size < 1:
-        raise PipelineError(f"--align-size must be >= 1; got {align_size}")
+        raise PipelineError.about("align_size", f"must be >= 1; got {align_size}")
     edits = list(edits)
     unique_labels(edits)
     functions = []
     for spec in edits:  # fail before any work
         if spec.path is not None and not spec.path.is_file():
-            raise PipelineError(f"--edit {spec.text!r}: no such file {display_path(spec.path)}")
+            raise PipelineError.about("edit", f"{spec.text!r}: no such file {display_path(spec.path)}")
         try:
             functions.append(edit_function(spec, generator, options))
         except (CheckpointError, ValueError) as e:
-            raise PipelineError(f"--edit {spec.text!r}: {e}") from None
+            raise PipelineError.about("edit", f"{spec.text!r}: {e}") from None
     idx_k = int(getattr(inverter, "idx_k", DEFAULT_IDX_K))
     feature_scale = float(getattr(inverter, "feature_scale", 1.0))
     seconds: dict[str, float] = {}

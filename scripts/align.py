@@ -27,6 +27,7 @@ from pathlib import Path
 
 from clcae.align.detect import AlignExtraMissing, FaceDetector
 from clcae.align.folder import align_folder, format_align_summary
+from clcae import cli
 from clcae.cli import positive_int
 from clcae.jobs import JobError
 
@@ -73,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                                transform_size=args.transform_size, padding=not args.no_padding,
                                overwrite=args.overwrite, progress=not args.no_progress)
     except (AlignExtraMissing, FileNotFoundError, JobError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.report_error(e)
     except KeyboardInterrupt:
         print("interrupted before the run started", file=sys.stderr)
         return 130

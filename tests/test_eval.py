@@ -272,8 +272,9 @@ def test_folder_source_protocols_and_bad_files(files, tmp_path):
     assert any("enlarged" in n and "psp" in n for n in small.notes) and small.metric_sizes == {"psp": [256, 256]}
     default = evaluate([EvalMethod("copy", CopyInverter(32))], FolderSource(data, n=3), suite, batch=2)
     assert default.metric_sizes == {"copy": [32, 32]} and default.image_names == ["img0", "img1"]
-    with pytest.raises(EvaluationError, match="--data .*missing: no such file or folder"):
+    with pytest.raises(EvaluationError, match="^data .*missing: no such file or folder") as e:
         FolderSource(tmp_path / "missing")
+    assert e.value.option == "data"  # the library names the option; eval.py prints --data
     (tmp_path / "empty").mkdir()
     with pytest.raises(EvaluationError, match="no image files"):
         FolderSource(tmp_path / "empty")
@@ -324,9 +325,9 @@ def test_lpips_only_with_a_weights_file(tmp_path):
     assert vals["lpips"].shape == (2,) and (vals["lpips"] > 0).all() and same["lpips"].abs().max() < 1e-6
     small, _ = suite.per_image(x[..., :16, :16], x[..., :16, :16])
     assert "lpips" not in small and suite.skipped(16) == ["ssim_w21", "lpips"]
-    with pytest.raises(EvaluationError, match="--lpips-weights .*nope.pth"):
+    with pytest.raises(EvaluationError, match="^lpips_weights .*nope.pth"):
         build_metric_suite(lpips_weights=tmp_path / "nope.pth")
-    with pytest.raises(EvaluationError, match="--arcface-weights .*model_ir_se50.pth"):
+    with pytest.raises(EvaluationError, match="^arcface_weights .*model_ir_se50.pth"):
         build_metric_suite(arcface_weights=tmp_path / "model_ir_se50.pth", use_hub_cache=False)
 
 

@@ -98,11 +98,11 @@ def list_latents(source: Path) -> list[InputItem]:
     if source.is_file():
         return [InputItem(source, source.stem)]
     if not source.is_dir():
-        raise JobError(f"--latents {display_path(source)}: no such file or folder")
+        raise JobError.about("latents", f"{display_path(source)}: no such file or folder")
     root = source / "latents" if (source / "latents").is_dir() else source
     files = sorted(p for p in root.rglob("*.pt") if p.is_file() and not p.name.startswith("."))
     if not files:
-        raise JobError(f"--latents {display_path(source)}: no .pt files found")
+        raise JobError.about("latents", f"{display_path(source)}: no .pt files found")
     return [InputItem(p, p.relative_to(root).with_suffix("").as_posix()) for p in files]
 
 
@@ -115,11 +115,11 @@ class GeneratorSource:
         self.fixed = None
         if generator is not None:
             if not generator.is_file():
-                raise JobError(f"--generator {display_path(generator)}: no such file")
+                raise JobError.about("generator", f"{display_path(generator)}: no such file")
             try:
                 self.fixed = load_generator(generator, device=device, impl=impl)
             except CheckpointError as e:
-                raise JobError(f"--generator {e}") from None
+                raise JobError.about("generator", str(e)) from None
         self._cache: dict[str, Any] = {}
 
     def get(self, latents: dict[str, Any]):
@@ -213,8 +213,8 @@ def edit_one(generator, latents: dict[str, Any], spec: EditSpec, opts: EditFolde
     if inverter is not None and opts.encoder_edit and spec.kind == "interfacegan":
         direction = spec.loaded_direction(generator)
         if direction.per_layer or direction.layers is not None or opts.edit_options.layers is not None:
-            raise ValueError("--encoder-edit moves the foundation code (every layer): it takes one [D] direction "
-                             "and no layer choice (--layers, --per-layer, or layers stored in the file)")
+            raise ValueError("encoder_edit moves the foundation code (every layer): it takes one [D] direction "
+                             "and no layer choice (layers, per_layer, or layers stored in the file)")
         device = generator.latent_avg.device
         full: dict[tuple[str, float], torch.Tensor] = {}
         for start in range(0, len(strengths), opts.batch):

@@ -140,9 +140,9 @@ class LoadedMethod:
 def _existing_file(path: str | os.PathLike, option: str) -> Path:
     p = Path(path)
     if not p.exists():
-        raise RunnerError(f"{option} {display_path(p)}: no such file")
+        raise RunnerError.about(option, f"{display_path(p)}: no such file")
     if not p.is_file():
-        raise RunnerError(f"{option} {display_path(p)}: not a file")
+        raise RunnerError.about(option, f"{display_path(p)}: not a file")
     return p
 
 
@@ -167,10 +167,10 @@ def _load_encoder(checkpoint: Path, generator: str | None, device: torch.device,
         hint = ""
         if "not an inverter" in str(e):
             hint = (" (a StyleGAN2 generator file is not an inverter; to invert with it by optimisation use "
-                    "--method projection --generator FILE)")
-        raise RunnerError(f"--checkpoint: {e}{hint}") from None
-    except (ValueError, TypeError) as e:  # e.g. a stored avg_image that does not fit an --input-size override
-        raise RunnerError(f"--checkpoint {display_path(checkpoint)}: cannot build the inverter: {e}") from None
+                    "method projection with generator FILE)")
+        raise RunnerError.about("checkpoint", f": {e}{hint}", ("method", "generator") if hint else ()) from None
+    except (ValueError, TypeError) as e:  # e.g. a stored avg_image that does not fit an input_size override
+        raise RunnerError.about("checkpoint", f"{display_path(checkpoint)}: cannot build the inverter: {e}") from None
 
 
 def is_shipped_synthfaces_generator(generator: torch.nn.Module) -> bool:
@@ -204,9 +204,14 @@ def _auto_perceptual(opts: ProjectionOptions, generator: torch.nn.Module) -> tup
         return "domain", (f"projection loss: the SynthFaces domain network's perceptual distance (the LPIPS AlexNet "
                           f"weights {display_path(weights)} are not there, and the generator is the shipped "
                           "SynthFaces one)")
-    raise RunnerError(f"--perceptual auto: the LPIPS AlexNet weights {display_path(weights)} are not there (on the "
-                      "command line: --lpips-weights FILE; or --perceptual domain for SynthFaces, or --perceptual "
-                      "none for pixel MSE only)")
+    raise RunnerError.about("perceptual", f"auto: the LPIPS AlexNet weights {display_path(weights)} are not there "
+                            f"({_PERCEPTUAL_CHOICES})", _PERCEPTUAL_MENTIONS)
+
+
+#: What to pass when the LPIPS weights are missing (the options are named in the caller's words by a command line).
+_PERCEPTUAL_CHOICES = ("pass lpips_weights FILE; or perceptual domain for SynthFaces, or perceptual none for pixel "
+                       "MSE only")
+_PERCEPTUAL_MENTIONS = ("lpips_weights", "perceptual")
 
 
 def _perceptual_loss(opts: ProjectionOptions, device: torch.device):
@@ -218,8 +223,7 @@ def _perceptual_loss(opts: ProjectionOptions, device: torch.device):
         try:
             return build_perceptual("lpips", backbone_weights=opts.lpips_weights, reduction="none").to(device)
         except (MissingWeightsError, CheckpointError) as e:
-            raise RunnerError(f"--perceptual lpips: {e} (on the command line: --lpips-weights FILE; or use "
-                              "--perceptual domain for SynthFaces, or --perceptual none for pixel MSE only)") from None
+            raise RunnerError.about("perceptual", f"lpips: {e} ({_PERCEPTUAL_CHOICES})", _PERCEPTUAL_MENTIONS) from None
     if opts.perceptual == "domain":
         from ..networks.domain import load_domain_net
         from ..pretrained import SYNTHFACES_DOMAIN_NET, pretrained_dir
@@ -228,15 +232,15 @@ def _perceptual_loss(opts: ProjectionOptions, device: torch.device):
         if path is None:
             path = pretrained_dir() / SYNTHFACES_DOMAIN_NET
             if not path.is_file():
-                raise RunnerError(f"--perceptual domain: no --domain-net given and the shipped domain network "
-                                  f"{display_path(path)} does not exist")
-        path = _existing_file(path, "--domain-net")
+                raise RunnerError.about("perceptual", f"domain: no domain_net given and the shipped domain network "
+                                        f"{display_path(path)} does not exist", ("domain_net",))
+        path = _existing_file(path, "domain_net")
         try:
             net = load_domain_net(path, device=device)
         except CheckpointError as e:
-            raise RunnerError(f"--domain-net: {e}") from None
+            raise RunnerError.about("domain_net", f": {e}") from None
         return build_perceptual("domain", domain_net=net, reduction="none").to(device)
-    raise RunnerError(f"--perceptual {opts.perceptual!r}: expected auto, lpips, domain or none")
+    raise RunnerError.about("perceptual", f"{opts.perceptual!r}: expected auto, lpips, domain or none")
 
 
 def load_method(checkpoint: str | os.PathLike | None = None, method: str = "auto",
@@ -266,7 +270,7 @@ def load_method(checkpoint: str | os.PathLike | None = None, method: str = "auto
         :class:`LoadedMethod`. Raises :class:`RunnerError` with a message naming the file or option at fault.
     """
     if method not in METHODS:
-        raise RunnerError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+        raise RunnerError.about("method", f"{method!r}: expected one of {', '.join(METHODS)}")
     device = torch.device(device)
     input_size = _size_tuple(input_size)
     settings: dict[str, Any] = {}
@@ -280,14 +284,15 @@ def load_method(checkpoint: str | os.PathLike | None = None, method: str = "auto
             settings["projection"][key] = _resolved(settings["projection"][key])
     else:
         if checkpoint is None:
-            raise RunnerError("no --checkpoint given (an inverter file: ours, or an official CLCAE / pSp / e4e "
-                              "checkpoint); or use --method projection --generator FILE")
-        path = _existing_file(checkpoint, "--checkpoint")
+            raise RunnerError.about("checkpoint", "is required: an inverter file (ours, or an official CLCAE / pSp / "
+                                    "e4e checkpoint); or use method projection with generator FILE",
+                                    ("method", "generator"))
+        path = _existing_file(checkpoint, "checkpoint")
         if generator is not None:
-            _existing_file(generator, "--generator")
+            _existing_file(generator, "generator")
         inv = _load_encoder(path, None if generator is None else str(generator), device, impl, input_size)
         if method != "auto" and inv.arch != method:
-            raise RunnerError(f"--method {method}: {display_path(path)} holds a {inv.arch} inverter")
+            raise RunnerError.about("method", f"{method}: {display_path(path)} holds a {inv.arch} inverter")
         source = str(checkpoint)
     name = "projection" if method == "projection" else inv.arch
     settings.update(method=name, checkpoint=_resolved(checkpoint), generator=_resolved(generator),
@@ -297,7 +302,7 @@ def load_method(checkpoint: str | os.PathLike | None = None, method: str = "auto
             inv.set_avg_image(load_avg_image(avg_image, inv.input_size, resize).to(device), str(avg_image))
             settings["avg_image"] = _resolved(avg_image)
         else:
-            warnings.warn(f"--avg-image {display_path(avg_image)} is ignored: only CLCAE subtracts an average "
+            warnings.warn(f"avg_image {display_path(avg_image)} is ignored: only CLCAE subtracts an average "
                           f"image ({name} does not)", stacklevel=2)
     return LoadedMethod(inverter=inv, method=name, checkpoint=source, settings=settings, notes=notes)
 
@@ -307,24 +312,25 @@ def _build_projection(checkpoint, generator, device, impl, input_size, opts: Pro
     from .projection import SPACES, ProjectionInverter, Projector
 
     if opts.space not in SPACES:
-        raise RunnerError(f"--space {opts.space!r}: expected one of {', '.join(SPACES)}")
+        raise RunnerError.about("space", f"{opts.space!r}: expected one of {', '.join(SPACES)}")
     if opts.steps < 1:
-        raise RunnerError(f"--steps must be >= 1; got {opts.steps}")
+        raise RunnerError.about("steps", f"must be >= 1; got {opts.steps}")
     if generator is None and checkpoint is None:
-        raise RunnerError("--method projection needs --generator FILE (a StyleGAN2 file: ours, rosinality .pt, "
-                          "NVIDIA .pkl, or a pSp/e4e/CLCAE checkpoint's decoder)")
+        raise RunnerError.about("method", "projection needs generator FILE (a StyleGAN2 file: ours, rosinality .pt, "
+                                "NVIDIA .pkl, or a pSp/e4e/CLCAE checkpoint's decoder)", ("generator",))
     encoder = None
     if checkpoint is not None:  # an encoder gives the starting codes (and the generator if none is given)
-        encoder = _load_encoder(_existing_file(checkpoint, "--checkpoint"), None if generator is None
+        encoder = _load_encoder(_existing_file(checkpoint, "checkpoint"), None if generator is None
                                 else str(generator), device, impl, None)
         if opts.space == "w" and encoder.arch == "psp":
-            raise RunnerError("--space w: pSp gives no single code w to start from; use --space wplus")
+            raise RunnerError.about("space", "w: pSp gives no single code w to start from; use space wplus",
+                                    ("space",))
     if generator is not None:
-        gpath = _existing_file(generator, "--generator")
+        gpath = _existing_file(generator, "generator")
         try:
             G = load_generator(gpath, device=device, impl=impl)
         except CheckpointError as e:
-            raise RunnerError(f"--generator: {e}") from None
+            raise RunnerError.about("generator", f": {e}") from None
         source = str(generator)
     else:
         G, source = encoder.decoder, str(checkpoint)
@@ -342,7 +348,7 @@ def _build_projection(checkpoint, generator, device, impl, input_size, opts: Pro
         inv = ProjectionInverter(projector, input_size=input_size, steps=opts.steps, seed=opts.seed,
                                  progress=progress, init_fn=init_fn)
     except ValueError as e:
-        raise RunnerError(f"--method projection: {e}") from None
+        raise RunnerError.about("method", f"projection: {e}") from None
     return inv.eval(), source, opts, notes
 
 
@@ -410,11 +416,11 @@ def load_avg_image(path: str | os.PathLike, input_size: Sequence[int], policy: s
 
     Raises :class:`RunnerError` naming the file when it cannot be read.
     """
-    p = _existing_file(path, "--avg-image")
+    p = _existing_file(path, "avg_image")
     try:
         return read_input(p, input_size, policy).unsqueeze(0)
     except ImageReadError as e:
-        raise RunnerError(f"--avg-image {e}") from None
+        raise RunnerError.about("avg_image", str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
@@ -594,7 +600,7 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
         raise RunnerError(f"resize {resize!r}: expected one of {', '.join(RESIZE_POLICIES)}")
     out = Path(os.fsdecode(out))
     if out.exists() and not out.is_dir():
-        raise RunnerError(f"--out {display_path(out)}: exists and is not a folder")
+        raise RunnerError.about("out", f"{display_path(out)}: exists and is not a folder")
     if isinstance(inputs, (str, bytes, os.PathLike)):
         items, renamed = list_inputs(inputs, exclude=out)
     else:
@@ -608,7 +614,7 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RunnerError(f"--out {display_path(out)}: cannot create the folder ({_describe(e)})") from None
+        raise RunnerError.about("out", f"{display_path(out)}: cannot create the folder ({_describe(e)})") from None
     write_json(out / _RUN_FILE, {"settings": run_settings})
 
     device = inverter.latent_avg.device
@@ -679,7 +685,7 @@ def invert_folder(inverter: Inverter, inputs: str | os.PathLike | Sequence[Input
                     chunks = _invert_chunks(inverter, x_cpu.to(device), kinds, bf16)
                 except _OOM_ERRORS as e:
                     for item, _, _ in good:
-                        fail(item, f"out of memory even for one image ({_describe(e)}); try --bf16 or the CPU")
+                        fail(item, f"out of memory even for one image ({_describe(e)}); try bf16 or the CPU")
                     chunks = []
                 for offset, result in chunks:
                     for j, (images, record, bad) in enumerate(_split_result(inverter, result, kinds, size)):

@@ -123,21 +123,22 @@ def attribute_edits(edits: Sequence[tuple[str, str]], attribute_names: Sequence[
     ignore = set(ignore)
     unknown = sorted(ignore - set(attribute_names))
     if unknown:
-        raise EvaluationError(f"--edit-ignore {unknown}: not attributes of the domain network "
-                              f"({list(attribute_names)})")
+        raise EvaluationError.about("edit_ignore", f"{unknown}: not attributes of the domain network "
+                                    f"({list(attribute_names)})")
     specs = []
     for attribute, path in edits:
         if attribute not in attribute_names:
-            raise EvaluationError(f"--edit {attribute}={path}: {attribute!r} is not an attribute of the domain "
-                                  f"network ({list(attribute_names)})")
+            raise EvaluationError.about("edit", f"{attribute}={path}: {attribute!r} is not an attribute of the "
+                                        f"domain network ({list(attribute_names)})")
         if not Path(path).is_file():
-            raise EvaluationError(f"--edit {attribute}={path}: no such file")
+            raise EvaluationError.about("edit", f"{attribute}={path}: no such file")
         try:
             direction = load_direction(path, generator=generator)
         except CheckpointError as e:
-            raise EvaluationError(f"--edit {attribute}: {e}") from None
+            raise EvaluationError.about("edit", f"{attribute}: {e}") from None
         if direction.attribute is not None and direction.attribute != attribute:
-            raise EvaluationError(f"--edit {attribute}={path}: the file is a direction for {direction.attribute!r}")
+            raise EvaluationError.about("edit", f"{attribute}={path}: the file is a direction for "
+                                                f"{direction.attribute!r}")
 
         def fn(codes: torch.Tensor, strength: float, d=direction) -> torch.Tensor:
             return apply_direction(codes, d.vector, strength, layers=d.layers)
@@ -159,19 +160,19 @@ def run_evaluation(job: EvalJob, sections: Mapping[str, Any] | None = None) -> R
     try:
         device = resolve_device(job.device)
     except JobError as e:
-        raise EvaluationError(str(e)) from None
+        raise EvaluationError.retold(e) from None
     suite = build_metric_suite(lpips_weights=job.lpips_weights, arcface_weights=job.arcface_weights,
                                inception_weights=job.inception_weights, domain_net=job.domain_net, device=device,
                                use_hub_cache=job.use_hub_cache, id_dlib=job.id_dlib, judge_net=job.judge_net)
     try:
         methods = load_eval_methods(job, device, suite)
     except JobError as e:
-        raise EvaluationError(str(e)) from None
+        raise EvaluationError.retold(e) from None
     if synthfaces:
         source = SynthFacesSource(job.n, res=job.res or generator_side(methods), split="test",
                                   seed=job.synthfaces_seed)
         if job.edits and suite.domain_net is None:
-            raise EvaluationError("--edit needs the SynthFaces domain network (--domain-net)")
+            raise EvaluationError.about("edit", "needs the SynthFaces domain network (domain_net)", ("domain_net",))
         edits = (attribute_edits(job.edits, suite.domain_net.attribute_names, methods[0].inverter.decoder,
                                  job.edit_strengths, job.edit_ignore) if job.edits else [])
     else:

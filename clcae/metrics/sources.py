@@ -75,9 +75,9 @@ class FolderSource:
         from ..jobs import JobError, list_inputs
 
         try:
-            items, _ = list_inputs(folder, label="--data")
+            items, _ = list_inputs(folder, label="data")
         except JobError as e:
-            raise EvaluationError(str(e)) from None
+            raise EvaluationError.retold(e) from None
         self.folder = Path(folder)
         self.total = len(items)
         self.items = items if n is None else items[:int(n)]

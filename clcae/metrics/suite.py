@@ -207,7 +207,7 @@ class MetricSuite:
 def _existing(path: str | os.PathLike, option: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise EvaluationError(f"{option} {display_path(p)}: no such file")
+        raise EvaluationError.about(option, f"{display_path(p)}: no such file")
     return p
 
 
@@ -224,7 +224,7 @@ def _domain_net(net: str | os.PathLike | nn.Module, option: str, device: str | t
     try:
         return load_domain_net(p, device=device), _short(p)
     except CheckpointError as e:
-        raise EvaluationError(f"{option}: {e}") from None
+        raise EvaluationError.about(option, f": {e}") from None
 
 
 def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
@@ -263,7 +263,7 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
 
     # domain network first: the LPIPS note says whether domain_perceptual replaces it
     if domain_net is not None:
-        kwargs["domain_net"], kwargs["domain_weights"] = _domain_net(domain_net, "--domain-net", device)
+        kwargs["domain_net"], kwargs["domain_weights"] = _domain_net(domain_net, "domain_net", device)
         domain_note = " The SynthFaces domain network's `domain_perceptual` (an LPIPS-like distance, not LPIPS) " \
                       "is reported instead."
     else:
@@ -272,12 +272,12 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
                        "--data synthfaces).")
 
     if judge_net is not None:
-        kwargs["judge_net"], kwargs["judge_weights"] = _domain_net(judge_net, "--judge-net", device)
+        kwargs["judge_net"], kwargs["judge_weights"] = _domain_net(judge_net, "judge_net", device)
 
     lp = Path(lpips_weights) if lpips_weights is not None else (default_lpips_backbone_path("alex")
                                                                if use_hub_cache else None)
     if lpips_weights is not None:
-        _existing(lpips_weights, "--lpips-weights")
+        _existing(lpips_weights, "lpips_weights")
     if lp is not None and lp.is_file():
         try:
             kwargs.update(lpips=LPIPSLoss("alex", backbone_weights=lp, resize=None).to(device),
@@ -292,11 +292,11 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
     if arcface_weights is not None:
         from ..losses.identity import ArcFaceIdentity
 
-        p = _existing(arcface_weights, "--arcface-weights")
+        p = _existing(arcface_weights, "arcface_weights")
         try:
             kwargs.update(arcface=ArcFaceIdentity(p, device=device), arcface_weights=_short(p))
         except (MissingWeightsError, CheckpointError, ValueError) as e:
-            raise EvaluationError(f"--arcface-weights: {e}") from None
+            raise EvaluationError.about("arcface_weights", f": {e}") from None
     else:
         missing.append("id_arcface not computed: needs ArcFace IR-SE-50 weights model_ir_se50.pth (pSp's "
                        "pretrained_models file) via --arcface-weights FILE. The paper's ID metric (MTCNN alignment + "
@@ -305,7 +305,7 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
     ip = Path(inception_weights) if inception_weights is not None else (default_inception_path()
                                                                        if use_hub_cache else None)
     if inception_weights is not None:
-        _existing(inception_weights, "--inception-weights")
+        _existing(inception_weights, "inception_weights")
     if ip is not None and ip.is_file():
         try:
             kwargs.update(inception=InceptionFeatures(ip).to(device), inception_weights=_short(ip))
@@ -322,5 +322,5 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
         try:
             kwargs["dlib"] = DlibFaceEmbedder()
         except AlignExtraMissing as e:
-            raise EvaluationError(f"--id-dlib: {e}") from None
+            raise EvaluationError.about("id_dlib", f": {e}") from None
     return MetricSuite(missing=missing, **kwargs)
