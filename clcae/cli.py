@@ -30,6 +30,8 @@ import os
 import sys
 from typing import Any, Callable, Mapping, TypeVar
 
+from .training.options import flag  # the one spelling of a flag, shared with the argparse builder
+
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGINT", "EXIT_SIGTERM", "ABORTED_WITHOUT_SAVING",
            "arg_type", "positive_int", "non_negative_int", "report_error", "flag", "command_line_message",
            "exit_statuses", "stop_exit_status", "summary_exit_status"]
@@ -91,11 +93,6 @@ def report_error(error: object, status: int = EXIT_USAGE) -> int:
     ``--batch must be >= 2``."""
     print(f"error: {command_line_message(error)}", file=sys.stderr)
     return status
-
-
-def flag(name: str) -> str:
-    """The command-line flag of option ``name`` (``lpips_weights`` -> ``--lpips-weights``)."""
-    return "--" + name.replace("_", "-")
 
 
 def command_line_message(error: object) -> str:

@@ -82,6 +82,7 @@ def official_inverter_kwargs(sd: Mapping[str, torch.Tensor], opts: Mapping, src:
             if opts.get(flag):
                 raise CheckpointError(f"{src}: opts['{flag}'] is set: this CLCAE ablation ({why}) is not supported")
         if opts.get("learn_in_w") is False:
+            # --learn_in_w is the official training script's own flag, as stored in the checkpoint's opts
             raise CheckpointError(f"{src}: opts['learn_in_w'] is False; the official CLCAE model only runs with "
                                   "--learn_in_w (latent_avg as one [1, 512] row)")
         if opts.get("encoder_type", "GradualStyleEncoder") != "GradualStyleEncoder":

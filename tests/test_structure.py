@@ -123,3 +123,40 @@ def test_no_import_cycles_between_the_package_folders():
     found = cycles(graph)
     assert not found, "import cycles between folders / top-level modules of clcae/: " + "; ".join(
         " <-> ".join(c) for c in found)
+
+
+# ---------------------------------------------------------------------------------------------------- flags
+#: Modules of clcae/ that may hold a string starting with a command-line flag, and why. Everything else speaks of
+#: its options by their library names (``batch must be >= 2``); clcae.cli prints the flags (clcae/errors.py).
+FLAG_STRINGS_ALLOWED = {
+    "clcae/app/__init__.py": "the argument parser and main() of `clcae app`",
+    "clcae/doctor.py": "the argument parser of `clcae doctor`, `--version` of the tools it runs, its fixes",
+    "clcae/console.py": "the `clcae` command's own --help / --version",
+    "clcae/ops/_build.py": "`nvcc --version`",
+    "clcae/training/options.py": "flag(), the one spelling of an option's flag (the argparse builder)",
+    "clcae/official_options.py": "`--learn_in_w`, the official training script's own option name",
+}
+
+
+def flag_strings(source: str) -> list[tuple[int, str]]:
+    """``(line, text)`` of every string literal in ``source`` that starts with a flag (``--name``; Markdown rules
+    such as ``---`` are not flags). f-strings count by their literal parts."""
+    return [(node.lineno, node.value) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 2
+            and node.value.startswith("--") and node.value[2].isalpha()]
+
+
+def test_flag_finder_finds_flags():
+    assert flag_strings('raise E(f"--batch must be >= 2; got {n}")\nx = "---"\ny = "a --b"\n') == [
+        (1, "--batch must be >= 2; got ")]
+
+
+def test_library_messages_name_options_not_flags():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(PACKAGE.parent).as_posix()
+        if name not in FLAG_STRINGS_ALLOWED:
+            found += [f"{name}:{line}: {text[:60]!r}" for line, text in flag_strings(path.read_text(encoding="utf-8"))]
+    assert not found, ("strings that start with a command-line flag (raise an error about the option instead: "
+                       "clcae/errors.py):\n" + "\n".join(found))
+    assert all((PACKAGE.parent / name).is_file() for name in FLAG_STRINGS_ALLOWED)  # no stale entries

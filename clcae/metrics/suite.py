@@ -268,8 +268,8 @@ def build_metric_suite(lpips_weights: str | os.PathLike | None = None,
                       "is reported instead."
     else:
         missing.append("id_domain, domain_perceptual and fd_domain not computed: they need the SynthFaces domain "
-                       "network (--domain-net FILE; pretrained/synthfaces64_domain_net.pt is used by default on "
-                       "--data synthfaces).")
+                       "network (--domain-net FILE; pretrained/synthfaces64_domain_net.pt is used by default for "
+                       "SynthFaces data).")
 
     if judge_net is not None:
         kwargs["judge_net"], kwargs["judge_weights"] = _domain_net(judge_net, "judge_net", device)
