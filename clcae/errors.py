@@ -6,8 +6,9 @@ it in a structured way, so that :func:`clcae.cli.report_error` can print the sam
 
 - ``option``: the option's library name (``'batch'``, ``'lpips_weights'``);
 - ``problem``: what is wrong, to follow the name (``'must be >= 2; got 1'``, or ``': no such file'``);
-- ``mentions``: other option names that the problem speaks of as whole words (``('method',)`` in
-  ``'align is stage 1; method e4e has only stage invert'``), which a command line also turns into flags.
+- ``mentions``: option names that the problem speaks of (``('method',)`` in ``'align is CLCAE's stage 1; method
+  e4e has only the invert stage'``), which a command line also turns into flags. They are found as whole words,
+  not inside paths, file names or quotes, so a problem should not use a mentioned name as a plain word.
 
 Any exception class takes part by mixing in :class:`AboutOption` and building its instance with
 :meth:`AboutOption.about`; its type (and so what callers catch) stays its own. Below every other module: it
@@ -15,6 +16,7 @@ imports nothing from the package.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable, TypeVar
 
 __all__ = ["AboutOption", "option_message"]
@@ -58,8 +60,6 @@ class AboutOption:
         command-line flag); the plain message when the error names no option."""
         if self.option is None or self.problem is None:
             return str(self)
-        import re
-
         problem = self.problem
         for other in self.mentions:
             problem = re.sub(rf"(?<![\w./'\"-]){re.escape(other)}(?![\w/'\"-]|\.\w)", lambda _: name(other), problem)
