@@ -397,7 +397,7 @@ def test_adversarial_run_resumes_bit_identically_and_refuses_a_wrong_discriminat
     assert a["task"]["extra"]["image_d_steps"] == b["task"]["extra"]["image_d_steps"] == 4
     (tmp_path / "w64").mkdir()
     wrong, _ = _discriminator_state(tmp_path / "w64", size=64)
-    with pytest.raises(ConfigError, match="--adv-d .*64 px"):
+    with pytest.raises(ConfigError, match="adv_d.*64 px"):
         _train(**dict(common, adv_d=str(wrong)), steps=1, out=str(tmp_path / "bad"))
-    with pytest.raises(ConfigError, match="--adv-d: .*not a train_generator.py training state"):
+    with pytest.raises(ConfigError, match="adv_d.*not a train_generator.py training state"):
         _train(**dict(common, adv_d=str(generator_file)), steps=1, out=str(tmp_path / "bad2"))

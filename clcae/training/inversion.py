@@ -270,10 +270,10 @@ class InversionTask(EncoderTask):
             try:
                 D = load_training_discriminator(opts.adv_d, self.device)
             except CheckpointError as e:
-                raise ConfigError(f"--adv-d: {e}") from e
+                raise ConfigError.about("adv_d", str(e)) from e
             if D.size != size:
-                raise ConfigError(f"--adv-d {opts.adv_d}: its discriminator judges {D.size} px images, the "
-                                  f"generator renders {size} px")
+                raise ConfigError.about("adv_d", f"{opts.adv_d}: its discriminator judges {D.size} px images, the "
+                                                 f"generator renders {size} px")
             self.log(f"image discriminator loaded from {opts.adv_d}")
         else:
             cfg = self.G.config
