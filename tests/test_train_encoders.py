@@ -401,3 +401,31 @@ def test_adversarial_run_resumes_bit_identically_and_refuses_a_wrong_discriminat
         _train(**dict(common, adv_d=str(wrong)), steps=1, out=str(tmp_path / "bad"))
     with pytest.raises(ConfigError, match="adv_d.*not a train_generator.py training state"):
         _train(**dict(common, adv_d=str(generator_file)), steps=1, out=str(tmp_path / "bad2"))
+
+
+# ---------------------------------------------------------------------------------------------------- --init-weights
+def test_init_weights_starts_from_a_saved_model_and_refuses_another_method_or_generator(generator_file, tmp_path):
+    common = _opts(generator_file, method="psp", data="synthfaces", batch=2, val_interval=1, save_interval=1)
+    _train(**common, steps=1, out=str(tmp_path / "first"))
+    best = tmp_path / "first" / "checkpoints" / "best_model.pt"
+    saved = load_inverter(best).encoder.state_dict()
+    opts, _, _ = resolve_encoder_options(dict(common, init_weights=str(best)))
+    opts.validate()
+    logs = []
+    task = build_task(opts, torch.device("cpu"), 0, 1, logs.append)
+    own = task.inverter.encoder.state_dict()
+    assert own.keys() == saved.keys() and all(torch.equal(own[k], saved[k]) for k in own)
+    assert any("initialised from" in m and str(best) in m for m in logs)
+    fresh = build_task(resolve_encoder_options(common)[0], torch.device("cpu"), 0, 1, lambda m: None)
+    assert not all(torch.equal(v, saved[k]) for k, v in fresh.inverter.encoder.state_dict().items())
+    with pytest.raises(ConfigError, match="init_weights.*psp inverter; this run trains e4e"):
+        _train(**dict(common, method="e4e", init_weights=str(best)), steps=1, out=str(tmp_path / "bad"))
+    torch.manual_seed(5)
+    G2 = Generator(size=32, style_dim=32, n_mlp=2, channel_base=256, channel_max=16)
+    G2.latent_avg.copy_(G2.mean_latent(256))
+    save_generator(G2, tmp_path / "g2.pt")
+    with pytest.raises(ConfigError, match="init_weights.*another generator"):
+        _train(**dict(common, generator=str(tmp_path / "g2.pt"), init_weights=str(best)), steps=1,
+               out=str(tmp_path / "bad2"))
+    with pytest.raises(ConfigError, match="init_weights.*cannot read"):
+        _train(**dict(common, init_weights=str(tmp_path / "missing.pt")), steps=1, out=str(tmp_path / "bad3"))

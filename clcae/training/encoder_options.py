@@ -77,6 +77,10 @@ class EncoderTrainOptions:
     stage2_init: str = option("contrastive", "CLCAE stage 2 trunk init: contrastive (the stage-1 image encoder's "
                                              "trunk, the intent of the official code) | none (what the official code "
                                              "actually does) | arcface (IR-SE50 ArcFace weights, --arcface-weights)")
+    init_weights: str = option("", "fine-tuning: start the encoder from the weights of an inverter checkpoint of "
+                                   "the same method and architecture (a best_model.pt or a shipped model, e.g. "
+                                   "pretrained/synthfaces64_clcae.pt; pSp's --checkpoint_path), loaded strictly "
+                                   "after every other initialisation; the optimiser starts afresh; empty: off")
     contrastive_image: str = option("", "CLCAE stage 2: the stage-1 image encoder (best_model_image.pt), or a stage-1 "
                                         "run directory (its checkpoints/best_model_image.pt and _latent.pt)",
                                         resume=True)
@@ -262,7 +266,7 @@ OPTION_GROUPS = {
              "workers"),
     "model": ("input_size", "num_layers", "widths", "use_se", "nhead", "dim_feedforward", "dropout",
               "projection_dim", "w_attention", "feature_branch", "idx_k", "feature_mode", "wplus_offset_gain", "coarse_ind", "middle_ind", "init",
-              "stage2_init", "contrastive_image", "contrastive_latent"),
+              "stage2_init", "init_weights", "contrastive_image", "contrastive_latent"),
     "losses": ("l2_lambda", "perceptual", "lpips_lambda", "lpips_scales", "lpips_weights", "identity", "id_lambda",
                "arcface_weights", "domain_net", "feature_matching_lambda", "contrastive_lambda", "align_image",
                "query_grad", "feature_ramp", "ramp_steps", "w_norm_lambda", "delta_lambda", "progressive_start",

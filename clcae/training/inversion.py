@@ -194,6 +194,8 @@ class InversionTask(EncoderTask):
             self._after_official_init(enc)
         self._init_trunk(enc)
         self._after_init(enc)
+        if opts.init_weights:
+            self._load_init_weights(enc, G)
         enc = self.inverter.encoder = self.distributed_batchnorm(enc)
         self.trainable = {"encoder": enc}
         from .optim import build_optimizer
@@ -206,6 +208,37 @@ class InversionTask(EncoderTask):
         self._build_method_parts()
         self._build_image_discriminator()
         self.noise_mode = opts.train_noise
+
+    def _load_init_weights(self, enc: nn.Module, G) -> None:
+        """``init_weights``: copy a saved inverter's encoder into ``enc`` (strict: every key and shape must match),
+        refusing a checkpoint of another method or one made for a generator with another average latent."""
+        from ..checkpoints import load_inverter
+
+        path = self.opts.init_weights
+        try:
+            src = load_inverter(path, device="cpu")
+        except (CheckpointError, OSError) as e:
+            raise ConfigError.about("init_weights", f"cannot read {path}: {e}") from e
+        arch = getattr(src, "config", {}).get("arch")
+        mine = self.inverter.config.get("arch")
+        if arch != mine:
+            raise ConfigError.about("init_weights", f"{path} holds a {arch} inverter; this run trains {mine}",
+                                    ("method",))
+        own_avg = self.inverter.latent_avg.detach().cpu().reshape(-1, G.style_dim)[0]
+        src_avg = src.latent_avg.detach().cpu().reshape(-1, G.style_dim)[0]
+        if not torch.allclose(own_avg, src_avg, rtol=1e-4, atol=1e-4):
+            raise ConfigError.about("init_weights", f"{path} was trained for another generator (its average latent "
+                                    f"differs from {self.opts.generator}'s by "
+                                    f"{(own_avg - src_avg).abs().max().item():.3g})", ("generator",))
+        want, have = enc.state_dict(), src.encoder.state_dict()
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        shapes = [k for k in want.keys() & have.keys() if want[k].shape != have[k].shape]
+        if missing or extra or shapes:
+            raise ConfigError.about("init_weights", f"{path}: its encoder does not match this run's (missing "
+                                    f"{missing[:3]}, unexpected {extra[:3]}, other shapes {shapes[:3]}); use the "
+                                    f"options it was trained with")
+        enc.load_state_dict(have, strict=True)
+        self.log(f"encoder initialised from {path} ({len(have)} tensors)")
 
     # --- what the methods differ in (CLCAETask, PSPTask, E4ETask override these)
     def _build_inverter(self, G) -> nn.Module:
