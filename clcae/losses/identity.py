@@ -159,6 +159,25 @@ class IdentityLoss(nn.Module):
             return loss.mean()
         raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
 
+    def target(self, y: torch.Tensor) -> torch.Tensor:
+        """The unit-norm embeddings ``[B, D]`` of the target images ``y``, computed once without gradients."""
+        self._check(y, y)
+        with torch.no_grad():
+            return F.normalize(self.embed(y), dim=1)
+
+    def to_target(self, y_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``1 - cos`` ``[k * B]`` of ``y_hat`` (k batches of B images stacked along dim 0) to the
+        target embeddings of :meth:`target`, row i against target row i mod B: one network pass for all k
+        batches. Equal to ``forward(y_hat_j, y)`` for every batch j up to float rounding."""
+        self._check(y_hat, y_hat)
+        return self._to_target(F.normalize(self.embed(y_hat), dim=1), target)
+
+    def _to_target(self, e_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        b = target.shape[0]
+        if b == 0 or e_hat.shape[0] % b:
+            raise ValueError(f"{self.name}: {e_hat.shape[0]} images cannot be matched to {b} target embeddings")
+        return 1.0 - (e_hat * target.repeat(e_hat.shape[0] // b, 1)).sum(dim=1)
+
     def train(self, mode: bool = True) -> "IdentityLoss":
         """The embedding network stays in eval mode (fixed BatchNorm statistics, no dropout)."""
         super().train(mode)
@@ -231,6 +250,22 @@ class DomainIdentity(IdentityLoss):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm domain embedding ``[B, embed_dim]`` of images ``[B, 3, H, W]`` in [-1, 1]."""
         return self.domain_net.embed(x)
+
+    def target(self, y: torch.Tensor, maps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """As :meth:`IdentityLoss.target`; ``maps``: the domain network's ``trunk_features(y)`` if the caller
+        already has them (e.g. shared with :class:`~clcae.losses.perceptual.DomainPerceptualLoss`)."""
+        if maps is None:
+            return super().target(y)
+        with torch.no_grad():
+            return F.normalize(self.domain_net.embed_map(maps[-1]), dim=1)
+
+    def to_target(self, y_hat: torch.Tensor, target: torch.Tensor,
+                  maps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """As :meth:`IdentityLoss.to_target`; ``maps``: the domain network's ``trunk_features(y_hat)`` if the
+        caller already has them (one trunk pass then serves the perceptual and the identity loss)."""
+        if maps is None:
+            return super().to_target(y_hat, target)
+        return self._to_target(F.normalize(self.domain_net.embed_map(maps[-1]), dim=1), target)
 
 
 def build_identity(kind: str, weights: str | os.PathLike | None = None, domain_net: nn.Module | None = None,

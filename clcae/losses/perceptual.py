@@ -57,6 +57,14 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, who: str) -> None:
         raise ValueError(f"{who}: the two image batches differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
 
 
+def _repeat_to(target: torch.Tensor, rows: int, who: str) -> torch.Tensor:
+    """``target`` [B, ...] tiled along dim 0 to ``rows`` = k * B rows (row i is target row i mod B)."""
+    b = target.shape[0]
+    if b == 0 or rows % b:
+        raise ValueError(f"{who}: {rows} images cannot be matched to a target batch of {b} (need a multiple)")
+    return target if rows == b else target.repeat((rows // b,) + (1,) * (target.ndim - 1))
+
+
 def unit_normalize(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Scale every spatial feature vector of ``[B, C, H, W]`` to unit length along ``C`` (LPIPS' normalisation).
 
@@ -208,6 +216,15 @@ class LPIPSLoss(nn.Module):
             total = total + self.distance(F.adaptive_avg_pool2d(x, size), F.adaptive_avg_pool2d(y, size))
         return _reduce(total, self.reduction if reduction is None else reduction)
 
+    def target(self, y: torch.Tensor) -> torch.Tensor:
+        """What :meth:`to_target` compares with: here the target images themselves (detached)."""
+        return y.detach()
+
+    def to_target(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample LPIPS ``[k * B]`` of ``x`` (k batches stacked along dim 0) to the target ``[B]`` of
+        :meth:`target`, row i against target row i mod B (one network call for all k batches)."""
+        return self(x, _repeat_to(target, x.shape[0], self.name), reduction="none")
+
     def extra_repr(self) -> str:
         return f"net={self.net_type!r}, scales={self.scales}, resize={self.resize}, reduction={self.reduction!r}"
 
@@ -262,6 +279,34 @@ class DomainPerceptualLoss(nn.Module):
             fx, fy = unit_normalize(f).chunk(2)
             total = total + (fx - fy).pow(2).sum(dim=1).mean(dim=(1, 2))
         return _reduce(total, self.reduction if reduction is None else reduction)
+
+    def target(self, y: torch.Tensor, maps: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The unit-normalised maps of the target images ``y`` [B, 3, H, W], computed once without gradients (a
+        fixed target: :meth:`to_target` differentiates only its images). ``maps``: ``trunk_features(y)`` if the
+        caller already has them (e.g. shared with :class:`~clcae.losses.identity.DomainIdentity`)."""
+        with torch.no_grad():
+            maps = self.domain_net.trunk_features(y) if maps is None else maps
+            return [unit_normalize(f) for f in (maps if self.layers is None else [maps[i] for i in self.layers])]
+
+    def to_target(self, x: torch.Tensor, target: Sequence[torch.Tensor],
+                  maps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Per-sample distance ``[k * B]`` of ``x`` (k batches of B images stacked along dim 0) to the target of
+        :meth:`target`, row i against target row i mod B: one network pass for all k batches, none for the
+        target. Equal to ``forward(x_j, y)`` for every batch j up to float rounding. ``maps``: the domain
+        network's ``trunk_features(x)`` if the caller already has them."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected RGB image batches [B, 3, H, W]; got {tuple(x.shape)}")
+        maps = self.domain_net.trunk_features(x) if maps is None else maps
+        chosen = maps if self.layers is None else [maps[i] for i in self.layers]
+        total = x.new_zeros(x.shape[0])
+        for f, ft in zip(chosen, target):
+            b = ft.shape[0]
+            if b == 0 or f.shape[0] % b:
+                raise ValueError(f"{self.name}: {f.shape[0]} images cannot be matched to a target batch of {b}")
+            # [k, B, C, H, W] against the target broadcast over k (no repeated copy of the target's maps)
+            d = unit_normalize(f).unflatten(0, (f.shape[0] // b, b)) - ft
+            total = total + d.pow(2).sum(dim=2).mean(dim=(2, 3)).flatten()
+        return total
 
     def extra_repr(self) -> str:
         return f"layers={self.layers}, reduction={self.reduction!r}"

@@ -196,6 +196,11 @@ class DomainNet(nn.Module):
         """Identity embedding ``[B, embed_dim]``, L2-normalised (compare with a dot product = cosine)."""
         return self._embed(self.trunk(x))
 
+    def embed_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The identity embedding of a trunk map (:meth:`trunk`, or the last of :meth:`trunk_features`): what
+        :meth:`embed` returns for the images the map came from, without running the trunk again."""
+        return self._embed(fmap)
+
     def attribute_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Raw attribute head outputs ``[B, A]`` (before :meth:`logits_to_attributes`); for training losses."""
         return self.attr_head(self.trunk(x))
