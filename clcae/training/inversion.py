@@ -37,6 +37,7 @@ from .. import distributed as du
 from ..checkpoints import CheckpointError, load_contrastive_encoder, load_generator, save_inverter
 from ..networks.encoders import CLCAEEncoder, Encoder4Editing, GradualStyleEncoder
 from ..networks.init import official_init
+from ..networks.memory_format import to_channels_last
 from ..networks.inverters import CLCAEInverter, E4EInverter, PSPInverter, render_average_image
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
 from .encoder_task import EncoderTask, to_input_geometry
@@ -180,8 +181,17 @@ class InversionTask(EncoderTask):
     #: The ``image_*`` render that is the method's result (what ``--adv-lambda`` judges).
     result_image = "image_wplus"
 
+    #: The step's faster arithmetic (docs/PERFORMANCE.md, "Training speed"): every loss network runs once on the
+    #: renders stacked along the batch, the target's features are computed once without gradients, the domain
+    #: network's trunk pass is shared by the perceptual and the identity loss, and on a CPU the generator passes run
+    #: in channels-last. False: the step as first written (one loss call per render, contiguous activations); the
+    #: same losses and gradients up to float rounding. Kept as the reference that tests/test_training_speed.py and
+    #: benchmarks/bench_training.py compare with.
+    fast_step: bool = True
+
     def __init__(self, opts: EncoderTrainOptions, device: torch.device, rank: int, world_size: int, log):
         super().__init__(opts, device, rank, world_size, log)
+        self.fast_step = type(self).fast_step  # fixed at construction: the networks' memory format follows it
         self.input_size = parse_size(opts.input_size)
         G = load_generator(opts.generator, device=device, impl=opts.impl)
         self.G = G
@@ -197,6 +207,8 @@ class InversionTask(EncoderTask):
         if opts.init_weights:
             self._load_init_weights(enc, G)
         enc = self.inverter.encoder = self.distributed_batchnorm(enc)
+        if self._channels_last():
+            to_channels_last(enc)  # before the optimiser: its state follows the parameters' format
         self.trainable = {"encoder": enc}
         from .optim import build_optimizer
 
@@ -441,30 +453,79 @@ class InversionTask(EncoderTask):
     def _forward(self, x: torch.Tensor, step: int, noise_mode: str, train: bool) -> dict[str, torch.Tensor]:
         """Codes and images (at the input geometry) for x; training-mode forward of the encoder when ``train``."""
         out: dict[str, torch.Tensor] = {}
-        with self.autocast():
-            self._codes_and_images(x, step, noise_mode, out)
+        previous = self.G.memory_format
+        self.G.set_memory_format(self._generator_memory_format())
+        try:
+            with self.autocast():
+                self._codes_and_images(x, step, noise_mode, out)
+        finally:
+            self.G.set_memory_format(previous)
         for k in [k for k in out if k.startswith("image_")]:
-            out[k] = to_input_geometry(out[k].float(), self.input_size)
+            # contiguous: the loss networks and the stage-1 encoders are not guarded for channels-last inputs
+            # (clcae.networks.memory_format: small strided 1x1 convolutions crash in its CPU backward)
+            out[k] = to_input_geometry(out[k].float(), self.input_size).contiguous()
         return out
+
+    def _channels_last(self) -> bool:
+        """Whether the step runs the generator passes, the encoder and the stage-1 image encoder in channels-last
+        (measured faster with gradients on a CPU; the domain network was slower and stays contiguous): on a CPU
+        with :attr:`fast_step` and the fast arithmetic (``impl='ref'`` stays contiguous). The encoders are
+        converted by :func:`~clcae.networks.memory_format.to_channels_last`, which keeps the small strided 1x1
+        convolutions that crash in channels-last on AVX-512 CPUs contiguous."""
+        return self.fast_step and self.device.type == "cpu" and self.opts.impl != "ref"
+
+    def _generator_memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self._channels_last() else torch.contiguous_format
+
+    def _image_terms(self, x: torch.Tensor, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """``[{'l2', 'perc', 'id'}]`` (0-dim, those whose loss is built) of each render in ``images`` against x.
+
+        With :attr:`fast_step`, every loss network runs once on the renders stacked along the batch and the
+        target's features are computed once, without gradients (``target`` / ``to_target`` of the losses); else
+        once per render, with the target recomputed each time. Same values up to float rounding."""
+        out: list[dict[str, torch.Tensor]] = [{"l2": F.mse_loss(o, x)} for o in images]
+        if not self.fast_step or len(images) == 1:
+            for terms, o in zip(out, images):
+                if self.perceptual is not None:
+                    terms["perc"] = self.perceptual(o, x).mean()
+                if self.identity is not None:
+                    terms["id"] = self.identity(o, x).mean()
+            return out
+        stacked = torch.cat(images)
+        shared: dict[str, Any] = {}
+        net = self._shared_domain_net()
+        if net is not None:  # one trunk pass of the domain network serves the perceptual and the identity loss
+            with torch.no_grad():
+                target_maps = net.trunk_features(x)
+            shared = {"maps": net.trunk_features(stacked)}
+        for key, loss in (("perc", self.perceptual), ("id", self.identity)):
+            if loss is not None:
+                target = loss.target(x, maps=target_maps) if shared else loss.target(x)
+                for terms, v in zip(out, loss.to_target(stacked, target, **shared).chunk(len(images))):
+                    terms[key] = v.mean()
+        return out
+
+    def _shared_domain_net(self) -> nn.Module | None:
+        """The domain network when both the perceptual and the identity loss are computed on it, else None."""
+        from ..losses.identity import DomainIdentity
+        from ..losses.perceptual import DomainPerceptualLoss
+
+        if (isinstance(self.perceptual, DomainPerceptualLoss) and isinstance(self.identity, DomainIdentity)
+                and self.perceptual.domain_net is self.identity.domain_net):
+            return self.perceptual.domain_net
+        return None
 
     def _losses(self, x: torch.Tensor, out: Mapping[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         opts = self.opts
         terms: dict[str, torch.Tensor] = {}
         total = x.new_zeros(())
-        for name in [k for k in out if k.startswith("image_")]:
-            o = out[name]
+        names = [k for k in out if k.startswith("image_")]
+        lambdas = {"l2": opts.l2_lambda, "perc": opts.lpips_lambda, "id": opts.id_lambda}
+        for name, values in zip(names, self._image_terms(x, [out[k] for k in names])):
             tag = name[len("image_"):]
-            l2 = F.mse_loss(o, x)
-            terms[f"l2_{tag}"] = l2
-            total = total + opts.l2_lambda * l2
-            if self.perceptual is not None:
-                p = self.perceptual(o, x).mean()
-                terms[f"perc_{tag}"] = p
-                total = total + opts.lpips_lambda * p
-            if self.identity is not None:
-                i = self.identity(o, x).mean()
-                terms[f"id_{tag}"] = i
-                total = total + opts.id_lambda * i
+            for key, v in values.items():
+                terms[f"{key}_{tag}"] = v
+                total = total + lambdas[key] * v
         total = self._objective_terms(x, out, terms, total)
         if opts.w_norm_lambda > 0:
             from ..losses.regularizers import w_norm
@@ -609,6 +670,8 @@ class CLCAETask(InversionTask):
         pi, pl = resolve_contrastive_paths(opts.contrastive_image, opts.contrastive_latent)
         self.E_I = load_contrastive_encoder(pi, device=self.device)
         self.E_w = load_contrastive_encoder(pl, device=self.device)
+        if self._channels_last():
+            to_channels_last(self.E_I)
         self.contrastive_paths = (str(pi), str(pl))
         if opts.stage2_init == "contrastive":
             keys = load_stage1_trunk(enc, self.E_I, str(pi))
