@@ -243,21 +243,24 @@ class ModulatedConv2d(nn.Module):
         return self.impl != "ref" and not torch.is_grad_enabled()
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, in, H, W], style [B, style_dim] -> ``gain * conv + bias`` [B, out, H', W'] (``bias`` [out],
-        optional; ``gain`` and ``bias`` let a caller fuse its epilogue into the convolution)."""
+                bias: torch.Tensor | None = None, add: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, in, H, W], style [B, style_dim] -> ``gain * conv + add + bias`` [B, out, H', W'] (``bias`` [out]
+        and ``add`` [B, 1, H', W'] (e.g. the scaled noise) optional; ``gain``, ``add`` and ``bias`` let a caller
+        fuse its epilogue into the convolution's own element-wise passes)."""
         b, c, h, w = x.shape
         if c != self.in_channel:
             raise ValueError(f"ModulatedConv2d expects {self.in_channel} input channels; got {tuple(x.shape)}")
         s = self.modulation(style)  # [B, in]
-        if self._fast_inference():
+        if self._fast_inference() and add is None:
             return self._forward_inference(x, s, gain, bias)
         if self._use_grouped(x):
             out = self._forward_grouped(x, s)
+            if gain != 1.0:
+                out = out * gain
+            if add is not None:
+                out = out + add.to(out.dtype)
         else:
-            out = self._forward_unfused(x, s)
-        if gain != 1.0:
-            out = out * gain
+            out = self._forward_unfused(x, s, gain, add)
         return out if bias is None else out + bias.reshape(1, -1, 1, 1).to(out.dtype)
 
     def _weight_sq(self) -> torch.Tensor:
@@ -327,21 +330,45 @@ class ModulatedConv2d(nn.Module):
         out = F.conv2d(x, weight, padding=self.padding, groups=b)
         return out.reshape(b, self.out_channel, out.shape[2], out.shape[3])
 
-    def _forward_unfused(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def _forward_unfused(self, x: torch.Tensor, s: torch.Tensor, gain: float = 1.0,
+                         add: torch.Tensor | None = None) -> torch.Tensor:
+        """``gain * conv + add`` in the unfused form: the input scaled by the style, one shared convolution (and the
+        blur after an upsampling one), then the demodulation, the gain and ``add`` in one pass (``addcmul``). The
+        blur is applied before the per-sample, per-channel scale, with which it commutes."""
         b, c = x.shape[:2]
         weight = self.scale * self.weight.squeeze(0)  # [out, in, k, k]
-        x = x * s.view(b, c, 1, 1).to(x.dtype)
-        if self.upsample:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2)
+        if self.kernel_size == 1 and not self.upsample:
+            out = self._pointwise(x, weight, s)
         else:
-            out = F.conv2d(x, weight, padding=self.padding)
+            x = x * s.view(b, c, 1, 1).to(x.dtype)
+            if self.upsample:
+                out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2))
+            else:
+                out = F.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
             w2 = weight.pow(2).sum([2, 3])  # [out, in]
-            demod = torch.rsqrt(s.pow(2) @ w2.t() + self.eps)  # [B, out]
-            out = out * demod.view(b, self.out_channel, 1, 1).to(out.dtype)
-        if self.upsample:
-            out = self.blur(out)
-        return out
+            scale = torch.rsqrt(s.pow(2) @ w2.t() + self.eps)  # [B, out]
+            if gain != 1.0:
+                scale = scale * gain
+            scale = scale.view(b, self.out_channel, 1, 1).to(out.dtype)
+            return out * scale if add is None else torch.addcmul(add.to(out.dtype), out, scale)
+        if gain != 1.0:
+            out = out * gain
+        return out if add is None else out + add.to(out.dtype)
+
+
+    def _pointwise(self, x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """A 1x1 convolution with the per-sample weight ``weight * s`` as one batched matrix product (ToRGB): no
+        style-scaled copy of ``x``, and its backward reads ``x`` once for the style's gradient. Keeps the format
+        of ``x`` (channels-last or contiguous)."""
+        b, c, h, w = (int(v) for v in x.shape)
+        o = self.out_channel
+        wb = weight.reshape(1, o, c) * s.view(b, 1, c).to(weight.dtype)  # [B, out, in]
+        wb = wb.to(x.dtype)
+        if x.is_contiguous():
+            return torch.bmm(wb, x.reshape(b, c, h * w)).view(b, o, h, w)
+        xl = x.permute(0, 2, 3, 1)  # [B, H, W, C]: a view of a channels-last x
+        return torch.bmm(xl.reshape(b, h * w, c), wb.transpose(1, 2)).view(b, h, w, o).permute(0, 3, 1, 2)
 
 
 class NoiseInjection(nn.Module):
@@ -392,9 +419,25 @@ class StyledConv(nn.Module):
                 noise = out.new_empty(out.shape[0], 1, out.shape[2], out.shape[3]).normal_()
             out = out.add_(noise.to(out.dtype) * (self.noise.weight * g).to(out.dtype))
             out = F.leaky_relu_(out, act.negative_slope)
+        elif (self.conv.impl != "ref" and act.bias is not None and act.scale > 0 and not x.is_cuda
+              and not torch.is_autocast_enabled(x.device.type)):
+            # with gradients, the same identity: the demodulation, the gain and the noise go into one addcmul, the
+            # bias into one in-place add, then an in-place leaky ReLU (three passes over the output instead of six)
+            g = act.scale
+            if noise is None:
+                noise = self._fresh_noise(x, 2 if self.conv.upsample else 1)
+            out = self.conv(x, style, gain=g, add=noise.to(x.dtype) * (self.noise.weight * g).to(x.dtype))
+            out = out.add_((act.bias * g).reshape(1, -1, 1, 1).to(out.dtype))
+            out = F.leaky_relu_(out, act.negative_slope)
         else:
             out = act(self.noise(self.conv(x, style), noise=noise))
         return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
+
+    @staticmethod
+    def _fresh_noise(x: torch.Tensor, up: int) -> torch.Tensor:
+        """N(0, 1) noise [B, 1, H * up, W * up], drawn as :class:`NoiseInjection` draws it (same numbers)."""
+        b, _, h, w = x.shape
+        return x.new_empty(b, 1, h * up, w * up).normal_()
 
 
 class ToRGB(nn.Module):
