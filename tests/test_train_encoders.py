@@ -325,7 +325,9 @@ def test_torchrun_two_processes_match_one_process(generator_file, tmp_path, stag
     sb = load_file(tmp_path / "single" / "checkpoints" / "latest.pt")["task"]["modules"]
     # Parameters whose true gradient is zero (a bias right before a batch norm) get rounding-noise gradients whose
     # sign Adam turns into a full +-lr step (per step), so weights agree to a few lr; the losses are the real check.
-    atol = 5 * opts["lr"] if stage == "align" else 1e-5
+    # (Stage 2 too since its encoder runs in channels-last on a CPU: those convolutions round differently for a
+    # per-process batch of 2 and of 4, and one such bias, body.0.res_layer.4.bias, moved 1.7e-5 apart.)
+    atol = 5 * opts["lr"]
     for name in sb:
         for k, v in sb[name].items():
             if v.is_floating_point():
