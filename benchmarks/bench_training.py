@@ -9,6 +9,9 @@ timed rounds, medians), so every variant sees the same load of a shared machine:
   16 and path length every 4 steps). Variants: ``ref`` (``impl='ref'``, the official arithmetic) and ``fast``
   (``impl='auto'``, the default). Each round times the three kinds of step (main only; main + path length; main +
   R1 + path length) and reports their mean over a lazy-regularisation cycle, ``(12 main + 3 pl + 1 both) / 16``.
+- ``clcae-parts``: the pieces of that step on their own (the losses on 48 renders per render / stacked / with a
+  shared trunk / in channels-last; the three generator passes, the encoder and the stage-1 image encoder in
+  contiguous and channels-last form), to say what each change bought.
 - ``clcae``: ``CLCAETask.train_step`` with ``configs/synthfaces64.yaml`` and ``--method clcae`` (three generator
   passes with L2, domain perceptual and identity losses, feature matching, alignment through the shipped stage-1
   encoders), batch 16. Variants: ``fast`` (the default), ``plain`` (``InversionTask.fast_step = False``: one loss
@@ -21,6 +24,7 @@ process runs at a time.
 
     python benchmarks/bench_training.py generator --threads 1 --rounds 3
     python benchmarks/bench_training.py clcae --threads 1 --rounds 5 --baseline 26dbb0c
+    python benchmarks/bench_training.py clcae-parts --threads 1 --rounds 5
 """
 from __future__ import annotations
 
@@ -103,12 +107,90 @@ def _time_clcae(variant, steps: int = 2) -> dict:
     return {"step": (time.perf_counter() - t) / steps}
 
 
+def _parts_variants(names: list[str]) -> dict:
+    """The pieces of the CLCAE stage-2 step, each in two forms (``name`` and ``name+``), forward + backward."""
+    import copy
+
+    import torch
+
+    from clcae.checkpoints import load_generator
+    from clcae.losses.identity import DomainIdentity
+    from clcae.losses.perceptual import DomainPerceptualLoss
+    from clcae.networks.memory_format import to_channels_last
+    from clcae.training.encoder_loop import build_task, resolve_encoder_options
+
+    given = dict(method="clcae", generator="pretrained/synthfaces64_generator.pt", threads=torch.get_num_threads(),
+                 contrastive_image=str(REPO / "pretrained" / "synthfaces64_clcae_stage1"))
+    opts, _, _ = resolve_encoder_options(given, config="synthfaces64")
+    from clcae.training.inversion import InversionTask
+
+    InversionTask.fast_step = False  # contiguous networks, converted below where a variant wants it
+    task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
+    InversionTask.fast_step = True
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 64, 64, generator=g) * 2 - 1
+    renders = torch.rand(48, 3, 64, 64, generator=g) * 2 - 1
+    G = load_generator(opts.generator)
+    net = task.perceptual.domain_net
+    net_cl = to_channels_last(copy.deepcopy(net))
+    enc = task.inverter.encoder.train()
+    enc_cl = to_channels_last(copy.deepcopy(enc))
+    e_i = task.E_I
+    e_i_cl = to_channels_last(copy.deepcopy(e_i))
+
+    def losses(kind):
+        o = renders.clone().requires_grad_(True)
+        P, I = DomainPerceptualLoss(net), DomainIdentity(net)
+        if kind == "per-render":  # the plain step: one call per render, the target recomputed in each
+            total = sum(P(r, x).mean() + I(r, x).mean() for r in o.chunk(3))
+        elif kind == "stacked":  # one call on the stacked renders, the target's features once
+            total = P.to_target(o, P.target(x)).mean() + I.to_target(o, I.target(x)).mean()
+        else:  # + one trunk pass for both losses (shared), optionally in channels-last
+            n = net_cl if kind == "shared-cl" else net
+            P, I = DomainPerceptualLoss(n), DomainIdentity(n)
+            with torch.no_grad():
+                tm = n.trunk_features(x)
+            m = n.trunk_features(o)
+            total = P.to_target(o, P.target(x, maps=tm), maps=m).mean() + I.to_target(
+                o, I.target(x, maps=tm), maps=m).mean()
+        total.backward()
+
+    def generator(fmt):
+        G.set_memory_format(fmt)
+        ws = G.latent_avg + 0.1 * torch.randn(16, G.n_latent, G.style_dim, generator=g)
+        ws.requires_grad_(True)
+        sum(G.synthesis(ws, noise_mode="random").square().mean() for _ in range(3)).backward()
+
+    def encoder(module, fmt):
+        dw, off, f = module(x.contiguous(memory_format=fmt))
+        (dw.square().mean() + off.square().mean() + f.square().mean()).backward()
+
+    def stage1(module, fmt):
+        module(renders[:16].contiguous(memory_format=fmt).requires_grad_(True)).square().mean().backward()
+
+    cl, nchw = torch.channels_last, torch.contiguous_format
+    table = {"losses:per-render": lambda: losses("per-render"), "losses:stacked": lambda: losses("stacked"),
+             "losses:shared": lambda: losses("shared"), "losses:shared-cl": lambda: losses("shared-cl"),
+             "generator:contiguous": lambda: generator(nchw), "generator:channels-last": lambda: generator(cl),
+             "encoder:contiguous": lambda: encoder(enc, nchw), "encoder:channels-last": lambda: encoder(enc_cl, cl),
+             "stage1-image-encoder:contiguous": lambda: stage1(e_i, nchw),
+             "stage1-image-encoder:channels-last": lambda: stage1(e_i_cl, cl)}
+    return {n: table[n] for n in names}
+
+
+def _time_part(fn) -> dict:
+    t = time.perf_counter()
+    fn()
+    return {"s": time.perf_counter() - t}
+
+
 def worker(workload: str, names: list[str], threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    variants = (_generator_variants if workload == "generator" else _clcae_variants)(names)
-    timer = _time_generator if workload == "generator" else _time_clcae
+    build = {"generator": _generator_variants, "clcae": _clcae_variants, "clcae-parts": _parts_variants}[workload]
+    variants = build(names)
+    timer = {"generator": _time_generator, "clcae": _time_clcae, "clcae-parts": _time_part}[workload]
     print(json.dumps({"ready": names, "torch": torch.__version__}), flush=True)
     for line in sys.stdin:
         name = line.strip()
@@ -171,7 +253,7 @@ def _machine() -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("workload", nargs="?", choices=("generator", "clcae"))
+    p.add_argument("workload", nargs="?", choices=("generator", "clcae", "clcae-parts"))
     p.add_argument("--variants", default=None, help="comma-separated (generator: ref,fast; clcae: fast,plain)")
     p.add_argument("--baseline", default=None, help="also time the default ('fast') of this commit, e.g. HEAD~3")
     p.add_argument("--threads", type=int, default=1)
@@ -184,20 +266,23 @@ def main(argv=None) -> int:
         return 0
     if args.workload is None:
         p.error("name a workload: generator or clcae")
-    names = (args.variants or ("ref,fast" if args.workload == "generator" else "fast,plain")).split(",")
+    default = {"generator": "ref,fast", "clcae": "fast,plain", "clcae-parts": ",".join(PARTS)}[args.workload]
+    names = (args.variants or default).split(",")
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_training_") as tmp:
         workers = {name: w for w in [Worker(REPO, args.workload, names, args.threads)] for name in names}
+        variant = {name: name for name in names}  # shown name -> the worker's name for it
         if args.baseline:
             base = Worker(_export(args.baseline, Path(tmp)), args.workload, ["fast"], args.threads)
             workers[f"{args.baseline}:fast"] = base
+            variant[f"{args.baseline}:fast"] = "fast"
         order = list(workers)
         results: dict[str, list[dict]] = {n: [] for n in order}
         loads = []
         for r in range(args.rounds + 1):
             line = []
             for name in order:
-                times = workers[name].time(name.split(":")[-1])
+                times = workers[name].time(variant[name])
                 if r:
                     results[name].append(times)
                 line.append(f"{name} {_fmt(times)}")
@@ -205,8 +290,11 @@ def main(argv=None) -> int:
             print(f"round {r}{' (warm-up)' if not r else ''}: " + "; ".join(line), flush=True)
         for w in set(workers.values()):
             w.close()
-    key = "cycle" if args.workload == "generator" else "step"
     med = {n: {k: statistics.median(t[k] for t in results[n]) for k in results[n][0]} for n in order}
+    if args.workload == "clcae-parts":
+        _print_parts(args, med, load_start, loads, workers[order[0]].info["torch"])
+        return 0
+    key = "cycle" if args.workload == "generator" else "step"
     ref_name = "ref" if args.workload == "generator" and "ref" in order else order[-1]
     torch_version = workers[order[0]].info["torch"]
     print(f"\n# bench_training {args.workload}  {datetime.datetime.now().isoformat(timespec='minutes')}  "
@@ -224,6 +312,24 @@ def main(argv=None) -> int:
                                                "load_start": load_start, "loads": loads, "results": results,
                                                "medians": med}, indent=2))
     return 0
+
+
+def _print_parts(args, med: dict, load_start, loads, torch_version: str) -> None:
+    print(f"\n# bench_training clcae-parts  {datetime.datetime.now().isoformat(timespec='minutes')}  {_machine()}  "
+          f"torch {torch_version}  threads {args.threads}  rounds {args.rounds} (+1 warm-up)  load average "
+          f"{load_start[0]:.1f} at the start, {min(loads):.1f}-{max(loads):.1f} during")
+    print("| piece (forward + backward, batch 16; losses on 48 renders) | form | s | vs the first form |")
+    print("|---|---|---|---|")
+    first: dict[str, float] = {}
+    for name, t in med.items():
+        piece, form = name.split(":")
+        first.setdefault(piece, t["s"])
+        print(f"| {piece} | {form} | {t['s']:.3f} | {first[piece] / t['s']:.2f}x |")
+
+
+PARTS = ("losses:per-render", "losses:stacked", "losses:shared", "losses:shared-cl", "generator:contiguous",
+         "generator:channels-last", "encoder:contiguous", "encoder:channels-last", "stage1-image-encoder:contiguous",
+         "stage1-image-encoder:channels-last")
 
 
 def _fmt(times: dict) -> str:
