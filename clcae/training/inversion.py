@@ -183,11 +183,10 @@ class InversionTask(EncoderTask):
 
     #: The step's faster arithmetic (docs/PERFORMANCE.md, "Training speed"): every loss network runs once on the
     #: renders stacked along the batch, the target's features are computed once without gradients, the domain
-    #: network's trunk pass is shared by the perceptual and the identity loss, and on a CPU the generator passes,
-    #: the encoders and the domain network run in channels-last. False: the step as first written (one loss call
-    #: per render, contiguous activations); the same losses and gradients up to float rounding. Kept as the
-    #: reference that tests/test_training_speed.py and benchmarks/bench_training.py compare with. Read when the
-    #: task is built.
+    #: network's trunk pass is shared by the perceptual and the identity loss, and on a CPU the generator passes run
+    #: in channels-last. False: the step as first written (one loss call per render, contiguous activations); the
+    #: same losses and gradients up to float rounding. Kept as the reference that tests/test_training_speed.py and
+    #: benchmarks/bench_training.py compare with.
     fast_step: bool = True
 
     def __init__(self, opts: EncoderTrainOptions, device: torch.device, rank: int, world_size: int, log):
@@ -413,8 +412,6 @@ class InversionTask(EncoderTask):
             from ..networks.domain import load_domain_net
 
             domain = load_domain_net(opts.domain_net, device=self.device).eval().requires_grad_(False)
-            if self._channels_last():
-                to_channels_last(domain)
         if opts.lpips_lambda > 0 and opts.perceptual != "none":
             from ..losses.perceptual import MissingWeightsError, build_perceptual
 
@@ -464,18 +461,17 @@ class InversionTask(EncoderTask):
         finally:
             self.G.set_memory_format(previous)
         for k in [k for k in out if k.startswith("image_")]:
-            # contiguous: loss networks other than the domain network, and every network of the plain step, are not
-            # guarded for channels-last inputs (clcae.networks.memory_format: small strided 1x1 convolutions crash
-            # in its CPU backward)
+            # contiguous: the loss networks and the stage-1 encoders are not guarded for channels-last inputs
+            # (clcae.networks.memory_format: small strided 1x1 convolutions crash in its CPU backward)
             out[k] = to_input_geometry(out[k].float(), self.input_size).contiguous()
         return out
 
     def _channels_last(self) -> bool:
-        """Whether the step runs the generator passes, the encoder, the stage-1 image encoder and the domain
-        network of the losses in channels-last (measured faster with gradients on a CPU): on a CPU with
-        :attr:`fast_step` and the fast arithmetic (``impl='ref'`` stays contiguous). The networks are converted
-        by :func:`~clcae.networks.memory_format.to_channels_last`, which keeps the small strided 1x1 convolutions
-        that crash in channels-last on AVX-512 CPUs contiguous."""
+        """Whether the step runs the generator passes, the encoder and the stage-1 image encoder in channels-last
+        (measured faster with gradients on a CPU; the domain network was slower and stays contiguous): on a CPU
+        with :attr:`fast_step` and the fast arithmetic (``impl='ref'`` stays contiguous). The encoders are
+        converted by :func:`~clcae.networks.memory_format.to_channels_last`, which keeps the small strided 1x1
+        convolutions that crash in channels-last on AVX-512 CPUs contiguous."""
         return self.fast_step and self.device.type == "cpu" and self.opts.impl != "ref"
 
     def _generator_memory_format(self) -> torch.memory_format:
