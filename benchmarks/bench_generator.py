@@ -7,6 +7,9 @@ and the achieved FLOP/s of the fast path against this machine's measured dense m
 
     python benchmarks/bench_generator.py --device cpu            # 64 px training step + 256 px forward
     python benchmarks/bench_generator.py --device cuda --full    # adds the 1024 px forward
+
+Its "64 px train step" is a plain G + D step (128 channels up to 32 px, no R1, no path length). The training step of
+the shipped recipe, with lazy R1 and path-length regularisation, is timed by ``bench_training.py generator``.
 """
 import argparse
 import datetime
