@@ -356,7 +356,6 @@ class ModulatedConv2d(nn.Module):
             out = out * gain
         return out if add is None else out + add.to(out.dtype)
 
-
     def _pointwise(self, x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """A 1x1 convolution with the per-sample weight ``weight * s`` as one batched matrix product (ToRGB): no
         style-scaled copy of ``x``, and its backward reads ``x`` once for the style's gradient. Keeps the format

@@ -37,8 +37,8 @@ from .. import distributed as du
 from ..checkpoints import CheckpointError, load_contrastive_encoder, load_generator, save_inverter
 from ..networks.encoders import CLCAEEncoder, Encoder4Editing, GradualStyleEncoder
 from ..networks.init import official_init
-from ..networks.memory_format import to_channels_last
 from ..networks.inverters import CLCAEInverter, E4EInverter, PSPInverter, render_average_image
+from ..networks.memory_format import to_channels_last
 from .encoder_options import EncoderTrainOptions, parse_size, parse_widths
 from .encoder_task import EncoderTask, to_input_geometry
 from .options import ConfigError
@@ -183,10 +183,11 @@ class InversionTask(EncoderTask):
 
     #: The step's faster arithmetic (docs/PERFORMANCE.md, "Training speed"): every loss network runs once on the
     #: renders stacked along the batch, the target's features are computed once without gradients, the domain
-    #: network's trunk pass is shared by the perceptual and the identity loss, and on a CPU the generator passes run
-    #: in channels-last. False: the step as first written (one loss call per render, contiguous activations); the
-    #: same losses and gradients up to float rounding. Kept as the reference that tests/test_training_speed.py and
-    #: benchmarks/bench_training.py compare with.
+    #: network's trunk pass is shared by the perceptual and the identity loss, and on a CPU the generator passes, the
+    #: encoder and the stage-1 image encoder run in channels-last. False: the step as first written (one loss call
+    #: per render, contiguous activations); the same losses and gradients up to float rounding. Kept as the
+    #: reference that tests/test_training_speed.py and benchmarks/bench_training.py compare with. Read when the
+    #: task is built.
     fast_step: bool = True
 
     def __init__(self, opts: EncoderTrainOptions, device: torch.device, rank: int, world_size: int, log):
