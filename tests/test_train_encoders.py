@@ -431,3 +431,13 @@ def test_init_weights_starts_from_a_saved_model_and_refuses_another_method_or_ge
                out=str(tmp_path / "bad2"))
     with pytest.raises(ConfigError, match="init_weights.*cannot read"):
         _train(**dict(common, init_weights=str(tmp_path / "missing.pt")), steps=1, out=str(tmp_path / "bad3"))
+
+
+def test_snapshots_are_named_by_the_images_seen(generator_file, tmp_path):
+    """snapshot-<kimg>kimg.pt counts training images (step x batch), as the generator's runs do (it once counted
+    steps: step 100 of batch 16 was named 0.100 kimg)."""
+    out = tmp_path / "snap"
+    _train(**_opts(generator_file, method="psp", data="synthfaces", batch=2, steps=2, val_interval=2,
+                   snapshot_interval=1, out=str(out)))
+    snaps = sorted(p.name for p in (out / "checkpoints").glob("snapshot-*.pt"))
+    assert snaps == ["snapshot-000000.002kimg.pt", "snapshot-000000.004kimg.pt"]

@@ -285,7 +285,7 @@ class _Loop:
     def save(self, snapshot: bool = False) -> None:
         state = self.state_dict()  # collective (RNG gather)
         if self.main:
-            paths = self.writer.save(state, self.step, snapshot=snapshot)
+            paths = self.writer.save(state, self.nimg, snapshot=snapshot)  # snapshot-<kimg>: images seen, as GAN runs
             self.last_ckpt = paths[0]
         du.barrier("checkpoint", self.opts.dist_timeout)
 
