@@ -353,7 +353,7 @@ def inverter_checkpoint(inverter: nn.Module, extra: Mapping[str, Any] | None = N
     avg = getattr(inverter, "avg_image", None)
     ckpt = {"format": OUR_PREFIX + "inverter", "kind": "inverter", "format_version": FORMAT_VERSION,
             "kwargs": inverter.config,
-            "state_dict": {k: v.detach().cpu() for k, v in inverter.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in inverter.state_dict().items()},
             "latent_avg": inverter.latent_avg.detach().cpu().clone(),
             "avg_image": avg.detach().cpu().clone() if avg is not None else None}
     if extra:

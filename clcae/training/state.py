@@ -264,9 +264,11 @@ def diff_options(saved: Mapping[str, Any], given: Mapping[str, Any], keys: Itera
 
 def cpu_copy(obj: Any) -> Any:
     """``obj`` with every tensor detached and cloned onto the CPU, through nested dicts, lists and tuples (kept as
-    such); anything else is returned as is. For checkpoints: the copy no longer aliases the training state."""
+    such); anything else is returned as is. For checkpoints: the copy no longer aliases the training state, and is
+    contiguous (a channels-last network's weights are saved in the plain layout: same values, and
+    ``tensor.view(-1)`` works on what a user loads)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
+        return obj.detach().cpu().clone(memory_format=torch.contiguous_format)
     if isinstance(obj, dict):
         return {k: cpu_copy(v) for k, v in obj.items()}
     if isinstance(obj, list):
