@@ -359,7 +359,6 @@ class InversionTask(EncoderTask):
 
         opts = self.opts
         D = self.trainable["image_discriminator"]
-        opt = self.optimizers["image_discriminator"]
         real = self._d_view(x.detach().float())
         loss = d_logistic_loss(D(real), D(self._d_view(fake.detach().float())))
         logs = {"adv_d": loss.detach()}
@@ -368,12 +367,18 @@ class InversionTask(EncoderTask):
             r1 = r1_penalty(D(real_r), real_r)
             loss = loss + r1 * (opts.adv_r1 / 2 * opts.d_reg_every)
             logs["adv_r1"] = r1.detach()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        du.all_reduce_grads(list(D.parameters()))
-        opt.step()
+        self._step_module("image_discriminator", loss)
         self.image_d_steps += 1
         return logs
+
+    def _step_module(self, name: str, loss: torch.Tensor) -> None:
+        """One optimiser step of ``self.trainable[name]`` on ``loss`` (gradients averaged over processes): the
+        discriminators' update (the image D of ``adv_lambda``, e4e's latent D)."""
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        du.all_reduce_grads(list(self.trainable[name].parameters()))
+        opt.step()
 
     # --- construction
     def _trunk_kwargs(self, G) -> dict:
@@ -794,17 +799,13 @@ class E4ETask(InversionTask):
             fake = self.inverter.codes(x)[:, 0].float()
             rand = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2 ** 62, (1,)).item()))
             real = sample_real_w(self.G, fake.shape[0], rand).to(fake)
-        opt = self.optimizers["w_discriminator"]
         loss = latent_d_loss(D, real, fake)
         logs = {"w_d": loss.detach()}
         if opts.r1 > 0 and self.d_steps % opts.d_reg_every == 0:
             r1 = latent_d_r1(D, real, opts.r1)
             loss = loss + r1 * opts.d_reg_every
             logs["w_r1"] = r1.detach()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        du.all_reduce_grads(list(D.parameters()))
-        opt.step()
+        self._step_module("w_discriminator", loss)
         self.d_steps += 1
         return logs
 
