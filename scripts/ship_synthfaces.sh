@@ -9,8 +9,8 @@
 #   generator    continue runs/synthfaces64 (or start it from pretrained/training/) to $KIMG kimg, then write
 #                pretrained/synthfaces64_generator.pt (g_ema), its Fréchet report and docs/ sample grid
 #   directions   InterFaceGAN directions for the shipped generator: pretrained/synthfaces64_directions/*.pt
-#   encoders     two one-thread lanes side by side: CLCAE stage 1 (contrastive alignment) then stage 2 in one,
-#                pSp then e4e in the other (logs RUNS/clcae.log, RUNS/baselines.log)
+#   encoders     two one-thread lanes side by side: CLCAE stage 1 (contrastive alignment), stage 2 and its
+#                adversarial fine-tune (200 steps, $SHARPEN) in one, pSp then e4e in the other (logs RUNS/clcae.log, RUNS/baselines.log)
 #   ship         copy each finished encoder's best model into pretrained/
 #   table        the first reconstruction and editing table (docs/RESULTS.md): eval.py on the shipped encoders
 #                (RUNS/table-encoders: TABLE_N test images, editing metrics; RUNS/table-encoders-PROJ_N: the first
@@ -33,6 +33,10 @@ RUNS="${RUNS:-runs}"
 PRE=pretrained
 G="$PRE/synthfaces64_generator.pt"
 PY="${PYTHON:-python}"
+# CLCAE version 3 (issue 18, docs/RESULTS.md): 200 more steps from the 1,200-step model with an image discriminator
+# (started from the generator's own training-state D) at weight 0.05, lr 1e-4, the F blend at 1 throughout
+SHARPEN="--adv-lambda 0.05 --adv-d $PRE/training/synthfaces64_generator_latest.pt --lr 0.0001 --feature-ramp none"
+SHARPEN="$SHARPEN --steps 200 --val-interval 100 --save-interval 100"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
@@ -89,15 +93,18 @@ step_directions() {
 
 step_encoders() {
   side_by_side clcae "train_encoder $THREADS $RUNS/sf64-align --stage align &&
-                      train_encoder $THREADS $RUNS/sf64-clcae --method clcae --contrastive-image $RUNS/sf64-align" \
+                      train_encoder $THREADS $RUNS/sf64-clcae --method clcae --contrastive-image $RUNS/sf64-align &&
+                      train_encoder $THREADS $RUNS/sf64-clcae-sharpen --method clcae --contrastive-image $RUNS/sf64-align \
+                        $SHARPEN --init-weights $RUNS/sf64-clcae/checkpoints/best_model.pt" \
                baselines "train_encoder $THREADS $RUNS/sf64-psp --method psp &&
                           train_encoder $THREADS $RUNS/sf64-e4e --method e4e"
 }
 
 step_ship() {
-  for m in clcae psp e4e; do
+  for m in psp e4e; do
     cp "$RUNS/sf64-$m/checkpoints/best_model.pt" "$PRE/synthfaces64_$m.pt"
   done
+  cp "$RUNS/sf64-clcae-sharpen/checkpoints/best_model.pt" "$PRE/synthfaces64_clcae.pt"
   mkdir -p "$PRE/synthfaces64_clcae_stage1"
   cp "$RUNS/sf64-align/checkpoints/best_model_image.pt" "$RUNS/sf64-align/checkpoints/best_model_latent.pt" \
     "$PRE/synthfaces64_clcae_stage1/"
