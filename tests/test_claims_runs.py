@@ -34,3 +34,16 @@ def test_queue_starts_resumes_and_skips(tmp_path):
 def test_unknown_run_is_named():
     out = subprocess.run([sys.executable, str(SCRIPT), "--only", "nope"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 2 and "nope" in out.stderr
+
+
+def test_fine_tune_starts_from_the_run_it_names(tmp_path):
+    root = tmp_path / "claims"
+    lines = {line.split(":")[0]: line for line in _run("--root", str(root), "--dry-run").splitlines()}
+    sharpen = lines["[claims] clcae_sharpen_s1"]
+    assert f"--init-weights {root / 'clcae_s1' / 'checkpoints' / 'best_model.pt'}" in sharpen
+    assert "--adv-lambda 0.05" in sharpen and "--steps 200" in sharpen and "--seed 1" in sharpen
+    steps = {line.split(":")[0]: line for line in _run("--root", str(root), "--dry-run", "--steps", "50").splitlines()}
+    assert "--steps 50" in steps["[claims] clcae_s1"] and "--steps 50" not in steps["[claims] clcae_sharpen_s1"]
+    printed = _run("--root", str(root), "--print-eval")
+    assert f"git show 4514919:pretrained/synthfaces64_clcae.pt > {root / 'clcae_s0.pt'}" in printed
+    assert "--method clcae_sharpen_s0=pretrained/synthfaces64_clcae.pt" in printed
