@@ -191,7 +191,7 @@ def equal_cpu_table(results: list[dict], runs: list[str], n: int, at_minutes: fl
     return "\n".join(lines)
 
 
-def plot(results: list[dict], runs: list[str], n: int, out: Path) -> None:
+def plot(results: list[dict], runs: list[str], n: int, out: Path, axis: str = "cpu") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,10 +205,14 @@ def plot(results: list[dict], runs: list[str], n: int, out: Path) -> None:
         if not v:
             continue
         floor = floor or next((x for x in v if all(s in x for s in SPACES)), None)
-        t = [x["train_cpu_s"] / 60 for x in v]
+
+        def at(e):
+            return e["kimg"] if axis == "kimg" else e["train_cpu_s"] / 60
+
+        t = [at(e) for e in v]
         line, = axes[0].plot(t, [x["domain_net"]["fd_generated_vs_test"] for x in v], "o-", label=r)
         w = [x for x in v if "independent_net" in x]
-        ti = [x["train_cpu_s"] / 60 for x in w]
+        ti = [at(e) for e in w]
         axes[1].plot(ti, [x["independent_net"]["fd_generated_vs_test"] for x in w], "o-", color=line.get_color(),
                      label=r)
         axes[2].plot(ti, [x["independent_net"]["precision"] for x in w], "o-", color=line.get_color(),
@@ -219,7 +223,7 @@ def plot(results: list[dict], runs: list[str], n: int, out: Path) -> None:
               "precision (o) / recall (s), independent net")
     for ax, title in zip(axes, titles):
         ax.set_title(title)
-        ax.set_xlabel("training CPU minutes (1 thread)")
+        ax.set_xlabel("training images (kimg)" if axis == "kimg" else "training CPU minutes (1 thread)")
         ax.grid(alpha=0.3)
     if floor:
         for ax, space in zip(axes[:2], SPACES):
@@ -254,6 +258,9 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=Path("runs/generator_recipes_real.pt"),
                    help="prefix of the cached test renders and their features")
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--x", choices=("cpu", "kimg"), default="cpu",
+                   help="the plot's x axis: training CPU time (runs resumed from a state without timing start at "
+                        "their resume point) or training images")
     p.add_argument("--at", type=float, nargs="*", default=None, metavar="CPU_MINUTES",
                    help="tables at these CPU times (each run's nearest evaluated snapshot)")
     p.add_argument("--render-only", action="store_true", help="render and cache the test images, then exit")
@@ -275,7 +282,7 @@ def main(argv=None) -> int:
     for at in args.at or [None]:
         print(equal_cpu_table(results, names, args.n, at))
         print()
-    plot(results, names, args.n, args.plot)
+    plot(results, names, args.n, args.plot, args.x)
     print(f"wrote {args.plot}")
     return 0
 
