@@ -6,8 +6,9 @@ truncated by ``--psi``; rendered with the generator's constant noise, the same n
 each method inverts them, and its codes are compared with the true w:
 
 - ``w_dist``: ``|w_pred - w| / s`` per image (mean over images), where ``s`` is the RMS distance of the true codes to
-  their own mean (the spread of W over these samples): 0 is exact, 1 is as far as a typical other sample. CLCAE's
-  foundation code w is its ``w`` output; pSp and e4e have none, so their row uses the mean of their W+ layers;
+  their own mean (the spread of W over these samples): 0 is exact, about 1.4 is as far as another sample's code.
+  CLCAE's foundation code w is its ``w`` output; e4e's is its layer-0 code ``w_0`` (the code its deltas start
+  from); pSp has none, so its row uses the mean of its W+ layers;
 - ``w_cos``: cosine of ``w_pred - avg`` and ``w - avg`` (``avg`` = the generator's average latent): does the code
   point the right way from the average;
 - ``wplus_dist``: the same distance for each W+ layer against the true w (every layer of a generated image's code is
@@ -77,7 +78,8 @@ def measure(inverter, G, w_true: torch.Tensor, images: torch.Tensor, spread: flo
         res.pop("id_w")
     res["wplus_dist_layers"] = [float(v) / n for v in layers]
     res["wplus_dist"] = sum(res["wplus_dist_layers"]) / len(res["wplus_dist_layers"])
-    res["w_source"] = "w" if "w" in out else "mean of W+"
+    res["w_source"] = {"clcae": "w", "e4e": "W+ layer 0"}.get(getattr(inverter, "arch", ""),
+                                                               "w" if "w" in out else "mean of W+")
     return res
 
 
