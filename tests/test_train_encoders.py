@@ -441,3 +441,37 @@ def test_snapshots_are_named_by_the_images_seen(generator_file, tmp_path):
                    snapshot_interval=1, out=str(out)))
     snaps = sorted(p.name for p in (out / "checkpoints").glob("snapshot-*.pt"))
     assert snaps == ["snapshot-000000.002kimg.pt", "snapshot-000000.004kimg.pt"]
+
+
+# ---------------------------------------------------------------------------------------------------- --attr-lambda
+def test_attribute_term_compares_the_result_with_the_input_through_the_domain_network(generator_file, tmp_path):
+    from clcae.networks.domain import DomainNet, save_domain_net
+
+    torch.manual_seed(2)
+    net = DomainNet(input_size=16, stem_channels=4, channels=(8, 16), blocks=(1, 1), embed_dim=8, attr_reduce=4,
+                    attr_hidden=8).eval()
+    save_domain_net(net, tmp_path / "domain.pt")
+    opts, _, _ = resolve_encoder_options(_opts(generator_file, method="psp", data="synthfaces", batch=2,
+                                               train_noise="const", flip=False, attr_lambda=0.5,
+                                               domain_net=str(tmp_path / "domain.pt")))
+    opts.validate()
+    torch.manual_seed(0)
+    task = build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
+    batch = torch.stack([task.train_dataset[i] for i in range(2)])
+    task.inverter.encoder.train()
+    out = task._forward(batch, 0, "const", train=True)
+    terms = task._losses(batch, out, 0)
+    with torch.no_grad():
+        want = (net.normalise_attributes(net.attributes(out["image_wplus"]))
+                - net.normalise_attributes(net.attributes(batch))).abs().mean()
+    assert torch.allclose(terms["attr"], want, atol=1e-6)
+    without = {k: v for k, v in terms.items() if k not in ("attr", "loss")}
+    rest = sum(float(v.detach()) * _weight(opts, k) for k, v in without.items())
+    assert float(terms["loss"].detach()) == pytest.approx(rest + 0.5 * float(want), rel=1e-5)
+    terms["loss"].backward()   # the term reaches the encoder
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.inverter.encoder.parameters())
+    task.inverter.encoder.eval()
+    assert "attr" not in task.validate(iter([batch]))   # the validation loss leaves it out
+    with pytest.raises(ConfigError, match="domain_net.*attr_lambda"):
+        _train(**_opts(generator_file, method="psp", data="synthfaces", attr_lambda=0.5), steps=1,
+               out=str(tmp_path / "bad"))

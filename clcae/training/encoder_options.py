@@ -130,6 +130,10 @@ class EncoderTrainOptions:
     adv_d_lr: float = option(0.002, "image discriminator learning rate (Adam, betas 0 and 0.99)")
     adv_r1: float = option(0.1, "image discriminator R1 weight gamma on the input images (lazy, every "
                                 "--d-reg-every discriminator steps)")
+    attr_lambda: float = option(0.0, "attribute consistency weight: L1 between the domain network's (domain_net) "
+                                     "attribute predictions on the method's result and on the input, each attribute "
+                                     "scaled to 0..1 (not in the official code; counters the adversarial term's pull "
+                                     "towards typical attributes); 0: off")
     train_noise: str = option("random", "generator noise in training: random (the official code) | const")
     # optimisation
     optimizer: str = option("ranger", "ranger (the official code) | adam | adamw")
@@ -215,6 +219,9 @@ class EncoderTrainOptions:
         need(not ("domain" in (self.perceptual, self.identity)) or bool(self.domain_net), "domain_net",
              "is required with perceptual domain or identity domain (e.g. pretrained/synthfaces64_domain_net.pt)",
              ("perceptual", "identity"))
+        need(self.attr_lambda >= 0, "attr_lambda", f"must be >= 0; got {self.attr_lambda}")
+        need(self.attr_lambda == 0 or bool(self.domain_net), "domain_net",
+             "is required with attr_lambda > 0 (its attribute head judges the result)", ("attr_lambda",))
         if self.method == "clcae" and self.stage == "invert":
             need(self.contrastive_lambda == 0 or bool(self.contrastive_image), "contrastive_image",
                  "is required by CLCAE's inversion training when contrastive_lambda > 0: the alignment run's directory "
@@ -271,7 +278,7 @@ OPTION_GROUPS = {
                "arcface_weights", "domain_net", "feature_matching_lambda", "contrastive_lambda", "align_image",
                "query_grad", "feature_ramp", "ramp_steps", "w_norm_lambda", "delta_lambda", "progressive_start",
                "progressive_every", "w_discriminator_lambda", "w_discriminator_lr", "r1", "d_reg_every",
-               "adv_lambda", "adv_d", "adv_d_lr", "adv_r1",
+               "adv_lambda", "adv_d", "adv_d_lr", "adv_r1", "attr_lambda",
                "train_noise"),
     "optimisation": ("optimizer", "lr", "batch", "steps", "lr_plateau", "grad_clip"),
     "run": ("out", "seed", "val_interval", "save_interval", "snapshot_interval", "log_interval", "image_interval",

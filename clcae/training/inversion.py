@@ -352,6 +352,22 @@ class InversionTask(EncoderTask):
         terms["adv"] = adv
         return total + self.opts.adv_lambda * adv
 
+    def _attribute_term(self, x: torch.Tensor, out: Mapping[str, torch.Tensor], terms: dict[str, torch.Tensor],
+                        total: torch.Tensor) -> torch.Tensor:
+        """``attr_lambda``: L1 between the domain network's attribute predictions on the method's result and on the
+        input, each attribute scaled to 0..1 by its label range (glasses: the probability). It keeps what the
+        attributes of the input are (an eye stays closed) where the adversarial term pulls towards what the
+        generator's images usually show. Left out of the validation loss, as the adversarial term."""
+        net = self.attr_net
+        if net is None or not self.inverter.encoder.training:
+            return total
+        with torch.no_grad():
+            target = net.normalise_attributes(net.attributes(x.float()))
+        pred = net.normalise_attributes(net.attributes(out[self.result_image].float()))
+        attr = (pred - target).abs().mean()
+        terms["attr"] = attr
+        return total + self.opts.attr_lambda * attr
+
     def _image_d_step(self, x: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         """One step of the image discriminator: the inputs are real, the method's (detached) results fake; lazy R1
         on the inputs every ``--d-reg-every`` steps."""
@@ -414,10 +430,11 @@ class InversionTask(EncoderTask):
         self.perceptual = None
         self.identity = None
         domain = None
-        if "domain" in (opts.perceptual, opts.identity):
+        if "domain" in (opts.perceptual, opts.identity) or opts.attr_lambda > 0:
             from ..networks.domain import load_domain_net
 
             domain = load_domain_net(opts.domain_net, device=self.device).eval().requires_grad_(False)
+        self.attr_net = domain if opts.attr_lambda > 0 else None
         if opts.lpips_lambda > 0 and opts.perceptual != "none":
             from ..losses.perceptual import MissingWeightsError, build_perceptual
 
@@ -453,6 +470,8 @@ class InversionTask(EncoderTask):
         losses += self._describe_losses()
         if self.opts.adv_lambda > 0:
             losses.append(f"image adversarial {self.opts.adv_lambda} on {self.result_image[len('image_'):]}")
+        if self.opts.attr_lambda > 0:
+            losses.append(f"attribute consistency {self.opts.attr_lambda} on {self.result_image[len('image_'):]}")
         return "; ".join(parts) + "; losses: " + ", ".join(losses)
 
     # --- forward
@@ -541,6 +560,7 @@ class InversionTask(EncoderTask):
             total = total + opts.w_norm_lambda * wn
         total = self._regulariser_terms(out, step, terms, total)
         total = self._adversarial_term(out, terms, total)
+        total = self._attribute_term(x, out, terms, total)
         terms["loss"] = total
         return terms
 
