@@ -10,8 +10,8 @@ steps (the config's, 1,200 unless ``--steps``), with the run folder ``ROOT/NAME`
     python benchmarks/claims_runs.py --list          # what each run is and whether it is done
 
 Seed 0 of the main rows is the shipped model (``pretrained/synthfaces64_{clcae,psp,e4e}.pt``, trained by the same
-command with ``--seed 0``; CLCAE's version 2, the 1,200-step model that version 3 fine-tunes, from git);
-``clcae_sharpen_*`` are the version-3 fine-tunes (``--init-weights`` from the run they name); ``--with-seed0`` trains those again as well. The tables are made by ``scripts/eval.py``
+command with ``--seed 0``; CLCAE's version 2, the 1,200-step model that version 4 fine-tunes, from git);
+``clcae_sharpen_*`` are the version-4 fine-tunes (``--init-weights`` from the run they name); ``--with-seed0`` trains those again as well. The tables are made by ``scripts/eval.py``
 on each run's ``checkpoints/best_model.pt`` (see ``--print-eval``).
 """
 from __future__ import annotations
@@ -43,10 +43,10 @@ def _clcae(*flags: str) -> tuple[str, ...]:
     return ("--contrastive-image", STAGE1) + flags
 
 
-#: The shipped CLCAE model's second stage (version 3, issue 18): 200 steps against an image discriminator from the
-#: 1,200-step model (scripts/ship_synthfaces.sh's SHARPEN)
-SHARPEN = ("--adv-lambda", "0.05", "--adv-d", "pretrained/training/synthfaces64_generator_latest.pt", "--lr", "0.0001",
-           "--feature-ramp", "none", "--steps", "200", "--val-interval", "100", "--save-interval", "100")
+#: The shipped CLCAE model's second stage (version 4, issue 18): 200 steps against an image discriminator, with
+#: attribute consistency, from the 1,200-step model (scripts/ship_synthfaces.sh's SHARPEN)
+SHARPEN = ("--adv-lambda", "0.05", "--attr-lambda", "1.0", "--adv-d",
+           "pretrained/training/synthfaces64_generator_latest.pt", "--lr", "0.0001", "--feature-ramp", "none", "--steps", "200", "--val-interval", "100", "--save-interval", "100")
 
 
 def plan() -> list[Run]:
@@ -55,7 +55,7 @@ def plan() -> list[Run]:
     shipped = {m: f"pretrained/synthfaces64_{m}.pt" for m in ("clcae", "psp", "e4e")}
     return [
         Run("clcae_s1", "clcae", 1, _clcae(), "CLCAE, the shipped configuration's 1,200 steps (version 2)"),
-        Run("clcae_sharpen_s1", "clcae", 1, _clcae(*SHARPEN), "CLCAE version 3: clcae_s1 + the adversarial fine-tune",
+        Run("clcae_sharpen_s1", "clcae", 1, _clcae(*SHARPEN), "CLCAE version 4: clcae_s1 + the adversarial fine-tune",
             init="clcae_s1"),
         Run("psp_s1", "psp", 1, (), "pSp"),
         Run("e4e_s1", "e4e", 1, (), "e4e"),
@@ -69,9 +69,9 @@ def plan() -> list[Run]:
             "CLCAE with the stage-1 trunk but no alignment term in stage 2 (claim 1)"),
         Run("clcae_noattn_s0", "clcae", 0, _clcae("--no-w-attention"),
             "CLCAE without cross-attention: W+ not predicted from w (claim 2)"),
-        Run("clcae_s0", "clcae", 0, _clcae(), "CLCAE version 2 (the shipped model before version 3)",
+        Run("clcae_s0", "clcae", 0, _clcae(), "CLCAE version 2 (the 1,200-step model version 4 fine-tunes)",
             "4514919:pretrained/synthfaces64_clcae.pt"),
-        Run("clcae_sharpen_s0", "clcae", 0, _clcae(*SHARPEN), "CLCAE version 3 (shipped)", shipped["clcae"],
+        Run("clcae_sharpen_s0", "clcae", 0, _clcae(*SHARPEN), "CLCAE version 4 (shipped)", shipped["clcae"],
             init="clcae_s0"),
         Run("psp_s0", "psp", 0, (), "pSp", shipped["psp"]),
         Run("e4e_s0", "e4e", 0, (), "e4e", shipped["e4e"]),

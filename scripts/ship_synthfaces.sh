@@ -33,9 +33,11 @@ RUNS="${RUNS:-runs}"
 PRE=pretrained
 G="$PRE/synthfaces64_generator.pt"
 PY="${PYTHON:-python}"
-# CLCAE version 3 (issue 18, docs/RESULTS.md): 200 more steps from the 1,200-step model with an image discriminator
-# (started from the generator's own training-state D) at weight 0.05, lr 1e-4, the F blend at 1 throughout
-SHARPEN="--adv-lambda 0.05 --adv-d $PRE/training/synthfaces64_generator_latest.pt --lr 0.0001 --feature-ramp none"
+# CLCAE version 4 (issue 18, docs/RESULTS.md): 200 more steps from the 1,200-step model with an image discriminator
+# (started from the generator's own training-state D) at weight 0.05 and attribute consistency through the domain
+# network at weight 1, lr 1e-4, the F blend at 1 throughout
+SHARPEN="--adv-lambda 0.05 --attr-lambda 1.0 --adv-d $PRE/training/synthfaces64_generator_latest.pt --lr 0.0001"
+SHARPEN="$SHARPEN --feature-ramp none"
 SHARPEN="$SHARPEN --steps 200 --val-interval 100 --save-interval 100"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
