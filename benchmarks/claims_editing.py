@@ -115,7 +115,7 @@ def find_strength(measure, change_of, target: float, start: float, tries: int = 
 
 @torch.no_grad()
 def measure_method(inverter, images: torch.Tensor, labels: list[dict], edits, domain_net, strengths, target: float,
-                   seed: int) -> dict:
+                   seed: int, grid: int = 0) -> dict:
     from clcae.metrics.editing import editing_metrics
 
     out = inverter.invert(images)
@@ -146,6 +146,7 @@ def measure_method(inverter, images: torch.Tensor, labels: list[dict], edits, do
         edited = at.pop("images")[:, 1]                         # [n, 3, H, W]
         changes = np.asarray(at["per_image"]["slope"], dtype=np.float64) * s_star
         truth = renderer_edits(labels, attribute, changes, images.shape[-1], seed)
+        row["_images"] = (edited[:grid], truth[:grid])
         row.update(strength=s_star, target_change=float(at["target_change_per_strength"][1]),
                    id_kept=float(at["id_kept"]["mean"]), other_change=float(at["other_change"]["mean"]),
                    mse_to_renderer=float(((edited - truth) ** 2).mean()),
@@ -153,6 +154,31 @@ def measure_method(inverter, images: torch.Tensor, labels: list[dict], edits, do
                        domain_net.embed(edited), domain_net.embed(truth), dim=1).mean()))
         rows[attribute] = row
     return {"result": result, "mse_unedited": mse_unedited, "edits": rows}
+
+
+def save_grids(results: dict, images: torch.Tensor, attributes: list[str], out: Path, scale: int = 2) -> list[Path]:
+    """``edits_<attribute>.png`` per edit: one row per image: the input, the renderer's face of the person with the
+    attribute moved by what the first method's edit measured, then every method's edited result at its ``s*``.
+    (Each method's renderer face differs slightly, as its measured change does; the first method's is shown.)"""
+    from clcae.data.images import save_image
+    from clcae.sampling import image_grid
+
+    paths = []
+    for attribute in attributes:
+        cols = [(n, r["edits"][attribute].get("_images")) for n, r in results.items()]
+        cols = [(n, im) for n, im in cols if im is not None]
+        if not cols:
+            continue
+        k = cols[0][1][0].shape[0]
+        cells = []
+        for i in range(k):
+            cells += [images[i], cols[0][1][1][i]] + [im[0][i] for _, im in cols]
+        grid = image_grid(torch.stack(cells).clamp(-1, 1), nrow=2 + len(cols))
+        grid = torch.nn.functional.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+        paths.append(save_image(grid, out / f"edits_{attribute}.png"))
+        (out / f"edits_{attribute}.txt").write_text("columns: input, renderer (" + cols[0][0] + "'s measured change), "
+                                                    + ", ".join(n for n, _ in cols) + "\n")
+    return paths
 
 
 def plot(results: dict, attributes: list[str], out: Path) -> None:
@@ -191,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthfaces-seed", type=int, default=0)
     p.add_argument("--strengths", type=float, nargs="+", default=[-3.0, -1.5, 0.0, 1.5, 3.0])
     p.add_argument("--target-change", type=float, default=0.3, help="label units (smile -1..1, age 0..1, ...)")
+    p.add_argument("--grid", type=int, default=8, help="images per edit in the picture grids (0: none)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="folder for results.json, results.md and curves.png")
     args = p.parse_args(argv)
@@ -219,9 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     images, labels = test_images(args.n, args.synthfaces_seed, sizes.pop()[0])
     results = {name: measure_method(inv, images, labels, edits, domain_net, args.strengths, args.target_change,
-                                    args.synthfaces_seed) for name, inv in methods}
+                                    args.synthfaces_seed, args.grid) for name, inv in methods}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.grid > 0:
+        save_grids(results, images, [a for a, _ in edits], out)
+    for r in results.values():
+        for e in r["edits"].values():
+            e.pop("_images", None)
     (out / "results.json").write_text(json.dumps({"n": args.n, "target_change": args.target_change,
                                                   "strengths": args.strengths, "methods": dict(args.method),
                                                   "edits": dict(args.edit), "results": results}, indent=1))
@@ -244,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.md").write_text("\n".join(lines) + "\n")
     plot(results, [a for a, _ in edits], out / "curves.png")
     print("\n".join(lines))
-    print(f"\nwrote {out / 'results.json'}, results.md, curves.png")
+    print(f"\nwrote {out / 'results.json'}, results.md, curves.png" + (", edits_*.png" if args.grid > 0 else ""))
     return 0
 
 

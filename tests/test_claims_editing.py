@@ -74,6 +74,10 @@ def test_edits_reach_the_target_change_for_each_method(tmp_path):
     else:
         assert "does not move" in e["note"]
     assert (out / "curves.png").is_file() and "smile" in (out / "results.md").read_text()
+    if "strength" in e:
+        from PIL import Image
+        grid = Image.open(out / "edits_smile.png")   # 4 rows of input | renderer | clcae, 2x
+        assert grid.size == (2 * (3 * 34 + 2), 2 * (4 * 34 + 2))
 
 
 def test_find_strength_rescales_a_curved_response_and_gives_up_on_the_wrong_sign():
