@@ -1,43 +1,32 @@
 """benchmarks/claims_editing.py (issue 23, claim 3): edits at equal target change, against the renderer's face."""
-import importlib.util
 import json
-from pathlib import Path
 
+import pytest
 import torch
 
 from clcae.checkpoints import save_inverter
 from clcae.data.synthfaces import SynthFaces
 from clcae.editing.interfacegan import save_direction
-from clcae.inversion import build_inverter
 from clcae.networks.domain import DomainNet, save_domain_net
 
-REPO = Path(__file__).resolve().parents[1]
-GEN = dict(size=32, style_dim=32, n_mlp=2, channel_base=256, channel_max=16)
-TRUNK = dict(num_layers=18, widths=[8, 8, 16, 16], style_dim=32)
+
+@pytest.fixture
+def mod(benchmark_module):
+    return benchmark_module("claims_editing")
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("claims_editing", REPO / "benchmarks" / "claims_editing.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _clcae():
-    torch.manual_seed(0)
-    inv = build_inverter(dict(arch="clcae", generator=GEN, input_size=[32, 32], idx_k=3,
-                              encoder=dict(TRUNK, nhead=2, dim_feedforward=32, feature_channels=16,
-                                           feature_downsample=0, feature_residual=True))).eval()
-    inv.latent_avg.copy_(inv.decoder.mean_latent(256))
+@pytest.fixture
+def clcae(tiny_inverters):
+    """A tiny CLCAE inverter with a residual F branch and a non-zero correction."""
+    inv = tiny_inverters(feature_residual=True)["clcae"]
     with torch.no_grad():   # a non-zero correction (the residual branch's last layer starts at zero)
         for p in inv.encoder.parameters():
             p.add_(torch.randn_like(p) * 0.01)
     return inv
 
 
-def test_the_result_renderer_carries_the_f_correction_and_the_renderer_redraws_the_input():
-    mod = _module()
-    inv = _clcae()
+def test_the_result_renderer_carries_the_f_correction_and_the_renderer_redraws_the_input(mod, clcae):
+    inv = clcae
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     out = inv.invert(x)
     r = mod._ResultRenderer(inv.decoder, out["f_delta"], inv.idx_k)
@@ -51,9 +40,8 @@ def test_the_result_renderer_carries_the_f_correction_and_the_renderer_redraws_t
     assert (moved - images).abs().amax() > 0.1
 
 
-def test_edits_reach_the_target_change_for_each_method(tmp_path):
-    mod = _module()
-    inv = _clcae()
+def test_edits_reach_the_target_change_for_each_method(tmp_path, mod, clcae):
+    inv = clcae
     save_inverter(inv, tmp_path / "clcae.pt")
     torch.manual_seed(1)
     save_domain_net(DomainNet(input_size=16, stem_channels=4, channels=(8, 16), blocks=(1, 1), embed_dim=8,
@@ -80,8 +68,7 @@ def test_edits_reach_the_target_change_for_each_method(tmp_path):
         assert grid.size == (2 * (3 * 34 + 2), 2 * (4 * 34 + 2))
 
 
-def test_find_strength_rescales_a_curved_response_and_gives_up_on_the_wrong_sign():
-    mod = _module()
+def test_find_strength_rescales_a_curved_response_and_gives_up_on_the_wrong_sign(mod):
     calls = []
 
     def measure(s):

@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from clcae.checkpoints import CheckpointError, load_inverter, save_generator, save_inverter
-from clcae.inversion import build_inverter
+from clcae.checkpoints import CheckpointError, load_inverter
 from clcae.losses.perceptual import MissingWeightsError
 from clcae.metrics import editing as editing_mod
 from clcae.metrics.editing import editing_metrics, least_squares_slopes
@@ -35,7 +34,6 @@ from clcae.networks.stylegan2 import Generator
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN = dict(size=32, style_dim=32, n_mlp=2, channel_base=256, channel_max=16)
-TRUNK = dict(num_layers=18, widths=[8, 8, 16, 16], style_dim=32)
 TINY_DOMAIN = dict(input_size=16, stem_channels=4, channels=(8, 16), blocks=(1, 1), embed_dim=8, attr_reduce=4,
                    attr_hidden=8)
 
@@ -68,22 +66,10 @@ class CopyInverter(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, tiny_inverters):
     """Tiny CLCAE and pSp inverters sharing one 32 px generator, the generator itself and a tiny domain net."""
     d = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    clcae = build_inverter(dict(arch="clcae", generator=GEN, input_size=[32, 32], idx_k=3,
-                                encoder=dict(TRUNK, nhead=2, dim_feedforward=32, feature_channels=16,
-                                             feature_downsample=0))).eval()
-    la = clcae.decoder.mean_latent(256)
-    clcae.latent_avg.copy_(la)
-    psp = build_inverter(dict(arch="psp", encoder=TRUNK, generator=GEN, input_size=[32, 32])).eval()
-    psp.decoder.load_state_dict(clcae.decoder.state_dict())
-    psp.latent_avg.copy_(la.expand(psp.n_latent, -1))
-    save_inverter(clcae, d / "clcae.pt")
-    save_inverter(psp, d / "psp.pt")
-    clcae.decoder.latent_avg.copy_(la)
-    save_generator(clcae.decoder, d / "G.pt")
+    tiny_inverters(d)
     torch.manual_seed(1)
     save_domain_net(DomainNet(**TINY_DOMAIN).eval(), d / "domain.pt")
     return d

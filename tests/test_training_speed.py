@@ -53,10 +53,14 @@ def files(tmp_path_factory):
 
 
 def _task(files, fast: bool, **kw):
-    given = dict(TINY, generator=str(files / "g.pt"), method="clcae", data="synthfaces", batch=4,
-                 perceptual="domain", identity="domain", domain_net=str(files / "domain.pt"), lpips_lambda=0.8,
-                 id_lambda=0.1, contrastive_lambda=0.1, feature_matching_lambda=0.01,
-                 contrastive_image=str(files / "align"), train_noise="random", **kw)
+    return _build(dict(TINY, generator=str(files / "g.pt"), method="clcae", data="synthfaces", batch=4,
+                       perceptual="domain", identity="domain", domain_net=str(files / "domain.pt"), lpips_lambda=0.8,
+                       id_lambda=0.1, contrastive_lambda=0.1, feature_matching_lambda=0.01,
+                       contrastive_image=str(files / "align"), train_noise="random", **kw), fast)
+
+
+def _build(given: dict, fast: bool):
+    """The task of options ``given``, built with ``InversionTask.fast_step = fast`` (restored afterwards)."""
     opts, _, _ = resolve_encoder_options(given)
     opts.validate()
     previous = InversionTask.fast_step
@@ -113,17 +117,9 @@ def test_fast_clcae_step_matches_the_plain_step(files, feature_mode):
 
 def test_fast_psp_step_matches_the_plain_step(files):
     def task(fast):
-        given = dict(TINY, generator=str(files / "g.pt"), method="psp", data="synthfaces", batch=4,
-                     perceptual="domain", identity="domain", domain_net=str(files / "domain.pt"), lpips_lambda=0.8,
-                     id_lambda=0.1, train_noise="random")
-        opts, _, _ = resolve_encoder_options(given)
-        previous = InversionTask.fast_step
-        InversionTask.fast_step = fast
-        try:
-            torch.manual_seed(0)
-            return build_task(opts, torch.device("cpu"), 0, 1, lambda m: None)
-        finally:
-            InversionTask.fast_step = previous
+        return _build(dict(TINY, generator=str(files / "g.pt"), method="psp", data="synthfaces", batch=4,
+                           perceptual="domain", identity="domain", domain_net=str(files / "domain.pt"),
+                           lpips_lambda=0.8, id_lambda=0.1, train_noise="random"), fast)
 
     plain, fast = task(False), task(True)
     fast.inverter.encoder.load_state_dict(plain.inverter.encoder.state_dict())
