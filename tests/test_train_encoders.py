@@ -431,6 +431,8 @@ def test_init_weights_starts_from_a_saved_model_and_refuses_another_method_or_ge
                out=str(tmp_path / "bad2"))
     with pytest.raises(ConfigError, match="init_weights.*cannot read"):
         _train(**dict(common, init_weights=str(tmp_path / "missing.pt")), steps=1, out=str(tmp_path / "bad3"))
+    with pytest.raises(ConfigError, match="init_weights.*encoder.*use the options it was trained with"):
+        _train(**dict(common, widths="8,8,16,16", init_weights=str(best)), steps=1, out=str(tmp_path / "bad4"))
 
 
 def test_snapshots_are_named_by_the_images_seen(generator_file, tmp_path):

@@ -243,14 +243,13 @@ class InversionTask(EncoderTask):
             raise ConfigError.about("init_weights", f"{path} was trained for another generator (its average latent "
                                     f"differs from {self.opts.generator}'s by "
                                     f"{(own_avg - src_avg).abs().max().item():.3g})", ("generator",))
-        want, have = enc.state_dict(), src.encoder.state_dict()
-        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-        shapes = [k for k in want.keys() & have.keys() if want[k].shape != have[k].shape]
-        if missing or extra or shapes:
-            raise ConfigError.about("init_weights", f"{path}: its encoder does not match this run's (missing "
-                                    f"{missing[:3]}, unexpected {extra[:3]}, other shapes {shapes[:3]}); use the "
-                                    f"options it was trained with")
-        enc.load_state_dict(have, strict=True)
+        from ..formats.files import load_state_dict_strict
+
+        have = src.encoder.state_dict()
+        try:
+            load_state_dict_strict(enc, have, str(path), "encoder")
+        except CheckpointError as e:
+            raise ConfigError.about("init_weights", f"{e}; use the options it was trained with") from e
         self.log(f"encoder initialised from {path} ({len(have)} tensors)")
 
     # --- what the methods differ in (CLCAETask, PSPTask, E4ETask override these)
