@@ -73,14 +73,17 @@ def test_images(n: int, seed: int, res: int) -> tuple[torch.Tensor, list[dict]]:
 def renderer_edits(labels: list[dict], attribute: str, changes: np.ndarray, res: int, seed: int) -> torch.Tensor:
     """The renderer's image of each test person with ``attribute`` moved by ``changes[i]`` (label units; clipped to
     the attribute's range by the renderer), everything else as in the input."""
-    from clcae.data.synthfaces import _cached_identity, render_face
+    from PIL import Image
+
+    from clcae.data.images import to_tensor
+    from clcae.data.synthfaces import render_face, sample_identity
 
     out = []
     for lab, d in zip(labels, changes):
         attrs = dict(lab)
         attrs[attribute] = float(attrs[attribute] + d)
-        img = render_face(_cached_identity(lab["person_id"], seed), attrs, res, lab["detail_seed"])
-        out.append(torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1.0)
+        img = render_face(sample_identity(lab["person_id"], seed), attrs, res, lab["detail_seed"])
+        out.append(to_tensor(Image.fromarray(img)))
     return torch.stack(out)
 
 
