@@ -49,6 +49,10 @@ SHARPEN = ("--adv-lambda", "0.05", "--attr-lambda", "1.0", "--adv-d",
            "pretrained/training/synthfaces64_generator_latest.pt", "--lr", "0.0001", "--feature-ramp", "none", "--steps", "200", "--val-interval", "100", "--save-interval", "100")
 
 
+#: The candidate improvement (issue 23): the residual F correction at the 16x16 activation
+F16 = ("--idx-k", "5")
+
+
 def plan() -> list[Run]:
     """The runs in the order they are trained: second seeds of the main rows, the detached query, the ablations,
     and last the seed-0 main rows that reproduce the shipped models (trained only with ``--with-seed0``)."""
@@ -69,6 +73,14 @@ def plan() -> list[Run]:
             "CLCAE with the stage-1 trunk but no alignment term in stage 2 (claim 1)"),
         Run("clcae_noattn_s0", "clcae", 0, _clcae("--no-w-attention"),
             "CLCAE without cross-attention: W+ not predicted from w (claim 2)"),
+        # the improvement of our own (issue 23): the F correction at the 16x16 activation (--idx-k 5) instead of the
+        # shipped 8x8, then the same adversarial fine-tune; 1,400 steps like the shipped model
+        Run("clcae_f16_s0", "clcae", 0, _clcae(*F16), "ours: the F correction at 16x16 (--idx-k 5), 1,200 steps"),
+        Run("clcae_f16_sharpen_s0", "clcae", 0, _clcae(*F16, *SHARPEN), "ours: clcae_f16_s0 + the fine-tune",
+            init="clcae_f16_s0"),
+        Run("clcae_f16_s1", "clcae", 1, _clcae(*F16), "ours: the F correction at 16x16 (--idx-k 5), 1,200 steps"),
+        Run("clcae_f16_sharpen_s1", "clcae", 1, _clcae(*F16, *SHARPEN), "ours: clcae_f16_s1 + the fine-tune",
+            init="clcae_f16_s1"),
         Run("clcae_s0", "clcae", 0, _clcae(), "CLCAE version 2 (the 1,200-step model version 4 fine-tunes)",
             "4514919:pretrained/synthfaces64_clcae.pt"),
         Run("clcae_sharpen_s0", "clcae", 0, _clcae(*SHARPEN), "CLCAE version 4 (shipped)", shipped["clcae"],
