@@ -15,6 +15,12 @@ groups the seeds of a row and prints, per metric, the mean over seeds and the sp
     python benchmarks/claims_tables.py curves --run clcae=runs/claims/clcae_s1 --run psp=runs/claims/psp_s1 \
         --metric mse_wplus_f --metric mse_wplus --out docs/claims_curves.png
 
+**Editing.** ``benchmarks/claims_editing.py`` results (one or more ``results.json``; ``--rename`` gives a run's
+method names their seed suffix) grouped by seed in the same way, per edit::
+
+    python benchmarks/claims_tables.py editing runs/claims-editing-final runs/claims-editing-s1f16 \
+        --rename clcae_v4=clcae_sharpen_s0,psp=psp_s0,e4e=e4e_s0 --rows clcae_sharpen,psp,e4e
+
 A method's main curve key is chosen per run: the first of the given ``--metric`` names that its log has (pSp and
 e4e log ``mse_wplus`` only; CLCAE also ``mse_wplus_f``).
 """
@@ -104,6 +110,54 @@ def markdown(data: dict, rows: list[tuple[str, str]] | None, metrics: list[str] 
     return "\n".join(lines)
 
 
+#: the claims_editing.py numbers per (method, edit) that the editing table shows: (key, header, decimals)
+EDIT_COLUMNS = (("strength", "strength", 2), ("id_kept", "identity kept ↑", 3),
+                ("other_change", "other attributes' |Δ| ↓", 3), ("mse_to_renderer", "MSE to the renderer's edited face ↓", 4),
+                ("added", "added by the edit ↓", 4))
+
+
+def editing_table(paths: list[Path], renames: dict[str, str], rows: list[str] | None) -> str:
+    """Markdown: per edit and method group, the mean ± spread between seeds of the claims_editing.py numbers at the
+    equal target change. A method found in several files must have the same numbers in each (the same model)."""
+    per: dict[tuple[str, str], dict[int | None, dict[str, float]]] = defaultdict(dict)
+    edits: list[str] = []
+    for path in paths:
+        path = path / "results.json" if path.is_dir() else path
+        try:
+            data = json.loads(path.read_text())
+            results = data["results"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"{path}: not a claims_editing.py results.json ({e})")
+        for method, res in results.items():
+            base, seed = split_seed(renames.get(method, method))
+            for edit, e in res["edits"].items():
+                if edit not in edits:
+                    edits.append(edit)
+                if not e.get("reached"):
+                    continue
+                vals = {k: e[k] for k in ("strength", "id_kept", "other_change", "mse_to_renderer")}
+                vals["added"] = e["mse_to_renderer"] - res["mse_unedited"]
+                old = per[(edit, base)].get(seed)
+                if old is not None and any(abs(old[k] - vals[k]) > 1e-4 for k in vals):
+                    raise SystemExit(f"{path}: {method} ({base}, seed {seed}) differs from an earlier file's numbers")
+                per[(edit, base)][seed] = vals
+    bases = rows or sorted({b for _, b in per})
+    head = ["edit", "method", "seeds"] + [h for _, h, _ in EDIT_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(EDIT_COLUMNS)]
+    for edit in edits:
+        for base in bases:
+            seeds = per.get((edit, base))
+            if not seeds:
+                continue
+            out = [edit, base, ", ".join("–" if s is None else str(s) for s in sorted(seeds, key=lambda s: s or 0))]
+            for key, _, d in EDIT_COLUMNS:
+                vals = [v[key] for v in seeds.values()]
+                m = sum(vals) / len(vals)
+                out.append(_fmt(m, d) if len(vals) == 1 else f"{_fmt(m, d)} ± {_fmt((max(vals) - min(vals)) / 2, d)}")
+            lines.append("| " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 def read_validation(log: Path) -> dict[int, dict[str, float]]:
     """{step: {name: value}} from the trainer's ``log.txt``; a resumed run's repeated step keeps its last line."""
     out: dict[int, dict[str, float]] = {}
@@ -187,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("results", type=Path, help="eval.py --out folder or its results.json")
     t.add_argument("--metrics", default=None, help="comma-separated metric names (default: all)")
     t.add_argument("--rows", default=None, help="comma-separated BASE:REPRESENTATION rows in order (default: all)")
+    e = sub.add_parser("editing", help="mean ± spread between seeds from claims_editing.py results")
+    e.add_argument("results", type=Path, nargs="+", help="claims_editing.py --out folders or their results.json")
+    e.add_argument("--rename", default="", help="comma-separated OLD=NEW method names (e.g. psp=psp_s0)")
+    e.add_argument("--rows", default=None, help="comma-separated method groups in order (default: all)")
     c = sub.add_parser("curves", help="validation scalars against training steps, one line per run")
     c.add_argument("--run", type=_parse_run, action="append", required=True, metavar="LABEL=RUN_DIR[@OFFSET]",
                    help="a run folder (its log.txt) and its label (NAME_sSEED groups seeds by colour); @OFFSET "
@@ -207,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((base, rep))
         metrics = args.metrics.split(",") if args.metrics else None
         print(markdown(load_results(args.results), rows, metrics))
+    elif args.cmd == "editing":
+        renames = {}
+        for item in filter(None, args.rename.split(",")):
+            old, sep, new = item.partition("=")
+            if not sep or not old or not new:
+                p.error(f"--rename: expected OLD=NEW, got {item!r}")
+            renames[old] = new
+        print(editing_table(args.results, renames, args.rows.split(",") if args.rows else None))
     else:
         for line in curves(args.run, args.metric, args.out, args.title):
             print(line)

@@ -66,3 +66,22 @@ def test_curves_read_the_trainers_validation_lines(tmp_path, mod):
     assert lines[2] == "psp_s1: mse_wplus 300=0.0600"                            # falls back to the next key
     with pytest.raises(SystemExit, match="none of"):
         mod.curves([("psp", psp, 0)], ["mse_wplus_f"], out)
+
+
+def _editing(path, methods):
+    path.mkdir()
+    res = {m: {"result": "W+", "mse_unedited": mse, "edits": {"smile": {"reached": reached, "strength": st, "id_kept": idk,
+           "other_change": 0.03, "mse_to_renderer": mse + 0.001}}} for m, (mse, st, idk, reached) in methods.items()}
+    path.joinpath("results.json").write_text(json.dumps({"results": res}))
+    return path
+
+
+def test_editing_seeds_are_merged_across_files_and_renamed(tmp_path, mod):
+    a = _editing(tmp_path / "a", {"psp": (0.03, 1.2, 0.96, True), "e4e": (0.03, 1.0, 0.9, False)})
+    b = _editing(tmp_path / "b", {"psp_s0": (0.03, 1.2, 0.96, True), "psp_s1": (0.032, 1.4, 0.94, True)})
+    md = mod.editing_table([a, b], {"psp": "psp_s0"}, None).splitlines()
+    assert md[2] == "| smile | psp | 0, 1 | 1.30 ± 0.10 | 0.950 ± 0.010 | 0.030 ± 0.000 | 0.0320 ± 0.0010 | 0.0010 ± 0.0000 |"
+    assert len(md) == 3                                  # e4e never reached the target: no row
+    c = _editing(tmp_path / "c", {"psp_s0": (0.05, 1.2, 0.96, True)})
+    with pytest.raises(SystemExit, match="differs"):   # the same seed's model must give the same numbers
+        mod.editing_table([a, c], {"psp": "psp_s0"}, None)
