@@ -46,10 +46,17 @@ def _pair(text: str) -> tuple[str, str]:
 
 class _ResultRenderer:
     """``synthesis(codes, noise_mode)`` of the method's result for a fixed set of images: the generator's render
-    of the codes, plus the residual F correction ``f_delta`` at index ``idx_k`` when there is one (CLCAE)."""
+    of the codes, plus the residual F correction ``f_delta`` at index ``idx_k`` when there is one (CLCAE); with
+    ``gate > 0`` the correction is weighted by :func:`clcae.editing.fspace.edit_gate` against the unedited
+    ``codes0`` (faded where the edit redraws)."""
 
-    def __init__(self, decoder, f_delta: torch.Tensor | None = None, idx_k: int | None = None):
-        self.decoder, self.f_delta, self.idx_k = decoder, f_delta, idx_k
+    def __init__(self, decoder, f_delta: torch.Tensor | None = None, idx_k: int | None = None, gate: float = 0.0,
+                 codes0: torch.Tensor | None = None):
+        self.decoder, self.f_delta, self.idx_k, self.gate = decoder, f_delta, idx_k, float(gate)
+        self.f_gen0 = None
+        if f_delta is not None and self.gate > 0:
+            from clcae.editing.fspace import feature_at
+            self.f_gen0 = feature_at(decoder, codes0, idx_k)[0]
 
     @torch.no_grad()
     def synthesis(self, codes: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
@@ -57,7 +64,12 @@ class _ResultRenderer:
             return self.decoder.synthesis(codes, noise_mode=noise_mode)
         if codes.shape[0] != self.f_delta.shape[0]:
             raise ValueError("the F correction is per image: render all images in one call")
-        return self.decoder.synthesis(codes, noise_mode=noise_mode, features_in={self.idx_k: self.f_delta},
+        delta = self.f_delta
+        if self.f_gen0 is not None:
+            from clcae.editing.fspace import edit_gate, feature_at
+            delta = delta * edit_gate(self.f_gen0, feature_at(self.decoder, codes, self.idx_k, noise_mode)[0],
+                                      self.gate)
+        return self.decoder.synthesis(codes, noise_mode=noise_mode, features_in={self.idx_k: delta},
                                       feature_mode="add")
 
 
@@ -118,14 +130,15 @@ def find_strength(measure, change_of, target: float, start: float, tries: int = 
 
 @torch.no_grad()
 def measure_method(inverter, images: torch.Tensor, labels: list[dict], edits, domain_net, strengths, target: float,
-                   seed: int, grid: int = 0) -> dict:
+                   seed: int, grid: int = 0, gate: float = 0.0) -> dict:
     from clcae.metrics.editing import editing_metrics
 
     out = inverter.invert(images)
     codes = out["wplus"]
     residual = getattr(inverter.encoder, "feature_residual", False)
     if "f_delta" in out and residual:
-        renderer, result = _ResultRenderer(inverter.decoder, out["f_delta"], inverter.idx_k), "W+F (F carried)"
+        renderer = _ResultRenderer(inverter.decoder, out["f_delta"], inverter.idx_k, gate, codes)
+        result = f"W+F (F gated, tau {gate:g})" if gate > 0 else "W+F (F carried)"
     else:
         renderer, result = _ResultRenderer(inverter.decoder), "W+"
     recon = renderer.synthesis(codes).clamp(-1, 1)
@@ -215,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--method", type=_pair, action="append", required=True, metavar="NAME=CHECKPOINT")
     p.add_argument("--edit", type=_pair, action="append", required=True, metavar="ATTRIBUTE=DIRECTION_FILE")
+    p.add_argument("--f-gate", type=_pair, action="append", default=[], metavar="NAME=TAU",
+                   help="fade method NAME's F correction where the edit redraws (clcae.editing.fspace.edit_gate, "
+                        "ours); repeatable; default: carried everywhere")
     p.add_argument("--domain-net", default="pretrained/synthfaces64_domain_net.pt")
     p.add_argument("--n", type=int, default=100, help="test images (rendered together: one batch)")
     p.add_argument("--synthfaces-seed", type=int, default=0)
@@ -248,8 +264,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the methods take different input sizes {sorted(sizes)}", file=sys.stderr)
         return 2
     images, labels = test_images(args.n, args.synthfaces_seed, sizes.pop()[0])
+    gates = {}
+    for name, tau in args.f_gate:
+        if name not in dict(args.method):
+            print(f"error: --f-gate {name}: no --method of that name", file=sys.stderr)
+            return 2
+        try:
+            gates[name] = float(tau)
+        except ValueError:
+            print(f"error: --f-gate {name}={tau}: TAU must be a number", file=sys.stderr)
+            return 2
     results = {name: measure_method(inv, images, labels, edits, domain_net, args.strengths, args.target_change,
-                                    args.synthfaces_seed, args.grid) for name, inv in methods}
+                                    args.synthfaces_seed, args.grid, gates.get(name, 0.0)) for name, inv in methods}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.grid > 0:
@@ -259,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             e.pop("_images", None)
     (out / "results.json").write_text(json.dumps({"n": args.n, "target_change": args.target_change,
                                                   "strengths": args.strengths, "methods": dict(args.method),
+                                                  "f_gate": gates,
                                                   "edits": dict(args.edit), "results": results}, indent=1))
     lines = [f"{args.n} SynthFaces test images; each edit at the strength that moves the attribute by "
              f"{args.target_change:+g} (domain network, label units)", "",

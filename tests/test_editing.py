@@ -16,7 +16,8 @@ from PIL import Image
 
 from clcae.checkpoints import CheckpointError, save_generator, save_inverter
 from clcae.editing import (PCA, apply_direction, apply_ganspace, apply_sefa, carry_feature, compute_pca,
-                           edit_and_render, encoder_edit, from_official_edit, generator_fingerprint, learn_direction,
+                           edit_and_render, edit_gate, encoder_edit, from_official_edit, generator_fingerprint,
+                           learn_direction,
                            load_direction, load_pca, modulation_weights, orthogonalize, pca_from_samples,
                            sample_scores, save_direction, save_pca, sefa_directions, style_layers)
 from clcae.editing.folder import GRID_PADDING
@@ -236,6 +237,30 @@ def test_edited_feature_follows_the_formula_per_sample(G):
         _, feats = G.synthesis(lat["wplus"], return_features=True)
     again = carry_feature(G, lat["wplus"], edited, lat["f"], 5, f_gen=feats[5])
     assert torch.allclose(again["f_edited"], res["f_edited"], atol=1e-6)
+
+
+def test_edit_gate_fades_the_correction_only_where_the_edit_redraws(G):
+    f_gen = torch.randn(2, 8, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(edit_gate(f_gen, f_gen, 0.5), torch.ones(2, 1, 4, 4))           # no edit: kept everywhere
+    moved = f_gen.clone()
+    moved[0, :, 1, 2] += 10.0                                                          # one position of image 0
+    m = edit_gate(f_gen, moved, 0.5)
+    assert m[0, 0, 1, 2] < 1e-3 and m[1].eq(1).all()
+    assert m[0].flatten().topk(15).values.eq(1).all()                                  # every other position kept
+    assert torch.equal(edit_gate(f_gen, moved, 0.0), torch.ones(2, 1, 4, 4))           # tau 0: off
+    # in an edit: a zero edit reproduces the unedited feature exactly; a real one follows G_k(W+e) + (f - G_k(W+)) m
+    lat = _codes(G, 2)
+    same = edit_and_render(G, lat, lambda c: c, idx_k=5, gate=0.5)
+    assert torch.equal(same["f_edited"], lat["f"])
+    d = torch.randn(32, generator=torch.Generator().manual_seed(9))
+    res = edit_and_render(G, lat, lambda c: apply_direction(c, d, 3.0), idx_k=5, gate=0.5)
+    with torch.no_grad():
+        _, fo = G.synthesis(lat["wplus"], return_features=True)
+        _, fe = G.synthesis(apply_direction(lat["wplus"], d, 3.0), return_features=True)
+    expected = fe[5] + (lat["f"] - fo[5]) * edit_gate(fo[5], fe[5], 0.5)
+    assert torch.allclose(res["f_edited"], expected, atol=1e-5)
+    plain = edit_and_render(G, lat, lambda c: apply_direction(c, d, 3.0), idx_k=5)
+    assert not torch.allclose(res["f_edited"], plain["f_edited"])
 
 
 def test_edit_and_render_renders_only_what_the_latents_have(G):

@@ -18,7 +18,6 @@ from clcae.networks.domain import DomainNet
 from clcae.networks.layers import EqualConv2d
 from clcae.networks.memory_format import (SAFE_MIN_CHANNELS, channels_last_unsafe, guarded_convolutions,
                                           to_channels_last)
-from clcae.networks.stylegan2 import Discriminator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,7 +14,8 @@
 ``scripts/edit.py``, ``scripts/find_directions.py`` and ``scripts/ganspace_pca.py`` are the command lines; see
 ``docs/EDITING.md``.
 """
-from .fspace import REPRESENTATIONS, carry_feature, edit_and_render, encoder_edit, feature_at, representations_of
+from .fspace import (REPRESENTATIONS, carry_feature, edit_and_render, edit_gate, encoder_edit, feature_at,
+                     representations_of)
 from .ganspace import (E4E_CARS_EDITS, E4E_FFHQ_EDITS, GANSPACE_MODES, PCA, apply_ganspace, compute_pca,
                        from_official_edit, load_pca, pca_from_samples, save_pca)
 from .interfacegan import (LEARN_METHODS, Direction, apply_direction, check_layers, generator_fingerprint,
@@ -29,7 +30,7 @@ __all__ = [
     "PCA", "GANSPACE_MODES", "E4E_FFHQ_EDITS", "E4E_CARS_EDITS", "compute_pca", "pca_from_samples", "save_pca",
     "load_pca", "apply_ganspace", "from_official_edit",
     "SeFa", "style_layers", "modulation_weights", "sefa_directions", "apply_sefa",
-    "REPRESENTATIONS", "feature_at", "carry_feature", "edit_and_render", "encoder_edit", "representations_of",
+    "REPRESENTATIONS", "feature_at", "edit_gate", "carry_feature", "edit_and_render", "encoder_edit", "representations_of",
     "EDIT_KINDS", "EditSpec", "EditOptions", "parse_edit", "parse_strengths", "parse_layers", "unique_labels",
     "strength_label", "edit_function", "render_edit",
 ]

@@ -22,7 +22,7 @@ import torch
 
 from ..networks.stylegan2 import Generator
 
-__all__ = ["feature_at", "carry_feature", "edit_and_render", "encoder_edit", "representations_of",
+__all__ = ["feature_at", "edit_gate", "carry_feature", "edit_and_render", "encoder_edit", "representations_of",
            "REPRESENTATIONS"]
 
 #: Representations, in grid-row order: G(w), G(W+), G(W+ with the F-space feature).
@@ -53,11 +53,26 @@ def feature_at(generator: Generator, wplus: torch.Tensor, idx_k: int, noise_mode
     return feats[_check_idx(generator, idx_k)], image
 
 
+def edit_gate(f_gen: torch.Tensor, f_gen_edited: torch.Tensor, tau: float) -> torch.Tensor:
+    """How much of the inversion's own correction ``f - G_k(W+)`` to keep at each position under an edit (ours):
+    ``exp(-(d / (tau * s))^2)`` ``[B, 1, h, w]``, where ``d`` is the channel norm of the edit's change of the
+    generator's activation ``G_k(W+_edited) - G_k(W+)`` at the position and ``s`` the RMS over positions of
+    ``G_k(W+)``'s channel norm (per image). Where the edit redraws a region (the mouth of a smile), the correction,
+    which holds the unedited region, fades; elsewhere it stays. ``tau <= 0``: all ones (the correction carried
+    everywhere, the official behaviour). A zero edit gives ones exactly."""
+    if tau <= 0:
+        return torch.ones_like(f_gen[:, :1])
+    d = (f_gen_edited - f_gen).pow(2).sum(1, keepdim=True)                       # [B, 1, h, w]
+    s2 = f_gen.pow(2).sum(1, keepdim=True).mean((2, 3), keepdim=True).clamp_min(1e-12)
+    return torch.exp(-d / (s2 * tau * tau))
+
+
 @torch.no_grad()
 def carry_feature(generator: Generator, wplus: torch.Tensor, wplus_edited: torch.Tensor, f: torch.Tensor,
                   idx_k: int, f_gen: torch.Tensor | None = None, noise_mode: str = "const",
-                  noise: Sequence[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
-    """``f_edited = f + (G_k(W+_edited) - G_k(W+))`` per sample.
+                  noise: Sequence[torch.Tensor | None] | None = None, gate: float = 0.0) -> dict[str, torch.Tensor]:
+    """``f_edited = f + (G_k(W+_edited) - G_k(W+))`` per sample; with ``gate > 0`` the inversion's correction
+    ``f - G_k(W+)`` is weighted by :func:`edit_gate` instead: ``G_k(W+_edited) + (f - G_k(W+)) * m``.
 
     Args:
         wplus, wplus_edited: ``[B, n, D]`` before and after the edit.
@@ -65,6 +80,7 @@ def carry_feature(generator: Generator, wplus: torch.Tensor, wplus_edited: torch
         idx_k: generator activation index the feature belongs to.
         f_gen: ``G_k(W+)`` when already known (the inverters return it as ``f_gen``), saving one pass.
         noise_mode, noise: the generator's noise for every pass.
+        gate: ``tau`` of :func:`edit_gate` (0: off).
     Returns:
         ``{'f_edited', 'f_gen' (G_k(W+)), 'f_gen_edited' (G_k(W+_edited)), 'image_wplus' (G(W+_edited))}``.
     """
@@ -78,7 +94,11 @@ def carry_feature(generator: Generator, wplus: torch.Tensor, wplus_edited: torch
     if f_gen.shape != f.shape or f_gen_edited.shape != f.shape:
         raise ValueError(f"f has shape {list(f.shape)}; the generator's activation at index {idx_k} has "
                          f"{list(f_gen_edited.shape)} (wrong idx_k, or f from another generator)")
-    f_edited = f + (f_gen_edited - f_gen.to(f_gen_edited))
+    f_gen = f_gen.to(f_gen_edited)
+    if gate > 0:
+        f_edited = f_gen_edited + (f - f_gen) * edit_gate(f_gen, f_gen_edited, gate)
+    else:
+        f_edited = f + (f_gen_edited - f_gen)
     return {"f_edited": f_edited, "f_gen": f_gen, "f_gen_edited": f_gen_edited, "image_wplus": image}
 
 
@@ -86,7 +106,7 @@ def carry_feature(generator: Generator, wplus: torch.Tensor, wplus_edited: torch
 def edit_and_render(generator: Generator, latents: Mapping[str, torch.Tensor],
                     edit_fn: Callable[[torch.Tensor], torch.Tensor], idx_k: int = 5, feature_scale: float = 1.0,
                     noise_mode: str = "const", noise: Sequence[torch.Tensor | None] | None = None,
-                    representations: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+                    representations: Sequence[str] | None = None, gate: float = 0.0) -> dict[str, torch.Tensor]:
     """Edit an inversion and render every representation it has.
 
     Args:
@@ -100,6 +120,7 @@ def edit_and_render(generator: Generator, latents: Mapping[str, torch.Tensor],
         noise_mode, noise: the generator's noise for every pass (``noise``: explicit per-layer tensors, e.g. the
             optimised noise of a projection).
         representations: subset of :data:`REPRESENTATIONS` to render (default: every one the latents allow).
+        gate: ``tau`` of :func:`edit_gate`: fade f's own correction where the edit redraws (0: off).
     Returns:
         ``{'image_w', 'image_wplus', 'image_wplus_f'}`` (those rendered; ``[B, 3, S, S]``, unclamped) and the edited
         codes ``'w_edited'`` ([B, n, D]: the w code after the edit, as W+), ``'wplus_edited'``, ``'f_edited'``.
@@ -132,7 +153,7 @@ def edit_and_render(generator: Generator, latents: Mapping[str, torch.Tensor],
         result["wplus_edited"] = wplus_edited
         if "wplus_f" in present:
             carried = carry_feature(generator, wplus, wplus_edited, latents["f"], idx_k, latents.get("f_gen"),
-                                    noise_mode, noise)
+                                    noise_mode, noise, gate=gate)
             result["f_edited"] = carried["f_edited"]
             if "wplus" in present:
                 result["image_wplus"] = carried["image_wplus"]
