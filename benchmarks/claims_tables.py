@@ -6,7 +6,7 @@
 groups the seeds of a row and prints, per metric, the mean over seeds and the spread between them (half the range:
 ``mean ± spread``; with one seed, the value alone), as Markdown::
 
-    python benchmarks/claims_tables.py table runs/claims-table --metrics mse,domain_perceptual,id_domain,detail_ratio \
+    python benchmarks/claims_tables.py table runs/claims-table [more eval.py folders] --metrics mse,domain_perceptual,id_domain,detail_ratio \
         --rows clcae_sharpen:wplus_f,clcae:wplus_f,clcae:wplus,psp:wplus,e4e:wplus
 
 **Curves.** Validation scalars against training steps, read from each run's ``log.txt`` (the trainer's
@@ -44,13 +44,31 @@ def split_seed(method: str) -> tuple[str, int | None]:
     return (m["base"], int(m["seed"])) if m else (method, None)
 
 
-def load_results(path: Path) -> dict:
-    path = path / "results.json" if path.is_dir() else path
-    try:
-        data = json.loads(path.read_text())
-        return {"metrics": {m["name"]: m for m in data["metrics"]}, "results": data["results"]}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SystemExit(f"{path}: not a scripts/eval.py results.json ({e})")
+def load_results(*paths: Path) -> dict:
+    """One or more eval.py results (folders or results.json), merged: the runs must be on the same images (the
+    same n per row); a (method, representation, metric) found twice must have the same mean (the same model)."""
+    metrics: dict[str, dict] = {}
+    rows: dict[tuple[str, str, str], dict] = {}
+    for path in paths:
+        path = path / "results.json" if path.is_dir() else path
+        try:
+            data = json.loads(path.read_text())
+            metrics.update({m["name"]: m for m in data["metrics"]})
+            results = data["results"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"{path}: not a scripts/eval.py results.json ({e})")
+        for r in results:
+            key = (r["method"], r["representation"], r["metric"])
+            old = rows.get(key)
+            if old is not None and (old.get("n") != r.get("n") or
+                                    (old.get("mean") is not None and r.get("mean") is not None and
+                                     abs(old["mean"] - r["mean"]) > 1e-6 * max(1.0, abs(old["mean"])))):
+                raise SystemExit(f"{path}: {'/'.join(key)} differs from an earlier file's (another model or image set)")
+            rows[key] = r
+    ns = {r.get("n") for r in rows.values()}
+    if len(ns) > 1:
+        raise SystemExit(f"the results are on different numbers of images ({sorted(ns, key=str)}): not one table")
+    return {"metrics": metrics, "results": list(rows.values())}
 
 
 def seed_table(data: dict) -> dict[tuple[str, str], dict[str, dict]]:
@@ -238,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("table", help="mean ± spread between seeds from an eval.py results.json")
-    t.add_argument("results", type=Path, help="eval.py --out folder or its results.json")
+    t.add_argument("results", type=Path, nargs="+", help="eval.py --out folders or their results.json (merged)")
     t.add_argument("--metrics", default=None, help="comma-separated metric names (default: all)")
     t.add_argument("--rows", default=None, help="comma-separated BASE:REPRESENTATION rows in order (default: all)")
     e = sub.add_parser("editing", help="mean ± spread between seeds from claims_editing.py results")
@@ -264,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     p.error(f"--rows: expected BASE:REPRESENTATION, got {item!r}")
                 rows.append((base, rep))
         metrics = args.metrics.split(",") if args.metrics else None
-        print(markdown(load_results(args.results), rows, metrics))
+        print(markdown(load_results(*args.results), rows, metrics))
     elif args.cmd == "editing":
         renames = {}
         for item in filter(None, args.rename.split(",")):

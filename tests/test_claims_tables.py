@@ -85,3 +85,13 @@ def test_editing_seeds_are_merged_across_files_and_renamed(tmp_path, mod):
     c = _editing(tmp_path / "c", {"psp_s0": (0.05, 1.2, 0.96, True)})
     with pytest.raises(SystemExit, match="differs"):   # the same seed's model must give the same numbers
         mod.editing_table([a, c], {"psp": "psp_s0"}, None)
+
+
+def test_tables_merge_several_eval_runs_of_the_same_images(tmp_path, mod):
+    a = _results(tmp_path / "a", [("clcae_s0", "wplus_f", "mse", 0.020), ("psp_s0", "wplus", "mse", 0.03)])
+    b = _results(tmp_path / "b", [("clcae_s1", "wplus_f", "mse", 0.024), ("psp_s0", "wplus", "mse", 0.03)])
+    t = mod.seed_table(mod.load_results(a, b))
+    assert t[("clcae", "wplus_f")]["mse"]["seeds"] == {0: 0.020, 1: 0.024}
+    c = _results(tmp_path / "c", [("psp_s0", "wplus", "mse", 0.05)])
+    with pytest.raises(SystemExit, match="differs"):
+        mod.load_results(a, c)
