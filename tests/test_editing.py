@@ -521,6 +521,24 @@ def test_edit_script_on_images_with_an_encoder_edit(tmp_path):
     assert np.abs(saved - expected).max() <= 1.0
 
 
+def test_encoder_edit_of_a_residual_f_branch_adds_the_re_predicted_correction_once(tiny_inverters):
+    inv = tiny_inverters(feature_residual=True)["clcae"]
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    d = torch.randn(32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        plain = inv.invert(x)
+        zero = encoder_edit(inv, x, torch.zeros(32))
+        moved = encoder_edit(inv, x, 2.0 * d)
+        ref = inv(x, images=(), w_offset=(2.0 * d).expand(2, -1))
+        _, feats = inv.decoder.synthesis(ref["wplus"], noise_mode="const", return_features=True)
+        image = inv.decoder.synthesis(ref["wplus"], noise_mode="const", features_in={3: ref["f_delta"]},
+                                      feature_mode="add")
+    assert torch.allclose(zero["image_wplus_f"], plain["image_wplus_f"], atol=1e-5)
+    assert torch.allclose(moved["f_edited"], feats[3] + ref["f_delta"], atol=1e-5)     # G_k(W+_e) + Δf_e, once
+    assert torch.allclose(moved["image_wplus_f"], image, atol=1e-5)
+    assert not torch.allclose(moved["image_wplus_f"], plain["image_wplus_f"], atol=1e-3)
+
+
 def _tiny_domain_net() -> DomainNet:
     torch.manual_seed(0)
     return DomainNet(input_size=16, stem_channels=4, channels=(8, 8), blocks=(1, 1), embed_dim=8, attr_reduce=4,

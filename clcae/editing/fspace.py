@@ -173,7 +173,9 @@ def encoder_edit(inverter: torch.nn.Module, x: torch.Tensor, w_offset: torch.Ten
 
     The encoder runs twice, without and with ``w_offset`` added to its foundation code ``dw``; the edited run gives
     ``w_e = w + offset``, a re-predicted ``W+_e`` and ``f_e``; the feature becomes
-    ``f_e + (G_k(W+_e) - G_k(W+_o))`` and is blended in with the inverter's ``feature_scale``.
+    ``f_e + (G_k(W+_e) - G_k(W+_o))`` and is blended in with the inverter's ``feature_scale``. With a residual F
+    branch (ours) the re-predicted correction is added to the edited activation: ``G_k(W+_e) + Δf_e`` (one encoder
+    run: the unedited pass is not needed).
 
     Args:
         inverter: a :class:`~clcae.inversion.CLCAEInverter`.
@@ -192,11 +194,19 @@ def encoder_edit(inverter: torch.nn.Module, x: torch.Tensor, w_offset: torch.Ten
     if offset.shape != (x.shape[0], G.style_dim):
         raise ValueError(f"w_offset must be [{G.style_dim}] or [{x.shape[0]}, {G.style_dim}]; got "
                          f"{list(w_offset.shape)}")
-    plain = inverter(x, avg_image=avg_image, images=())
     moved = inverter(x, avg_image=avg_image, images=(), w_offset=offset)
-    carried = carry_feature(G, plain["wplus"], moved["wplus"], moved["f"], inverter.idx_k)
-    image_f = G.synthesis(moved["wplus"], noise_mode="const", features_in={inverter.idx_k: carried["f_edited"]},
+    if getattr(inverter.encoder, "feature_residual", False):
+        # a residual F branch (ours) re-predicts the correction: moved["f"] is already G_k(W+_e) + Δf_e, the edited
+        # activation plus the correction for the edited face (the official formula would add the edit's change
+        # G_k(W+_e) - G_k(W+_o) a second time)
+        f_edited = moved["f"]
+        image_wplus = G.synthesis(moved["wplus"], noise_mode="const")
+    else:
+        plain = inverter(x, avg_image=avg_image, images=())
+        carried = carry_feature(G, plain["wplus"], moved["wplus"], moved["f"], inverter.idx_k)
+        f_edited, image_wplus = carried["f_edited"], carried["image_wplus"]
+    image_f = G.synthesis(moved["wplus"], noise_mode="const", features_in={inverter.idx_k: f_edited},
                           feature_scale=inverter.feature_scale)
-    return {"w": moved["w"], "wplus": moved["wplus"], "f_edited": carried["f_edited"],
-            "image_w": G.synthesis(moved["w"], noise_mode="const"), "image_wplus": carried["image_wplus"],
+    return {"w": moved["w"], "wplus": moved["wplus"], "f_edited": f_edited,
+            "image_w": G.synthesis(moved["w"], noise_mode="const"), "image_wplus": image_wplus,
             "image_wplus_f": image_f}
