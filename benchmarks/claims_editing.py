@@ -73,6 +73,26 @@ class _ResultRenderer:
                                       feature_mode="add")
 
 
+class _EncoderEditRenderer:
+    """``synthesis(codes)`` through the official CLCAE edit (``clcae.editing.encoder_edit``): the offset of the
+    edited codes from the unedited ``codes0`` (the same on every layer: a direction applied to all of them) enters
+    the encoder's query, and W+ and F are re-predicted for the edited face; a zero edit is the unedited result."""
+
+    def __init__(self, inverter, images: torch.Tensor, codes0: torch.Tensor, unedited: torch.Tensor):
+        self.inverter, self.images, self.codes0, self.unedited = inverter, images, codes0, unedited
+
+    @torch.no_grad()
+    def synthesis(self, codes: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        from clcae.editing.fspace import encoder_edit
+
+        delta = codes - self.codes0
+        if not torch.allclose(delta, delta[:, :1].expand_as(delta), atol=1e-5):
+            raise ValueError("the encoder edit needs a direction applied to every layer alike")
+        if not delta.any():
+            return self.unedited
+        return encoder_edit(self.inverter, self.images, delta[:, 0])["image_wplus_f"]
+
+
 def test_images(n: int, seed: int, res: int) -> tuple[torch.Tensor, list[dict]]:
     """The first ``n`` SynthFaces test images at ``res`` px in [-1, 1] and their labels."""
     from clcae.data.synthfaces import SynthFaces, item_labels
@@ -130,13 +150,17 @@ def find_strength(measure, change_of, target: float, start: float, tries: int = 
 
 @torch.no_grad()
 def measure_method(inverter, images: torch.Tensor, labels: list[dict], edits, domain_net, strengths, target: float,
-                   seed: int, grid: int = 0, gate: float = 0.0) -> dict:
+                   seed: int, grid: int = 0, gate: float = 0.0, encoder: bool = False) -> dict:
     from clcae.metrics.editing import editing_metrics
 
     out = inverter.invert(images)
     codes = out["wplus"]
     residual = getattr(inverter.encoder, "feature_residual", False)
-    if "f_delta" in out and residual:
+    if encoder:
+        if getattr(inverter, "arch", None) != "clcae":
+            raise ValueError("--encoder-edit needs a CLCAE model")
+        renderer, result = _EncoderEditRenderer(inverter, images, codes, out["image_wplus_f"]), "W+F (encoder edit)"
+    elif "f_delta" in out and residual:
         renderer = _ResultRenderer(inverter.decoder, out["f_delta"], inverter.idx_k, gate, codes)
         result = f"W+F (F gated, tau {gate:g})" if gate > 0 else "W+F (F carried)"
     else:
@@ -231,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--f-gate", type=_pair, action="append", default=[], metavar="NAME=TAU",
                    help="fade method NAME's F correction where the edit redraws (clcae.editing.fspace.edit_gate, "
                         "ours); repeatable; default: carried everywhere")
+    p.add_argument("--encoder-edit", action="append", default=[], metavar="NAME",
+                   help="edit method NAME (CLCAE) the official way: the offset enters the encoder and W+ and F are "
+                        "re-predicted (clcae.editing.encoder_edit); repeatable")
     p.add_argument("--domain-net", default="pretrained/synthfaces64_domain_net.pt")
     p.add_argument("--n", type=int, default=100, help="test images (rendered together: one batch)")
     p.add_argument("--synthfaces-seed", type=int, default=0)
@@ -274,8 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             print(f"error: --f-gate {name}={tau}: TAU must be a number", file=sys.stderr)
             return 2
+    unknown = [n for n in args.encoder_edit if n not in dict(args.method)]
+    if unknown:
+        print(f"error: --encoder-edit {', '.join(unknown)}: no --method of that name", file=sys.stderr)
+        return 2
     results = {name: measure_method(inv, images, labels, edits, domain_net, args.strengths, args.target_change,
-                                    args.synthfaces_seed, args.grid, gates.get(name, 0.0)) for name, inv in methods}
+                                    args.synthfaces_seed, args.grid, gates.get(name, 0.0), name in args.encoder_edit)
+               for name, inv in methods}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.grid > 0:
@@ -285,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             e.pop("_images", None)
     (out / "results.json").write_text(json.dumps({"n": args.n, "target_change": args.target_change,
                                                   "strengths": args.strengths, "methods": dict(args.method),
-                                                  "f_gate": gates,
+                                                  "f_gate": gates, "encoder_edit": args.encoder_edit,
                                                   "edits": dict(args.edit), "results": results}, indent=1))
     lines = [f"{args.n} SynthFaces test images; each edit at the strength that moves the attribute by "
              f"{args.target_change:+g} (domain network, label units)", "",

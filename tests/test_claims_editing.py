@@ -40,6 +40,25 @@ def test_the_result_renderer_carries_the_f_correction_and_the_renderer_redraws_t
     assert (moved - images).abs().amax() > 0.1
 
 
+def test_gated_and_encoder_edit_renderers_reproduce_the_unedited_result(mod, clcae):
+    from clcae.editing import encoder_edit
+
+    inv = clcae
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    out = inv.invert(x)
+    gated = mod._ResultRenderer(inv.decoder, out["f_delta"], inv.idx_k, 0.5, out["wplus"])
+    assert torch.allclose(gated.synthesis(out["wplus"]), out["image_wplus_f"], atol=1e-5)
+    enc = mod._EncoderEditRenderer(inv, x, out["wplus"], out["image_wplus_f"])
+    assert torch.equal(enc.synthesis(out["wplus"]), out["image_wplus_f"])
+    d = torch.randn(32)
+    edited = enc.synthesis(out["wplus"] + 1.5 * d)
+    assert torch.allclose(edited, encoder_edit(inv, x, 1.5 * d)["image_wplus_f"], atol=1e-5)
+    layered = out["wplus"].clone()
+    layered[:, 0] += d
+    with pytest.raises(ValueError, match="every layer"):
+        enc.synthesis(layered)
+
+
 def test_edits_reach_the_target_change_for_each_method(tmp_path, mod, clcae):
     inv = clcae
     save_inverter(inv, tmp_path / "clcae.pt")
