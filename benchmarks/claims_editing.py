@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   "edits": dict(args.edit), "results": results}, indent=1))
     lines = [f"{args.n} SynthFaces test images; each edit at the strength that moves the attribute by "
              f"{args.target_change:+g} (domain network, label units)", "",
-             "| attribute | method | edited | strength | change reached | identity kept ↑ | other attributes |Δ| ↓ | "
+             "| attribute | method | edited | strength | change reached | identity kept ↑ | other attributes \\|Δ\\| ↓ | "
              "MSE to the renderer's edited face ↓ | identity to it ↑ | MSE unedited ↓ |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for attribute, _ in edits:

@@ -130,7 +130,7 @@ def markdown(data: dict, rows: list[tuple[str, str]] | None, metrics: list[str] 
 
 #: the claims_editing.py numbers per (method, edit) that the editing table shows: (key, header, decimals)
 EDIT_COLUMNS = (("strength", "strength", 2), ("id_kept", "identity kept ↑", 3),
-                ("other_change", "other attributes' |Δ| ↓", 3), ("mse_to_renderer", "MSE to the renderer's edited face ↓", 4),
+                ("other_change", "other attributes' \\|Δ\\| ↓", 3), ("mse_to_renderer", "MSE to the renderer's edited face ↓", 4),
                 ("added", "added by the edit ↓", 4))
 
 
