@@ -53,7 +53,7 @@ class _ResultRenderer:
     def __init__(self, decoder, f_delta: torch.Tensor | None = None, idx_k: int | None = None, gate: float = 0.0,
                  codes0: torch.Tensor | None = None):
         self.decoder, self.f_delta, self.idx_k, self.gate = decoder, f_delta, idx_k, float(gate)
-        self.f_gen0 = None
+        self.codes0, self.f_gen0 = codes0, None
         if f_delta is not None and self.gate > 0:
             from clcae.editing.fspace import feature_at
             self.f_gen0 = feature_at(decoder, codes0, idx_k)[0]
@@ -64,12 +64,12 @@ class _ResultRenderer:
             return self.decoder.synthesis(codes, noise_mode=noise_mode)
         if codes.shape[0] != self.f_delta.shape[0]:
             raise ValueError("the F correction is per image: render all images in one call")
-        delta = self.f_delta
-        if self.f_gen0 is not None:
-            from clcae.editing.fspace import edit_gate, feature_at
-            delta = delta * edit_gate(self.f_gen0, feature_at(self.decoder, codes, self.idx_k, noise_mode)[0],
-                                      self.gate)
-        return self.decoder.synthesis(codes, noise_mode=noise_mode, features_in={self.idx_k: delta},
+        if self.f_gen0 is not None:   # the library's gated carry: G_k(codes) + Δf * edit_gate(...), then replace
+            from clcae.editing.fspace import carry_feature
+            f = carry_feature(self.decoder, self.codes0, codes, self.f_gen0 + self.f_delta, self.idx_k,
+                              f_gen=self.f_gen0, noise_mode=noise_mode, gate=self.gate)["f_edited"]
+            return self.decoder.synthesis(codes, noise_mode=noise_mode, features_in={self.idx_k: f})
+        return self.decoder.synthesis(codes, noise_mode=noise_mode, features_in={self.idx_k: self.f_delta},
                                       feature_mode="add")
 
 

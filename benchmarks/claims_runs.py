@@ -45,8 +45,8 @@ def _clcae(*flags: str) -> tuple[str, ...]:
 
 #: The shipped CLCAE model's second stage (version 4, issue 18): 200 steps against an image discriminator, with
 #: attribute consistency, from the 1,200-step model (scripts/ship_synthfaces.sh's SHARPEN)
-SHARPEN = ("--adv-lambda", "0.05", "--attr-lambda", "1.0", "--adv-d",
-           "pretrained/training/synthfaces64_generator_latest.pt", "--lr", "0.0001", "--feature-ramp", "none", "--steps", "200", "--val-interval", "100", "--save-interval", "100")
+SHARPEN = ("--adv-lambda", "0.05", "--attr-lambda", "1.0", "--adv-d", "pretrained/training/synthfaces64_generator_latest.pt",
+           "--lr", "0.0001", "--feature-ramp", "none", "--steps", "200", "--val-interval", "100", "--save-interval", "100")
 
 
 #: The candidate improvement (issue 23): the residual F correction at the 16x16 activation

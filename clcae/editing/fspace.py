@@ -194,13 +194,14 @@ def encoder_edit(inverter: torch.nn.Module, x: torch.Tensor, w_offset: torch.Ten
     if offset.shape != (x.shape[0], G.style_dim):
         raise ValueError(f"w_offset must be [{G.style_dim}] or [{x.shape[0]}, {G.style_dim}]; got "
                          f"{list(w_offset.shape)}")
-    moved = inverter(x, avg_image=avg_image, images=(), w_offset=offset)
-    if getattr(inverter.encoder, "feature_residual", False):
+    residual = getattr(inverter.encoder, "feature_residual", False)
+    # a residual inverter renders G(W+_e) anyway (the pass that gives G_k(W+_e)): ask for the image of that pass
+    moved = inverter(x, avg_image=avg_image, images=("wplus",) if residual else (), w_offset=offset)
+    if residual:
         # a residual F branch (ours) re-predicts the correction: moved["f"] is already G_k(W+_e) + Δf_e, the edited
         # activation plus the correction for the edited face (the official formula would add the edit's change
         # G_k(W+_e) - G_k(W+_o) a second time)
-        f_edited = moved["f"]
-        image_wplus = G.synthesis(moved["wplus"], noise_mode="const")
+        f_edited, image_wplus = moved["f"], moved["image_wplus"]
     else:
         plain = inverter(x, avg_image=avg_image, images=())
         carried = carry_feature(G, plain["wplus"], moved["wplus"], moved["f"], inverter.idx_k)
