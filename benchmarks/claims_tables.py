@@ -83,14 +83,18 @@ def seed_table(data: dict) -> dict[tuple[str, str], dict[str, dict]]:
         cell["n"] = r.get("n")
     for metrics in groups.values():
         for cell in metrics.values():
-            vals = list(cell["seeds"].values())
-            cell["mean"] = sum(vals) / len(vals)
-            cell["spread"] = (max(vals) - min(vals)) / 2 if len(vals) > 1 else None
+            cell["mean"], cell["spread"] = _mean_spread(list(cell["seeds"].values()))
     return groups
 
 
-def _fmt(x: float, decimals: int) -> str:
-    return f"{x:.{decimals}f}"
+def _mean_spread(vals: list[float]) -> tuple[float, float | None]:
+    """The mean over seeds and half their range (None with one seed)."""
+    return sum(vals) / len(vals), (max(vals) - min(vals)) / 2 if len(vals) > 1 else None
+
+
+def _fmt(mean: float, spread: float | None, decimals: int) -> str:
+    """``mean`` alone with one seed, else ``mean ± spread``."""
+    return f"{mean:.{decimals}f}" + ("" if spread is None else f" ± {spread:.{decimals}f}")
 
 
 def markdown(data: dict, rows: list[tuple[str, str]] | None, metrics: list[str] | None) -> str:
@@ -118,12 +122,7 @@ def markdown(data: dict, rows: list[tuple[str, str]] | None, metrics: list[str] 
         for m in metrics:
             c = cells.get(m)
             d = known[m].get("decimals") or 4
-            if c is None:
-                out.append("–")
-            elif c["spread"] is None:
-                out.append(_fmt(c["mean"], d))
-            else:
-                out.append(f"{_fmt(c['mean'], d)} ± {_fmt(c['spread'], d)}")
+            out.append("–" if c is None else _fmt(c["mean"], c["spread"], d))
         lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines)
 
@@ -169,9 +168,7 @@ def editing_table(paths: list[Path], renames: dict[str, str], rows: list[str] | 
                 continue
             out = [edit, base, ", ".join("–" if s is None else str(s) for s in sorted(seeds, key=lambda s: s or 0))]
             for key, _, d in EDIT_COLUMNS:
-                vals = [v[key] for v in seeds.values()]
-                m = sum(vals) / len(vals)
-                out.append(_fmt(m, d) if len(vals) == 1 else f"{_fmt(m, d)} ± {_fmt((max(vals) - min(vals)) / 2, d)}")
+                out.append(_fmt(*_mean_spread([v[key] for v in seeds.values()]), d))
             lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines)
 
